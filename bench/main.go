@@ -1,0 +1,333 @@
+// Command bench measures what storegate costs in front of etcd, side by side
+// with the alternatives, in one run: etcd Range and Put at several
+// concurrencies, sent directly to etcd, through etcd's own gRPC proxy
+// (`etcd grpc-proxy start`, built from the same etcd module) and through
+// storegate with a 20-intention policy, all over mutual TLS. It prints a
+// table of throughput, p50/p99 latency, the CPU time the hop (proxy or
+// gateway) spends per request, and the ratios to direct and to the gRPC
+// proxy.
+//
+// Run it from the repository root after `make tools build`:
+//
+//	go run ./bench                       # what `make bench` runs
+//	go run ./bench -duration 10s -rounds 3
+//	go run ./bench -targets direct,grpc-proxy   # without the gateway
+//	go run ./bench -intentions 20,1000  # storegate with both policy sizes
+//
+// The bench makes its own CA and SPIFFE X.509-SVIDs (trust domain
+// example.org), starts a one-member etcd, the gRPC proxy and the gateway as
+// child processes on free loopback ports with all logs and data in a
+// temporary directory (kept with -keep), and stops them when it ends, is
+// interrupted or fails. Targets are interleaved per case and per round so
+// that drift on a shared machine hits them alike.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Target kinds accepted by -targets.
+const (
+	direct    = "direct"
+	grpcProxy = "grpc-proxy"
+	storegate = "storegate"
+)
+
+// options are the command-line flags.
+type options struct {
+	duration   time.Duration
+	warmup     time.Duration
+	rounds     int
+	conns      int
+	bin        string
+	policies   string
+	keep       bool
+	fsync      bool
+	targets    []string
+	ops        []opKind
+	concs      []int
+	intentions []int
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		o                                    options
+		targets, ops, concs, intentionCounts string
+	)
+	flag.DurationVar(&o.duration, "duration", 3*time.Second, "measured duration of each run")
+	flag.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up before each run")
+	flag.IntVar(&o.rounds, "rounds", 3, "runs per case; targets are interleaved per round and the rounds merged")
+	flag.IntVar(&o.conns, "conns", 4, "client connections per target; worker i uses connection i mod conns")
+	flag.StringVar(&o.bin, "bin", "bin", "directory holding the etcd and gateway binaries")
+	flag.StringVar(&o.policies, "policies", "policies", "directory of the shipped Rego policy (its *.rego, not _test.rego, are used)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (certificates, configs, logs, etcd data)")
+	flag.BoolVar(&o.fsync, "etcd-fsync", false, "let etcd fsync its WAL (off by default: disk noise would swamp the hop's cost)")
+	flag.StringVar(&targets, "targets", "direct,grpc-proxy,storegate", "comma-separated targets: direct, grpc-proxy, storegate")
+	flag.StringVar(&ops, "ops", "range,put", "comma-separated operations: range, put")
+	flag.StringVar(&concs, "conc", "1,32", "comma-separated concurrencies (requests in flight)")
+	flag.StringVar(&intentionCounts, "intentions", "20", "comma-separated policy sizes; storegate runs once per size")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench [flags]\n\n"+
+			"Benchmarks etcd Range and Put directly, through etcd's gRPC proxy and through storegate.\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() > 0 {
+		flag.Usage()
+		return 2
+	}
+	var err error
+	o.targets, err = parseList(targets, func(s string) (string, error) {
+		if s != direct && s != grpcProxy && s != storegate {
+			return "", fmt.Errorf("unknown target %q (want direct, grpc-proxy or storegate)", s)
+		}
+		return s, nil
+	})
+	if err == nil {
+		o.ops, err = parseList(ops, func(s string) (opKind, error) {
+			if k := opKind(s); k == opRange || k == opPut {
+				return k, nil
+			}
+			return "", fmt.Errorf("unknown op %q (want range or put)", s)
+		})
+	}
+	if err == nil {
+		o.concs, err = parseList(concs, positive("concurrency"))
+	}
+	if err == nil {
+		o.intentions, err = parseList(intentionCounts, positive("intention count"))
+	}
+	if err == nil && (o.rounds < 1 || o.conns < 1 || o.duration <= 0 || o.warmup < 0) {
+		err = fmt.Errorf("-rounds and -conns must be at least 1, -duration positive, -warmup not negative")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	failed, err := bench(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// bench sets everything up, runs every case and prints the report. failed
+// is true when some run had request errors.
+func bench(ctx context.Context, o options) (failed bool, err error) {
+	// Find the binaries first, so that a missing one fails before any work.
+	etcdBin, err := lookBin(o.bin, "etcd", "run `make tools` first")
+	if err != nil {
+		return false, err
+	}
+	var gatewayBin string
+	if slices.Contains(o.targets, storegate) {
+		gatewayBin, err = lookBin(o.bin, "gateway",
+			"run `make build` first, or pass -targets direct,grpc-proxy to leave storegate out (no numbers are made up for it)")
+		if err != nil {
+			return false, err
+		}
+		if o.policies, err = filepath.Abs(o.policies); err != nil {
+			return false, err
+		}
+		if err := checkPolicies(o.policies); err != nil {
+			return false, err
+		}
+	}
+
+	dir, err := os.MkdirTemp("", "storegate-bench-")
+	if err != nil {
+		return false, err
+	}
+	if o.keep {
+		fmt.Fprintf(os.Stderr, "bench: keeping %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	// Processes and clients are stopped in reverse order of their start,
+	// also when the bench fails or panics on this goroutine; children die
+	// with the bench in any case (parent death signal).
+	var cleanup []func()
+	defer func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+
+	pk, err := newPKI(filepath.Join(dir, "certs"))
+	if err != nil {
+		return false, fmt.Errorf("certificates: %w", err)
+	}
+	certs := map[string]svid{}
+	for _, name := range []string{"etcd", "grpc-proxy", "gateway", "bench"} {
+		if certs[name], err = pk.issue(name); err != nil {
+			return false, fmt.Errorf("certificates: %w", err)
+		}
+	}
+	clientTLS, err := pk.clientTLS(certs["bench"])
+	if err != nil {
+		return false, err
+	}
+	ports, err := freePorts(3 + 2*len(o.intentions))
+	if err != nil {
+		return false, err
+	}
+	connect := func(name, endpoint string, hop *proc) (*target, error) {
+		t := &target{name: name, endpoint: endpoint, hop: hop}
+		cleanup = append(cleanup, t.close)
+		return t, t.connect(o.conns, clientTLS)
+	}
+
+	// etcd, the upstream of every target. The direct target's clients
+	// also check that it is ready and write the key Range reads.
+	etcd, etcdURL, err := etcdProc(etcdBin, dir, ports[0], ports[1], pk, certs["etcd"], o.fsync)
+	if err != nil {
+		return false, err
+	}
+	cleanup = append(cleanup, etcd.stop)
+	dt, err := connect(direct, etcdURL, nil)
+	if err != nil {
+		return false, err
+	}
+	if err := etcd.waitReady(ctx, 30*time.Second, probe(dt.clients[0])); err != nil {
+		return false, err
+	}
+	if _, err := dt.clients[0].Put(ctx, rangeKey, value); err != nil {
+		return false, fmt.Errorf("seed %s: %w", rangeKey, err)
+	}
+	var targets []*target
+	if slices.Contains(o.targets, direct) {
+		targets = append(targets, dt)
+	}
+
+	if slices.Contains(o.targets, grpcProxy) {
+		p, endpoint, err := grpcProxyProc(etcdBin, dir, ports[2], etcdURL, pk, certs["grpc-proxy"])
+		if err != nil {
+			return false, err
+		}
+		cleanup = append(cleanup, p.stop)
+		t, err := connect(grpcProxy, endpoint, p)
+		if err != nil {
+			return false, err
+		}
+		if err := p.waitReady(ctx, 30*time.Second, probe(t.clients[0])); err != nil {
+			return false, err
+		}
+		targets = append(targets, t)
+	}
+
+	if slices.Contains(o.targets, storegate) {
+		for i, n := range o.intentions {
+			name := storegate
+			if len(o.intentions) > 1 {
+				name = fmt.Sprintf("%s-%d", storegate, n)
+			}
+			p, endpoint, admin, err := gatewayProc(gatewayBin, dir, name, o.policies, n,
+				ports[3+2*i], ports[4+2*i], etcdURL, pk, certs["gateway"])
+			if err != nil {
+				return false, err
+			}
+			cleanup = append(cleanup, p.stop)
+			if err := p.waitReady(ctx, 60*time.Second, readyz(admin)); err != nil {
+				return false, err
+			}
+			t, err := connect(name, endpoint, p)
+			if err != nil {
+				return false, err
+			}
+			// Ready, so the bench's requests must pass from now on; a
+			// failure here is the gateway's or the policy's, not a race.
+			if err := probe(t.clients[0])(ctx); err != nil {
+				return false, p.failure(fmt.Errorf("ready, but a Range of %s as spiffe://%s/bench failed: %w", rangeKey, trustDomain, err))
+			}
+			targets = append(targets, t)
+		}
+	}
+
+	// The runs: every case, round by round, each round visiting the
+	// targets back to back; rounds of a case merge into one sample.
+	results := map[caseKey]*sample{}
+	total, done := len(o.ops)*len(o.concs)*o.rounds*len(targets), 0
+	start := time.Now()
+	for _, op := range o.ops {
+		for _, conc := range o.concs {
+			for round := range o.rounds {
+				// Each round starts at the next target, so that none is
+				// always the first after a change of case.
+				for i := range targets {
+					t := targets[(i+round)%len(targets)]
+					if ctx.Err() != nil {
+						return false, fmt.Errorf("interrupted")
+					}
+					done++
+					fmt.Fprintf(os.Stderr, "bench: [%d/%d] %s conc=%d %s round %d/%d\n",
+						done, total, op, conc, t.name, round+1, o.rounds)
+					k := caseKey{op: op, conc: conc, target: t.name}
+					if results[k] == nil {
+						results[k] = &sample{}
+					}
+					results[k].merge(measure(ctx, t, etcd, op, conc, o.warmup, o.duration))
+				}
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return false, fmt.Errorf("interrupted")
+	}
+	sortLatencies(results)
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.name
+	}
+	return report(os.Stdout, o, names, results, time.Since(start)), nil
+}
+
+// parseList splits a comma-separated flag value and converts each element.
+func parseList[T any](s string, conv func(string) (T, error)) ([]T, error) {
+	var out []T
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		v, err := conv(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("empty list %q", s)
+	}
+	return out, nil
+}
+
+func positive(what string) func(string) (int, error) {
+	return func(s string) (int, error) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return 0, fmt.Errorf("bad %s %q: want a positive integer", what, s)
+		}
+		return n, nil
+	}
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/storegate/storegate/policy"
+)
+
+// Config is the gateway's one configuration file, strictly decoded: unknown
+// keys are errors, and every problem is reported at once.
+type Config struct {
+	Listen    ListenConfig    `yaml:"listen"`
+	Identity  IdentityConfig  `yaml:"identity"`
+	Upstreams UpstreamsConfig `yaml:"upstreams"`
+	Policy    PolicyConfig    `yaml:"policy"`
+}
+
+// ListenConfig holds the gateway's listeners.
+type ListenConfig struct {
+	Etcd  string `yaml:"etcd"`  // etcd v3 gRPC front, TLS only
+	Admin string `yaml:"admin"` // plain HTTP: /healthz, /readyz
+	// EtcdAdvertise are the client URLs MemberList returns for every member;
+	// default https://<listen.etcd>.
+	EtcdAdvertise []string `yaml:"etcd_advertise"`
+}
+
+// IdentityConfig is where the gateway's own SVID and trust bundles come from.
+type IdentityConfig struct {
+	Files        *IdentityFiles `yaml:"files"`
+	WorkloadAPI  string         `yaml:"workload_api"`
+	TrustDomains []string       `yaml:"trust_domains"`
+}
+
+// IdentityFiles are PEM files; they are reloaded when they change.
+type IdentityFiles struct {
+	Cert   string `yaml:"cert"`
+	Key    string `yaml:"key"`
+	Bundle string `yaml:"bundle"`
+	// Federated maps other trust domains to their bundle files.
+	Federated map[string]string `yaml:"federated"`
+}
+
+// UpstreamsConfig names the real stores.
+type UpstreamsConfig struct {
+	Etcd *EtcdUpstream `yaml:"etcd"`
+}
+
+// EtcdUpstream is an etcd cluster reached with the gateway's credentials.
+type EtcdUpstream struct {
+	Endpoints    []string `yaml:"endpoints"`
+	TLS          TLSFiles `yaml:"tls"`
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+	DialTimeout  Duration `yaml:"dial_timeout"`
+	MaxTxnOps    int      `yaml:"max_txn_ops"`
+	MaxRequest   ByteSize `yaml:"max_request_bytes"`
+}
+
+// TLSFiles are conventional client TLS files for an upstream.
+type TLSFiles struct {
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	CA         string `yaml:"ca"`
+	ServerName string `yaml:"server_name"`
+}
+
+// PolicyConfig locates the Rego policies.
+type PolicyConfig struct {
+	Dir  string `yaml:"dir"`
+	Mode string `yaml:"mode"` // enforce (default) | shadow
+}
+
+// LoadConfig reads, decodes, defaults and validates the file at path.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.resolve(filepath.Dir(path))
+	return cfg, nil
+}
+
+// ParseConfig decodes strictly, applies defaults and validates.
+func ParseConfig(b []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			errs := make([]error, 0, len(te.Errors))
+			for _, e := range te.Errors {
+				errs = append(errs, errors.New(e))
+			}
+			return nil, errors.Join(errs...)
+		}
+		return nil, err
+	}
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) defaults() {
+	if c.Listen.Etcd == "" {
+		c.Listen.Etcd = "127.0.0.1:23790"
+	}
+	if c.Listen.Admin == "" {
+		c.Listen.Admin = "127.0.0.1:9901"
+	}
+	if len(c.Listen.EtcdAdvertise) == 0 {
+		c.Listen.EtcdAdvertise = []string{"https://" + c.Listen.Etcd}
+	}
+	if c.Policy.Dir == "" {
+		c.Policy.Dir = "policies"
+	}
+	if c.Policy.Mode == "" {
+		c.Policy.Mode = "enforce"
+	}
+}
+
+// resolve makes relative paths relative to the config file's directory.
+func (c *Config) resolve(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	if f := c.Identity.Files; f != nil {
+		abs(&f.Cert)
+		abs(&f.Key)
+		abs(&f.Bundle)
+		for td, p := range f.Federated {
+			abs(&p)
+			f.Federated[td] = p
+		}
+	}
+	if e := c.Upstreams.Etcd; e != nil {
+		abs(&e.TLS.Cert)
+		abs(&e.TLS.Key)
+		abs(&e.TLS.CA)
+		abs(&e.PasswordFile)
+	}
+	abs(&c.Policy.Dir)
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for name, addr := range map[string]string{"listen.etcd": c.Listen.Etcd, "listen.admin": c.Listen.Admin} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad("%s: %q is not host:port: %v", name, addr, err)
+		}
+	}
+	for _, u := range c.Listen.EtcdAdvertise {
+		if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" {
+			bad("listen.etcd_advertise: %q is not an https:// URL", u)
+		}
+	}
+	id := c.Identity
+	switch {
+	case id.Files == nil && id.WorkloadAPI == "":
+		bad("identity: set files or workload_api")
+	case id.Files != nil && id.WorkloadAPI != "":
+		bad("identity: set only one of files and workload_api")
+	case id.Files != nil:
+		if id.Files.Cert == "" || id.Files.Key == "" || id.Files.Bundle == "" {
+			bad("identity.files: cert, key and bundle are all required")
+		}
+		for td := range id.Files.Federated {
+			if _, err := spiffeid.TrustDomainFromString(td); err != nil {
+				bad("identity.files.federated: %q: %v", td, err)
+			}
+		}
+	}
+	if len(id.TrustDomains) == 0 {
+		bad("identity.trust_domains: at least one trust domain is required")
+	}
+	for _, td := range id.TrustDomains {
+		if _, err := spiffeid.TrustDomainFromString(td); err != nil {
+			bad("identity.trust_domains: %q: %v", td, err)
+		}
+	}
+	if e := c.Upstreams.Etcd; e == nil {
+		bad("upstreams.etcd: required")
+	} else {
+		if len(e.Endpoints) == 0 {
+			bad("upstreams.etcd.endpoints: at least one endpoint is required")
+		}
+		for _, ep := range e.Endpoints {
+			if u, err := url.Parse(ep); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				bad("upstreams.etcd.endpoints: %q is not an http(s):// URL", ep)
+			}
+		}
+		if (e.TLS.Cert == "") != (e.TLS.Key == "") {
+			bad("upstreams.etcd.tls: cert and key go together")
+		}
+		if (e.Username == "") != (e.PasswordFile == "") {
+			bad("upstreams.etcd: username and password_file go together")
+		}
+		if e.MaxTxnOps < 0 {
+			bad("upstreams.etcd.max_txn_ops: must not be negative")
+		}
+	}
+	if _, err := policy.ParseMode(c.Policy.Mode); err != nil {
+		bad("policy.mode: %v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// trustDomains returns the parsed trust domains (validated already).
+func (c *Config) trustDomains() []spiffeid.TrustDomain {
+	out := make([]spiffeid.TrustDomain, 0, len(c.Identity.TrustDomains))
+	for _, s := range c.Identity.TrustDomains {
+		out = append(out, spiffeid.RequireTrustDomainFromString(s))
+	}
+	return out
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/storegate/storegate/mtls"
+)
+
+// devSetup is what `gateway dev` runs: an in-process etcd behind the
+// gateway, with a dev CA and SVIDs for the gateway and two example callers.
+type devSetup struct {
+	dir        string // certificates and etcd data
+	policies   string
+	listenEtcd string
+	admin      string
+	etcdClient string // the in-process etcd's client address
+	etcdPeer   string
+}
+
+func devCmd() *cobra.Command {
+	var d devSetup
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the gateway on an embedded default: in-process etcd, dev CA and SVIDs, example policies",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			cfg, etcd, err := d.start(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer etcd.Close()
+			return serve(cmd.Context(), cfg, log, func() { d.printHelp(cmd.OutOrStdout()) })
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&d.dir, "dir", ".storegate-dev", "directory for the dev CA, SVIDs and etcd data")
+	f.StringVar(&d.policies, "policies", "policies", "policy directory")
+	f.StringVar(&d.listenEtcd, "listen-etcd", "127.0.0.1:23790", "the gateway's etcd front")
+	f.StringVar(&d.admin, "listen-admin", "127.0.0.1:9901", "the gateway's admin listener")
+	f.StringVar(&d.etcdClient, "etcd-client", "127.0.0.1:23799", "client address of the in-process etcd")
+	f.StringVar(&d.etcdPeer, "etcd-peer", "127.0.0.1:23800", "peer address of the in-process etcd")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+var devIdentities = []struct {
+	out, path string
+	server    bool
+}{
+	{"gateway", "/storegate", true},
+	{"etcd", "/etcd", true},
+	{"web", "/web", false},
+	{"admin", "/admin", false},
+}
+
+func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	if err := os.MkdirAll(d.dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	// An earlier run's CA is kept, so commands pasted before keep working.
+	if err := mtls.InitCA(d.dir, td); err != nil && !errors.Is(err, mtls.ErrCAExists) {
+		return nil, nil, err
+	}
+	for _, id := range devIdentities {
+		req := mtls.IssueRequest{ID: spiffeid.RequireFromPath(td, id.path), Out: id.out, TTL: 7 * 24 * time.Hour}
+		if id.server {
+			req.DNS = []string{"localhost"}
+			req.IPs = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		}
+		if _, _, err := mtls.Issue(d.dir, req); err != nil {
+			return nil, nil, err
+		}
+	}
+	abs, err := filepath.Abs(d.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	d.dir = abs
+
+	ecfg := embed.NewConfig()
+	ecfg.Name = "dev"
+	ecfg.Dir = filepath.Join(d.dir, "etcd-data")
+	ecfg.LogLevel = "error"
+	clientURL := url.URL{Scheme: "https", Host: d.etcdClient}
+	peerURL := url.URL{Scheme: "http", Host: d.etcdPeer}
+	ecfg.ListenClientUrls, ecfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
+	ecfg.ListenPeerUrls, ecfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
+	ecfg.InitialCluster = "dev=" + peerURL.String()
+	ecfg.ClientTLSInfo.CertFile = filepath.Join(d.dir, "etcd.pem")
+	ecfg.ClientTLSInfo.KeyFile = filepath.Join(d.dir, "etcd-key.pem")
+	ecfg.ClientTLSInfo.TrustedCAFile = filepath.Join(d.dir, mtls.BundleFile)
+	ecfg.ClientTLSInfo.ClientCertAuth = true
+	etcd, err := embed.StartEtcd(ecfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dev: in-process etcd: %w", err)
+	}
+	select {
+	case <-etcd.Server.ReadyNotify():
+	case err := <-etcd.Err():
+		etcd.Close()
+		return nil, nil, fmt.Errorf("dev: in-process etcd: %w", err)
+	case <-time.After(60 * time.Second):
+		etcd.Close()
+		return nil, nil, errors.New("dev: in-process etcd did not become ready in 60s")
+	case <-ctx.Done():
+		etcd.Close()
+		return nil, nil, ctx.Err()
+	}
+
+	pem := func(name string) string { return filepath.Join(d.dir, name) }
+	cfg := &Config{
+		Listen: ListenConfig{Etcd: d.listenEtcd, Admin: d.admin},
+		Identity: IdentityConfig{
+			Files:        &IdentityFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), Bundle: pem(mtls.BundleFile)},
+			TrustDomains: []string{td.String()},
+		},
+		Upstreams: UpstreamsConfig{Etcd: &EtcdUpstream{
+			Endpoints: []string{clientURL.String()},
+			TLS:       TLSFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), CA: pem(mtls.BundleFile)},
+		}},
+		Policy: PolicyConfig{Dir: d.policies},
+	}
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	return cfg, etcd, nil
+}
+
+// printHelp prints etcdctl commands that work when pasted.
+func (d *devSetup) printHelp(w io.Writer) {
+	etcdctl := "etcdctl"
+	if p, err := filepath.Abs(filepath.Join("bin", "etcdctl")); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			etcdctl = p
+		} else if errors.Is(err, fs.ErrNotExist) {
+			if lp, err := exec.LookPath("etcdctl"); err == nil {
+				etcdctl = lp
+			}
+		}
+	}
+	as := func(who string) string {
+		return fmt.Sprintf("%s --endpoints=https://%s --cacert=%s/bundle.pem --cert=%s/%s.pem --key=%s/%s-key.pem",
+			etcdctl, d.listenEtcd, d.dir, d.dir, who, d.dir, who)
+	}
+	fmt.Fprintf(w, `
+storegate is ready: etcd front on https://%[1]s, admin on http://%[2]s, in-process etcd on https://%[3]s.
+Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admin.pem); policies in %[4]s.
+
+  # web may use /app/**:
+  %[5]s put /app/greeting hello
+  %[5]s get /app/greeting
+  %[5]s get /app/ --prefix
+  %[5]s watch /app/ --prefix
+  # ...but not /app/secret/** (deny wins) or anything outside /app:
+  %[5]s put /app/secret/token x      # Error: etcdserver: permission denied
+  %[5]s get /other                   # Error: etcdserver: permission denied
+  # admin may do everything:
+  %[6]s member list -w table
+  %[6]s endpoint status -w table
+
+  # explain a decision:
+  gateway policy eval --dir %[4]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
+
+`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"))
+}

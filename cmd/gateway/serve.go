@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/storegate/storegate/authn"
+	"github.com/storegate/storegate/gate"
+	"github.com/storegate/storegate/mtls"
+	"github.com/storegate/storegate/policy"
+	etcdfront "github.com/storegate/storegate/proxy/etcd"
+)
+
+// identitySource is the gateway's own SVID and bundles, closable.
+type identitySource interface {
+	mtls.Source
+	Close() error
+}
+
+// serve runs the gateway described by cfg until ctx is done. ready, if not
+// nil, is called once every listener is up.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	src, err := openIdentity(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+
+	mode, _ := policy.ParseMode(cfg.Policy.Mode) // validated already
+	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := engine.Watch(ctx); err != nil && ctx.Err() == nil {
+			log.Error("policy watch stopped; policies will not be reloaded", "err", err)
+		}
+	}()
+	g := gate.New(engine, log)
+
+	up, err := dialEtcd(cfg.Upstreams.Etcd, log)
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+
+	tds := cfg.trustDomains()
+	front := etcdfront.New(g, up, authn.New(tds), etcdfront.Options{
+		AdvertiseURLs:   cfg.Listen.EtcdAdvertise,
+		MaxRequestBytes: int(cfg.Upstreams.Etcd.MaxRequest),
+		MaxTxnOps:       cfg.Upstreams.Etcd.MaxTxnOps,
+		Logger:          log,
+	})
+	gs := front.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)))
+
+	etcdLis, err := net.Listen("tcp", cfg.Listen.Etcd)
+	if err != nil {
+		return fmt.Errorf("listen.etcd: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
+	if err != nil {
+		etcdLis.Close()
+		return fmt.Errorf("listen.admin: %w", err)
+	}
+	admin := &http.Server{Handler: adminMux(src, up), ReadHeaderTimeout: 10 * time.Second}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() { defer wg.Done(); errc <- gs.Serve(etcdLis) }()
+	go func() { defer wg.Done(); errc <- admin.Serve(adminLis) }()
+	log.Info("storegate serving", "etcd", etcdLis.Addr().String(), "admin", adminLis.Addr().String(),
+		"upstream", strings.Join(cfg.Upstreams.Etcd.Endpoints, ","), "policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode)
+	if ready != nil {
+		ready()
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		gs.Stop()
+	}
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShutdown()
+	_ = admin.Shutdown(shutdownCtx)
+	wg.Wait()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identitySource, error) {
+	if f := cfg.Identity.Files; f != nil {
+		fed := map[spiffeid.TrustDomain]string{}
+		for td, p := range f.Federated {
+			fed[spiffeid.RequireTrustDomainFromString(td)] = p
+		}
+		src, err := mtls.NewFileSource(ctx, mtls.FileConfig{Cert: f.Cert, Key: f.Key, Bundle: f.Bundle, Federated: fed}, log)
+		if err != nil {
+			return nil, err
+		}
+		return src, nil
+	}
+	src, err := mtls.NewWorkloadSource(ctx, cfg.Identity.WorkloadAPI)
+	if err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+func dialEtcd(e *EtcdUpstream, log *slog.Logger) (*etcdfront.Upstream, error) {
+	var tlsCfg *tls.Config
+	for _, ep := range e.Endpoints {
+		if strings.HasPrefix(ep, "https://") {
+			c, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: e.TLS.Cert, Key: e.TLS.Key, CA: e.TLS.CA, ServerName: e.TLS.ServerName})
+			if err != nil {
+				return nil, fmt.Errorf("upstreams.etcd.tls: %w", err)
+			}
+			tlsCfg = c
+			break
+		}
+	}
+	var password string
+	if e.PasswordFile != "" {
+		b, err := os.ReadFile(e.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstreams.etcd.password_file: %w", err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	return etcdfront.Dial(etcdfront.UpstreamConfig{
+		Endpoints: e.Endpoints, TLS: tlsCfg, Username: e.Username, Password: password,
+		DialTimeout: time.Duration(e.DialTimeout), Logger: log,
+	})
+}
+
+// adminMux serves /healthz (the process is up) and /readyz (the SVID is
+// valid and the upstream answers).
+func adminMux(src mtls.Source, up *etcdfront.Upstream) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		var problems []string
+		if svid, err := src.GetX509SVID(); err != nil {
+			problems = append(problems, "svid: "+err.Error())
+		} else if time.Now().After(svid.Certificates[0].NotAfter) {
+			problems = append(problems, "svid: expired")
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := up.Ready(ctx); err != nil {
+			problems = append(problems, "upstream etcd: "+err.Error())
+		}
+		if len(problems) > 0 {
+			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}

@@ -1,0 +1,203 @@
+package gate
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Protocol is the store protocol a request arrived on.
+type Protocol uint8
+
+// Protocols.
+const (
+	ProtocolEtcd Protocol = iota + 1
+	ProtocolConsul
+)
+
+var protocolNames = [...]string{ProtocolEtcd: "etcd", ProtocolConsul: "consul"}
+
+func (p Protocol) String() string { return name(protocolNames[:], int(p), "protocol") }
+
+// Resource is what an op touches.
+type Resource uint8
+
+// Resources, shared by both stores so that one policy governs both.
+const (
+	ResourceKV Resource = iota + 1
+	ResourceWatch
+	ResourceLease
+	ResourceLock
+	ResourceElection
+	ResourceSession
+	ResourceService
+	ResourceCheck
+	ResourceNode
+	ResourceCluster
+	ResourceMaintenance
+	ResourceAuth
+	ResourceStatus
+)
+
+var resourceNames = [...]string{
+	ResourceKV: "kv", ResourceWatch: "watch", ResourceLease: "lease", ResourceLock: "lock",
+	ResourceElection: "election", ResourceSession: "session", ResourceService: "service",
+	ResourceCheck: "check", ResourceNode: "node", ResourceCluster: "cluster",
+	ResourceMaintenance: "maintenance", ResourceAuth: "auth", ResourceStatus: "status",
+}
+
+func (r Resource) String() string { return name(resourceNames[:], int(r), "resource") }
+
+// ParseResource parses a resource name as policies and the CLI spell it.
+func ParseResource(s string) (Resource, error) {
+	for i, n := range resourceNames {
+		if n != "" && n == s {
+			return Resource(i), nil
+		}
+	}
+	return 0, fmt.Errorf("gate: unknown resource %q", s)
+}
+
+// Action is what an op does to its resource.
+type Action uint8
+
+// Actions.
+const (
+	ActionRead Action = iota + 1
+	ActionWrite
+	ActionDelete
+	ActionWatch
+	ActionGrant
+	ActionRevoke
+	ActionKeepalive
+	ActionAcquire
+	ActionRelease
+	ActionRegister
+	ActionDeregister
+	ActionCampaign
+	ActionProclaim
+	ActionResign
+	ActionCompact
+	ActionAdmin
+)
+
+var actionNames = [...]string{
+	ActionRead: "read", ActionWrite: "write", ActionDelete: "delete", ActionWatch: "watch",
+	ActionGrant: "grant", ActionRevoke: "revoke", ActionKeepalive: "keepalive",
+	ActionAcquire: "acquire", ActionRelease: "release", ActionRegister: "register",
+	ActionDeregister: "deregister", ActionCampaign: "campaign", ActionProclaim: "proclaim",
+	ActionResign: "resign", ActionCompact: "compact", ActionAdmin: "admin",
+}
+
+func (a Action) String() string { return name(actionNames[:], int(a), "action") }
+
+// ParseAction parses an action name as policies and the CLI spell it.
+func ParseAction(s string) (Action, error) {
+	for i, n := range actionNames {
+		if n != "" && n == s {
+			return Action(i), nil
+		}
+	}
+	return 0, fmt.Errorf("gate: unknown action %q", s)
+}
+
+func name(names []string, i int, kind string) string {
+	if i > 0 && i < len(names) && names[i] != "" {
+		return names[i]
+	}
+	return fmt.Sprintf("%s(%d)", kind, i)
+}
+
+// Op is one operation a request asks for: one key range, lease, session,
+// service... A request decodes to one or more Ops (a Txn gives many); every
+// field a decision could need is filled before policy runs.
+type Op struct {
+	Protocol Protocol
+	Resource Resource
+	Action   Action
+	// Method is the gRPC method or HTTP route the op came from,
+	// e.g. "/etcdserverpb.KV/Range" or "PUT /v1/kv/".
+	Method string
+
+	// Keys is the key range for key-addressed ops (etcd semantics).
+	Keys KeyRange
+
+	Lease     int64 // lease attached to or named by the op (0: none)
+	ValueSize int   // bytes of value the op writes
+	PrevKV    bool  // the op asks for the previous key-value (a read)
+	// TxnIndex is the op's position in a transaction, counted from 1 in
+	// walk order (compares, then success, then failure, depth first); 0
+	// when the op is not part of a transaction.
+	TxnIndex int
+
+	// Consul targets.
+	Service    *Service
+	Session    string
+	Datacenter string
+}
+
+// Service is a Consul service (or check) registration as policy sees it.
+type Service struct {
+	Name    string
+	ID      string
+	Tags    []string
+	Meta    map[string]string
+	Address string
+	Port    int
+	Checks  []string // check kinds: "ttl", "http", "tcp", "grpc", "script", ...
+}
+
+// KeyRange is an etcd key range: End empty means the single key Key; End
+// "\x00" means every key >= Key; otherwise [Key, End).
+type KeyRange struct {
+	Key []byte
+	End []byte
+}
+
+// Single reports whether the range names exactly one key.
+func (r KeyRange) Single() bool { return len(r.End) == 0 }
+
+// All reports whether the range is every key >= Key.
+func (r KeyRange) All() bool { return len(r.End) == 1 && r.End[0] == 0 }
+
+// PrefixEnd returns the range end that selects every key starting with p,
+// as etcd clients compute it ("\x00" when p is empty or all 0xff).
+func PrefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return []byte{0}
+}
+
+// Prefix returns the longest prefix P such that every key in the range
+// starts with P, and whether the range is exactly "every key starting with
+// P". For a single key it returns the key and false.
+func (r KeyRange) Prefix() (p []byte, exact bool) {
+	switch {
+	case r.Single():
+		return r.Key, false
+	case r.All():
+		return nil, len(r.Key) == 0
+	case bytes.Equal(r.End, PrefixEnd(r.Key)):
+		return r.Key, true
+	}
+	n := 0
+	for n < len(r.Key) && n < len(r.End) && r.Key[n] == r.End[n] {
+		n++
+	}
+	return r.Key[:n], false
+}
+
+// Contains reports whether key lies in the range.
+func (r KeyRange) Contains(key []byte) bool {
+	switch {
+	case r.Single():
+		return bytes.Equal(key, r.Key)
+	case r.All():
+		return bytes.Compare(key, r.Key) >= 0
+	}
+	return bytes.Compare(key, r.Key) >= 0 && bytes.Compare(key, r.End) < 0
+}

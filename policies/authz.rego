@@ -1,0 +1,96 @@
+# METADATA
+# title: storegate intentions engine
+# description: |
+#   Decides every op from the intentions in intentions.yaml, which storegate
+#   compiles into the rules of package storegate.intentions (one rule per
+#   intention and glob; see policy/RATIONALE.md). This package only combines
+#   their hit sets: an allow intention must match, and no deny intention may
+#   match (deny wins).
+#
+#   The gateway queries `allow` for every op, and only when it is not true
+#   `reason` and, for multi-key reads and watches, `filter`. Anything but
+#   `allow == true` denies, evaluation errors included.
+package storegate.authz
+
+import data.storegate.intentions
+
+default allow := false
+
+# An op on one key, or an op that names no key (lease, status, service...):
+# some allow intention matches it and no deny intention does.
+allow if {
+	not input.op.range
+	some _ in intentions.allow_hits
+	not hit_denied
+}
+
+# A multi-key range: some allow intention matches every key it may hold, and
+# no deny intention may match any of them.
+allow if {
+	input.op.range
+	some _ in intentions.allow_covers
+	not range_may_be_denied
+}
+
+# A read or watch of a range that is not allowed as a whole may still be
+# filtered: the gateway forwards it and drops every key and event that a
+# single-key read of it would not allow. It is worth it when some allow
+# intention may match a key of the range and no deny intention matches all
+# of them.
+default filter := false
+
+filter if {
+	not allow
+	input.op.range
+	input.op.action in {"read", "watch"}
+	some _ in intentions.allow_overlaps
+	not range_denied
+}
+
+hit_denied if some _ in intentions.deny_hits
+
+range_may_be_denied if some _ in intentions.deny_overlaps
+
+range_denied if some _ in intentions.deny_covers
+
+# reason says why an op is not allowed; the first branch that holds wins.
+reason := sprintf("%s %s", [named(intentions.deny_hits), verb(intentions.deny_hits)]) if {
+	not input.op.range
+	some _ in intentions.deny_hits
+} else := sprintf("%s %s every key in %s", [named(intentions.deny_covers), verb(intentions.deny_covers), target]) if {
+	input.op.range
+	some _ in intentions.deny_covers
+} else := sprintf("%s may match keys in %s", [named(intentions.deny_overlaps), target]) if {
+	input.op.range
+	some _ in intentions.allow_covers
+	some _ in intentions.deny_overlaps
+} else := sprintf("no intention allows %s to %s %s", [input.caller.id, input.op.action, target])
+
+named(names) := sprintf("deny intention %s", [quoted(names)]) if count(names) == 1
+
+named(names) := sprintf("deny intentions %s", [quoted(names)]) if count(names) > 1
+
+verb(names) := "matches" if count(names) == 1
+
+verb(names) := "match" if count(names) > 1
+
+quoted(names) := concat(", ", [sprintf("%q", [n]) | some n in sort(names)])
+
+# target names what the op touches, for reasons.
+target := sprintf("service %q", [input.op.service.name]) if {
+	input.op.service.name
+} else := sprintf("every %s key", [input.op.resource]) if {
+	input.op.range
+	input.op.prefix
+	input.op.cover == ""
+} else := sprintf("%s prefix %q", [input.op.resource, input.op.cover]) if {
+	input.op.range
+	input.op.prefix
+} else := sprintf("%s keys from %q on", [input.op.resource, input.op.key]) if {
+	input.op.range
+	input.op.range_end == "\u0000"
+} else := sprintf("%s range [%q, %q)", [input.op.resource, input.op.key, input.op.range_end]) if {
+	input.op.range
+} else := sprintf("%s %q", [input.op.resource, input.op.key]) if {
+	input.op.key != ""
+} else := input.op.resource

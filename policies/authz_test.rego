@@ -1,0 +1,206 @@
+# Tests of the shipped intentions engine against the shipped intentions.yaml.
+# Run them with `gateway policy test` (or go test ./policy/): storegate
+# compiles intentions.yaml into package storegate.intentions first.
+package storegate.authz_test
+
+import data.storegate.authz
+
+web := "spiffe://example.org/web"
+
+admin := "spiffe://example.org/admin"
+
+batch := "spiffe://example.org/batch"
+
+caller(id) := {"id": id, "trust_domain": "example.org", "path": substring(id, count("spiffe://example.org"), -1)}
+
+# key is an op on one key.
+key(resource, action, k) := {
+	"protocol": "etcd", "resource": resource, "action": action, "method": "",
+	"key": k, "range_end": "", "range": false, "prefix": false, "cover": k,
+	"lease": 0, "value_size": 0, "prev_kv": false, "txn_index": 0,
+	"session": "", "datacenter": "",
+}
+
+# prefix is an op on every key starting with p (etcdctl --prefix).
+prefix(resource, action, p, end) := object.union(key(resource, action, p), {
+	"range_end": end, "range": true, "prefix": true, "cover": p,
+})
+
+# span is an op on [k, end), whose keys all start with cover.
+span(resource, action, k, end, cover) := object.union(key(resource, action, k), {
+	"range_end": end, "range": true, "cover": cover,
+})
+
+# bare is an op that names no key.
+bare(resource, action) := key(resource, action, "")
+
+service(action, name) := object.union(bare("service", action), {
+	"protocol": "consul",
+	"service": {"name": name, "id": name, "tags": [], "meta": {}, "address": "", "port": 0, "checks": []},
+})
+
+req(id, op) := {"caller": caller(id), "op": op}
+
+# --- single keys ---
+
+test_web_reads_and_writes_its_keys if {
+	authz.allow with input as req(web, key("kv", "read", "/app/config"))
+	authz.allow with input as req(web, key("kv", "write", "/app/a/b/c"))
+	authz.allow with input as req(web, key("kv", "delete", "/app/x"))
+	authz.allow with input as req(web, key("watch", "watch", "/app/x"))
+}
+
+test_web_is_denied_other_keys if {
+	not authz.allow with input as req(web, key("kv", "write", "/other/x"))
+	authz.reason == `no intention allows spiffe://example.org/web to write kv "/other/x"` with input as req(web, key("kv", "write", "/other/x"))
+}
+
+test_double_star_needs_the_slash if {
+	not authz.allow with input as req(web, key("kv", "read", "/app"))
+	not authz.allow with input as req(web, key("kv", "read", "/application"))
+	authz.allow with input as req(web, key("kv", "read", "/app/"))
+}
+
+test_deny_wins if {
+	op := key("kv", "read", "/app/secret/db-password")
+	not authz.allow with input as req(web, op)
+	authz.reason == `deny intention "web-no-secrets" matches` with input as req(web, op)
+	not authz.filter with input as req(web, op)
+}
+
+test_deny_is_per_caller if {
+	authz.allow with input as req(admin, key("kv", "read", "/app/secret/db-password"))
+}
+
+test_admin_does_everything if {
+	authz.allow with input as req(admin, key("kv", "write", "/anything"))
+	authz.allow with input as req(admin, bare("maintenance", "admin"))
+	authz.allow with input as req(admin, prefix("kv", "delete", "", "\u0000"))
+}
+
+test_unknown_caller_is_denied if {
+	not authz.allow with input as req("spiffe://other.org/web", key("kv", "read", "/app/x"))
+	not authz.allow with input as req(batch, key("kv", "read", "/app/x"))
+}
+
+test_action_must_be_listed if {
+	not authz.allow with input as req(web, key("kv", "compact", "/app/x"))
+}
+
+# --- * matches one segment, ** any ---
+
+test_single_star_matches_one_segment if {
+	authz.allow with input as req(batch, key("kv", "read", "/shared/motd"))
+	authz.allow with input as req(web, key("kv", "read", "/shared/motd"))
+	not authz.allow with input as req(batch, key("kv", "read", "/shared/a/b"))
+	not authz.allow with input as req(batch, key("kv", "write", "/shared/motd"))
+}
+
+test_single_star_in_source_matches_one_segment if {
+	authz.allow with input as req(batch, bare("status", "read"))
+	not authz.allow with input as req("spiffe://example.org/ns/batch", bare("status", "read"))
+}
+
+# --- ops that name no key ---
+
+test_leases if {
+	authz.allow with input as req(web, bare("lease", "grant"))
+	authz.allow with input as req(web, bare("lease", "revoke"))
+	not authz.allow with input as req(batch, bare("lease", "grant"))
+}
+
+test_keyed_intentions_do_not_match_keyless_ops if {
+	# web-app-kv has keys: it does not cover a kv op that names none.
+	not authz.allow with input as req(web, bare("kv", "read"))
+	authz.reason == "no intention allows spiffe://example.org/web to read kv" with input as req(web, bare("kv", "read"))
+}
+
+test_status if {
+	authz.allow with input as req(web, bare("status", "read"))
+	not authz.allow with input as req(web, bare("cluster", "admin"))
+}
+
+test_locks_and_elections if {
+	authz.allow with input as req(web, key("lock", "acquire", "/app/locks/leader"))
+	not authz.allow with input as req(web, key("lock", "acquire", "/other/locks/leader"))
+	authz.allow with input as req(web, key("election", "campaign", "/app/election/primary"))
+	not authz.allow with input as req(web, key("election", "campaign", "/app/locks/primary"))
+}
+
+test_services if {
+	authz.allow with input as req(web, service("register", "web-frontend"))
+	not authz.allow with input as req(web, service("register", "db"))
+	authz.reason == `no intention allows spiffe://example.org/web to register service "db"` with input as req(web, service("register", "db"))
+}
+
+# --- ranges ---
+
+test_range_covered_is_allowed if {
+	authz.allow with input as req(web, prefix("kv", "read", "/app/config/", "/app/config0"))
+	authz.allow with input as req(web, span("kv", "read", "/app/locks/a", "/app/locks/b", "/app/locks/"))
+}
+
+test_range_overlapping_a_deny_is_filtered if {
+	op := prefix("kv", "read", "/app/", "/app0")
+	not authz.allow with input as req(web, op)
+	authz.filter with input as req(web, op)
+	authz.reason == `deny intention "web-no-secrets" may match keys in kv prefix "/app/"` with input as req(web, op)
+}
+
+test_watch_overlapping_a_deny_is_filtered if {
+	authz.filter with input as req(web, prefix("watch", "watch", "/app/", "/app0"))
+}
+
+test_range_wider_than_allowed_is_filtered if {
+	op := prefix("kv", "read", "/", "0")
+	not authz.allow with input as req(web, op)
+	authz.filter with input as req(web, op)
+	authz.filter with input as req(web, prefix("kv", "read", "", "\u0000"))
+}
+
+test_range_write_is_never_filtered if {
+	op := prefix("kv", "delete", "/app/", "/app0")
+	not authz.allow with input as req(web, op)
+	not authz.filter with input as req(web, op)
+}
+
+test_range_inside_a_deny_is_denied if {
+	op := prefix("kv", "read", "/app/secret/", "/app/secret0")
+	not authz.allow with input as req(web, op)
+	not authz.filter with input as req(web, op)
+	authz.reason == `deny intention "web-no-secrets" matches every key in kv prefix "/app/secret/"` with input as req(web, op)
+}
+
+test_range_elsewhere_is_denied if {
+	op := prefix("kv", "read", "/other/", "/other0")
+	not authz.allow with input as req(web, op)
+	not authz.filter with input as req(web, op)
+	authz.reason == `no intention allows spiffe://example.org/web to read kv prefix "/other/"` with input as req(web, op)
+}
+
+test_range_not_a_prefix if {
+	op := span("kv", "read", "/other/a", "/other/c", "/other/")
+	authz.reason == `no intention allows spiffe://example.org/web to read kv range ["/other/a", "/other/c")` with input as req(web, op)
+}
+
+test_range_from_a_key_on if {
+	op := span("kv", "delete", "/other/a", "\u0000", "")
+	authz.reason == `no intention allows spiffe://example.org/web to delete kv keys from "/other/a" on` with input as req(web, op)
+}
+
+test_range_of_everything if {
+	op := prefix("kv", "delete", "", "\u0000")
+	authz.reason == "no intention allows spiffe://example.org/web to delete every kv key" with input as req(web, op)
+}
+
+test_single_star_does_not_cover_a_range if {
+	# "/shared/*" matches /shared/motd, not /shared/a/b: the range is only filtered.
+	op := prefix("kv", "read", "/shared/", "/shared0")
+	not authz.allow with input as req(batch, op)
+	authz.filter with input as req(batch, op)
+}
+
+test_undefined_input_denies if {
+	not authz.allow with input as {}
+	not authz.filter with input as {}
+}

@@ -1,0 +1,105 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// Config configures an Engine.
+type Config struct {
+	// Dir is the policy directory: the *.rego files directly in it (not
+	// *_test.rego, not subdirectories) and intentions.yaml.
+	Dir string
+	// Mode is ModeEnforce unless set.
+	Mode Mode
+	// Logger receives load, reload and watch events; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Engine decides ops with the policies of one directory. It is safe for
+// concurrent use; Reload swaps the prepared policy atomically under running
+// evaluations.
+type Engine struct {
+	dir  string
+	mode Mode
+	log  *slog.Logger
+
+	current   atomic.Pointer[version]
+	reloading sync.Mutex // serializes Reload
+}
+
+// Interface guard.
+var _ gate.Authorizer = (*Engine)(nil)
+
+// Load loads, compiles and prepares the policy directory. A missing or empty
+// directory is not an error: the engine then denies every op (and says so in
+// a warning). A file that does not parse or compile is, and the error names
+// it and the line.
+func Load(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("policy: no policy directory configured")
+	}
+	if cfg.Mode != ModeEnforce && cfg.Mode != ModeShadow {
+		return nil, fmt.Errorf("policy: unknown mode %v", cfg.Mode)
+	}
+	e := &Engine{dir: cfg.Dir, mode: cfg.Mode, log: cfg.Logger}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	v, src, err := load(ctx, e.dir)
+	if err != nil {
+		return nil, err
+	}
+	e.current.Store(v)
+	e.warn(v, src)
+	e.log.Info("policy loaded", "dir", e.dir, "revision", v.revision, "files", v.files, "mode", e.mode.String())
+	return e, nil
+}
+
+// warn logs why a loaded version denies everything, if it does.
+func (e *Engine) warn(v *version, src *source) {
+	switch {
+	case src.missing:
+		e.log.Warn("policy directory does not exist: every request is denied", "dir", e.dir)
+	case v.empty:
+		e.log.Warn("policy directory holds no policy (*.rego, "+IntentionsFile+"): every request is denied", "dir", e.dir)
+	case v.undefined:
+		e.log.Warn("no rule defines "+queryAllow+": every request is denied", "dir", e.dir)
+	}
+}
+
+// Revision identifies the loaded policy: a hash of its files' names and
+// contents ("none" when nothing is loaded).
+func (e *Engine) Revision() string { return e.current.Load().revision }
+
+// Mode returns the engine's mode.
+func (e *Engine) Mode() Mode { return e.mode }
+
+// Authorize decides whether caller may perform op. In ModeEnforce an
+// evaluation error is returned (and denies); in ModeShadow nothing is
+// denied: a deny, a filter or an error comes back as Allow with Shadow set
+// and the reason.
+func (e *Engine) Authorize(ctx context.Context, caller gate.Identity, op *gate.Op) (gate.Decision, error) {
+	v := e.current.Load()
+	d, err := v.decide(ctx, caller, op, e.mode == ModeShadow)
+	if e.mode != ModeShadow {
+		return d, err
+	}
+	switch {
+	case err != nil:
+		d.Reason = "policy evaluation failed: " + err.Error()
+	case d.Effect == gate.Filter:
+		d.Reason = "range would be filtered: " + d.Reason
+	case d.Effect == gate.Allow:
+		return d, nil
+	}
+	d.Effect, d.Shadow = gate.Allow, true
+	return d, nil
+}

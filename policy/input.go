@@ -1,0 +1,173 @@
+package policy
+
+import (
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// Input returns the input document policies see for caller doing op:
+//
+//	{"caller": {"id", "trust_domain", "path"},
+//	 "op": {"protocol", "resource", "action", "method",
+//	        "key", "range_end", "range", "prefix", "cover",
+//	        "lease", "value_size", "prev_kv", "txn_index",
+//	        "service": {"name", "id", "tags", "meta", "address", "port", "checks"},
+//	        "session", "datacenter"}}
+//
+// Keys are bytes and go in as strings, unchanged. "range" is true for a
+// multi-key range; "cover" is the longest prefix every key of the range
+// starts with (the key itself for a single key) and "prefix" is true when
+// the range is exactly "every key starting with cover". "service" is present
+// only when the op names a service.
+//
+// The document is built as an ast.Value directly, with no JSON round trip.
+func Input(caller gate.Identity, op *gate.Op) ast.Value {
+	return ast.NewObject(
+		ast.Item(termCaller, callerTerm(caller)),
+		ast.Item(termOp, opTerm(op)),
+	)
+}
+
+func callerTerm(caller gate.Identity) *ast.Term {
+	var id, td, path string
+	if !caller.IsZero() {
+		id, td, path = caller.String(), caller.TrustDomain().Name(), caller.ID.Path()
+	}
+	return ast.ObjectTerm(
+		ast.Item(termID, ast.StringTerm(id)),
+		ast.Item(termTrustDomain, ast.StringTerm(td)),
+		ast.Item(termPath, ast.StringTerm(path)),
+	)
+}
+
+func opTerm(op *gate.Op) *ast.Term {
+	cover, exact := op.Keys.Prefix()
+	var items [17][2]*ast.Term
+	items[0] = ast.Item(termProtocol, nameTerm(protocolTerms[:], int(op.Protocol), op.Protocol.String))
+	items[1] = ast.Item(termResource, nameTerm(resourceTerms[:], int(op.Resource), op.Resource.String))
+	items[2] = ast.Item(termAction, nameTerm(actionTerms[:], int(op.Action), op.Action.String))
+	items[3] = ast.Item(termMethod, stringTerm(op.Method))
+	items[4] = ast.Item(termKey, bytesTerm(op.Keys.Key))
+	items[5] = ast.Item(termRangeEnd, bytesTerm(op.Keys.End))
+	items[6] = ast.Item(termRange, ast.InternedTerm(!op.Keys.Single()))
+	items[7] = ast.Item(termPrefix, ast.InternedTerm(exact))
+	if op.Keys.Single() {
+		items[8] = ast.Item(termCover, items[4][1])
+	} else {
+		items[8] = ast.Item(termCover, bytesTerm(cover))
+	}
+	items[9] = ast.Item(termLease, intTerm(op.Lease))
+	items[10] = ast.Item(termValueSize, intTerm(int64(op.ValueSize)))
+	items[11] = ast.Item(termPrevKV, ast.InternedTerm(op.PrevKV))
+	items[12] = ast.Item(termTxnIndex, intTerm(int64(op.TxnIndex)))
+	items[13] = ast.Item(termSession, stringTerm(op.Session))
+	items[14] = ast.Item(termDatacenter, stringTerm(op.Datacenter))
+	n := 15
+	if op.Service != nil {
+		items[n] = ast.Item(termService, serviceTerm(op.Service))
+		n++
+	}
+	return ast.ObjectTerm(items[:n]...)
+}
+
+func serviceTerm(s *gate.Service) *ast.Term {
+	tags := make([]*ast.Term, len(s.Tags))
+	for i, t := range s.Tags {
+		tags[i] = stringTerm(t)
+	}
+	meta := ast.NewObjectWithCapacity(len(s.Meta))
+	for k, v := range s.Meta {
+		meta.Insert(stringTerm(k), stringTerm(v))
+	}
+	checks := make([]*ast.Term, len(s.Checks))
+	for i, c := range s.Checks {
+		checks[i] = stringTerm(c)
+	}
+	return ast.ObjectTerm(
+		ast.Item(termName, stringTerm(s.Name)),
+		ast.Item(termID, stringTerm(s.ID)),
+		ast.Item(termTags, ast.ArrayTerm(tags...)),
+		ast.Item(termMeta, ast.NewTerm(meta)),
+		ast.Item(termAddress, stringTerm(s.Address)),
+		ast.Item(termPort, ast.InternedTerm(s.Port)),
+		ast.Item(termChecks, ast.ArrayTerm(checks...)),
+	)
+}
+
+func stringTerm(s string) *ast.Term {
+	if s == "" {
+		return termEmpty
+	}
+	return ast.StringTerm(s)
+}
+
+func bytesTerm(b []byte) *ast.Term {
+	if len(b) == 0 {
+		return termEmpty
+	}
+	return ast.StringTerm(string(b))
+}
+
+func intTerm(i int64) *ast.Term {
+	if i == 0 {
+		return termZero
+	}
+	return ast.InternedTerm(i)
+}
+
+// nameTerm returns the prebuilt term of a gate enum's name.
+func nameTerm(terms []*ast.Term, i int, name func() string) *ast.Term {
+	if i > 0 && i < len(terms) && terms[i] != nil {
+		return terms[i]
+	}
+	return ast.StringTerm(name())
+}
+
+// Terms shared by every input document. OPA never mutates input terms, so
+// the same term may sit in many documents at once.
+var (
+	termCaller      = ast.StringTerm("caller")
+	termOp          = ast.StringTerm("op")
+	termID          = ast.StringTerm("id")
+	termTrustDomain = ast.StringTerm("trust_domain")
+	termPath        = ast.StringTerm("path")
+	termProtocol    = ast.StringTerm("protocol")
+	termResource    = ast.StringTerm("resource")
+	termAction      = ast.StringTerm("action")
+	termMethod      = ast.StringTerm("method")
+	termKey         = ast.StringTerm("key")
+	termRangeEnd    = ast.StringTerm("range_end")
+	termRange       = ast.StringTerm("range")
+	termPrefix      = ast.StringTerm("prefix")
+	termCover       = ast.StringTerm("cover")
+	termLease       = ast.StringTerm("lease")
+	termValueSize   = ast.StringTerm("value_size")
+	termPrevKV      = ast.StringTerm("prev_kv")
+	termTxnIndex    = ast.StringTerm("txn_index")
+	termService     = ast.StringTerm("service")
+	termSession     = ast.StringTerm("session")
+	termDatacenter  = ast.StringTerm("datacenter")
+	termName        = ast.StringTerm("name")
+	termTags        = ast.StringTerm("tags")
+	termMeta        = ast.StringTerm("meta")
+	termAddress     = ast.StringTerm("address")
+	termPort        = ast.StringTerm("port")
+	termChecks      = ast.StringTerm("checks")
+
+	termEmpty = ast.StringTerm("")
+	termZero  = ast.InternedTerm(0)
+
+	protocolTerms = enumTerms(gate.ProtocolConsul, gate.Protocol.String)
+	resourceTerms = enumTerms(gate.ResourceStatus, gate.Resource.String)
+	actionTerms   = enumTerms(gate.ActionAdmin, gate.Action.String)
+)
+
+// enumTerms returns the name terms of a gate enum's values 1..last.
+func enumTerms[E ~uint8](last E, name func(E) string) []*ast.Term {
+	out := make([]*ast.Term, int(last)+1)
+	for e := E(1); e <= last; e++ {
+		out[e] = ast.StringTerm(name(e))
+	}
+	return out
+}

@@ -1,0 +1,92 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
+	"google.golang.org/grpc"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// electionServer serves v3electionpb.Election, authorized on the election's
+// name.
+type electionServer struct {
+	v3electionpb.UnsafeElectionServer
+	s *Server
+}
+
+var _ v3electionpb.ElectionServer = (*electionServer)(nil)
+
+func electionOp(act gate.Action, method string, name []byte) gate.Op {
+	op := etcdOp(gate.ResourceElection, act, method)
+	op.Keys = gate.KeyRange{Key: name}
+	return op
+}
+
+func (e *electionServer) Campaign(ctx context.Context, r *v3electionpb.CampaignRequest) (*v3electionpb.CampaignResponse, error) {
+	op := electionOp(gate.ActionCampaign, "/v3electionpb.Election/Campaign", r.Name)
+	op.Lease = r.Lease
+	op.ValueSize = len(r.Value)
+	ops := [1]gate.Op{op}
+	if err := e.s.check(ctx, ops[:], nil); err != nil {
+		return nil, err
+	}
+	return e.s.up.election.Campaign(upstreamCtx(ctx), r)
+}
+
+func (e *electionServer) Proclaim(ctx context.Context, r *v3electionpb.ProclaimRequest) (*v3electionpb.ProclaimResponse, error) {
+	op := electionOp(gate.ActionProclaim, "/v3electionpb.Election/Proclaim", r.GetLeader().GetName())
+	op.Lease = r.GetLeader().GetLease()
+	op.ValueSize = len(r.Value)
+	ops := [1]gate.Op{op}
+	if err := e.s.check(ctx, ops[:], nil); err != nil {
+		return nil, err
+	}
+	return e.s.up.election.Proclaim(upstreamCtx(ctx), r)
+}
+
+func (e *electionServer) Leader(ctx context.Context, r *v3electionpb.LeaderRequest) (*v3electionpb.LeaderResponse, error) {
+	ops := [1]gate.Op{electionOp(gate.ActionRead, "/v3electionpb.Election/Leader", r.Name)}
+	if err := e.s.check(ctx, ops[:], nil); err != nil {
+		return nil, err
+	}
+	return e.s.up.election.Leader(upstreamCtx(ctx), r)
+}
+
+func (e *electionServer) Observe(r *v3electionpb.LeaderRequest, stream grpc.ServerStreamingServer[v3electionpb.LeaderResponse]) error {
+	ctx := stream.Context()
+	ops := [1]gate.Op{electionOp(gate.ActionWatch, "/v3electionpb.Election/Observe", r.Name)}
+	if err := e.s.check(ctx, ops[:], nil); err != nil {
+		return err
+	}
+	up, err := e.s.up.election.Observe(upstreamCtx(ctx), r)
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := up.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if isCanceled(ctx, err) {
+				return nil
+			}
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+func (e *electionServer) Resign(ctx context.Context, r *v3electionpb.ResignRequest) (*v3electionpb.ResignResponse, error) {
+	ops := [1]gate.Op{electionOp(gate.ActionResign, "/v3electionpb.Election/Resign", r.GetLeader().GetName())}
+	if err := e.s.check(ctx, ops[:], nil); err != nil {
+		return nil, err
+	}
+	return e.s.up.election.Resign(upstreamCtx(ctx), r)
+}

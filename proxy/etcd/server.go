@@ -1,0 +1,193 @@
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"math"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// Authenticator turns a verified TLS connection into the caller's identity.
+type Authenticator interface {
+	Identify(state *tls.ConnectionState) (gate.Identity, error)
+}
+
+// Options configure the front.
+type Options struct {
+	// AdvertiseURLs are the gateway's client URLs; MemberList and the
+	// member-change RPCs return them as every member's client URLs so that
+	// clients never bypass the gateway.
+	AdvertiseURLs []string
+	// MaxRequestBytes bounds a request message (default 2 MiB: etcd's
+	// 1.5 MiB request limit plus gRPC overhead).
+	MaxRequestBytes int
+	// MaxTxnOps bounds the ops of one Txn, nested ones included (default
+	// 128, etcd's default).
+	MaxTxnOps int
+	Logger    *slog.Logger
+}
+
+// Server is the etcd front.
+type Server struct {
+	gate *gate.Gate
+	up   *Upstream
+	auth Authenticator
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns the etcd front for g, forwarding to up.
+func New(g *gate.Gate, up *Upstream, auth Authenticator, opts Options) *Server {
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = 2 << 20
+	}
+	if opts.MaxTxnOps <= 0 {
+		opts.MaxTxnOps = 128
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Server{gate: g, up: up, auth: auth, opts: opts, log: opts.Logger}
+}
+
+// GRPCServer returns a gRPC server with every etcd service registered,
+// serving TLS with creds. Extra options (e.g. stats handlers) are appended.
+func (s *Server) GRPCServer(creds credentials.TransportCredentials, extra ...grpc.ServerOption) *grpc.Server {
+	opts := []grpc.ServerOption{
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(s.opts.MaxRequestBytes),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(math.MaxUint32),
+		// etcd clients ping every few seconds; grpc-go's default policy
+		// (5 min) would answer them with GOAWAY too_many_pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+		grpc.ChainUnaryInterceptor(s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamAuth),
+	}
+	gs := grpc.NewServer(append(opts, extra...)...)
+	pb.RegisterKVServer(gs, &kvServer{s: s})
+	pb.RegisterWatchServer(gs, &watchServer{s: s})
+	pb.RegisterLeaseServer(gs, &leaseServer{s: s})
+	pb.RegisterClusterServer(gs, &clusterServer{s: s})
+	pb.RegisterMaintenanceServer(gs, &maintenanceServer{s: s})
+	pb.RegisterAuthServer(gs, &authServer{s: s})
+	v3lockpb.RegisterLockServer(gs, &lockServer{s: s})
+	v3electionpb.RegisterElectionServer(gs, &electionServer{s: s})
+	return gs
+}
+
+// identify authenticates the peer of ctx.
+func (s *Server) identify(ctx context.Context) (gate.Identity, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return gate.Identity{}, status.Error(codes.Unauthenticated, "storegate: no peer information")
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return gate.Identity{}, status.Error(codes.Unauthenticated, "storegate: connection is not TLS; an X.509-SVID is required")
+	}
+	id, err := s.auth.Identify(&ti.State)
+	if err != nil {
+		return gate.Identity{}, status.Errorf(codes.Unauthenticated, "storegate: %v", err)
+	}
+	return id, nil
+}
+
+func (s *Server) unaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	id, err := s.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return h(gate.WithIdentity(ctx, id), req)
+}
+
+func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	id, err := s.identify(ss.Context())
+	if err != nil {
+		return err
+	}
+	return h(srv, &identifiedStream{ServerStream: ss, ctx: gate.WithIdentity(ss.Context(), id)})
+}
+
+type identifiedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *identifiedStream) Context() context.Context { return s.ctx }
+
+// caller returns the identity the interceptors stored.
+func caller(ctx context.Context) gate.Identity {
+	id, _ := gate.IdentityFrom(ctx)
+	return id
+}
+
+// check authorizes ops for the caller of ctx and maps a denial to etcd's
+// own error. effects may be nil.
+func (s *Server) check(ctx context.Context, ops []gate.Op, effects []gate.Effect) error {
+	return s.grpcError(ctx, s.gate.Check(ctx, caller(ctx), ops, effects))
+}
+
+// grpcError maps a gate error to the status etcd clients expect. Other
+// errors (already gRPC statuses from the upstream) pass unchanged.
+func (s *Server) grpcError(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	ge := gate.AsError(err)
+	if ge == nil {
+		return err
+	}
+	if ge.Reason != "" {
+		// The client matches the message text exactly; the reason travels
+		// in a trailer for people and tools that look.
+		_ = grpc.SetTrailer(ctx, metadata.Pairs("storegate-reason", ge.Reason))
+	}
+	switch ge.Kind {
+	case gate.KindDenied:
+		return rpctypes.ErrGRPCPermissionDenied
+	case gate.KindUnauthenticated:
+		return status.Error(codes.Unauthenticated, "storegate: "+ge.Reason)
+	case gate.KindInvalid:
+		return status.Error(codes.InvalidArgument, "storegate: "+ge.Reason)
+	case gate.KindUnimplemented:
+		return status.Error(codes.Unimplemented, "storegate: "+ge.Reason)
+	case gate.KindUnavailable:
+		return status.Error(codes.Unavailable, "storegate: "+ge.Reason)
+	}
+	return rpctypes.ErrGRPCPermissionDenied
+}
+
+// upstreamCtx is the context for a forwarded call: the caller's deadline and
+// cancellation, none of its metadata (its token never reaches the store),
+// and etcd's require-leader flag when the caller set it.
+func upstreamCtx(ctx context.Context) context.Context {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(rpctypes.MetadataRequireLeaderKey); len(v) > 0 && v[0] == rpctypes.MetadataHasLeader {
+			return metadata.NewOutgoingContext(ctx, metadata.Pairs(rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
+		}
+	}
+	return metadata.NewOutgoingContext(ctx, nil)
+}
+
+// isCanceled reports whether err only says the caller went away.
+func isCanceled(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled)
+}

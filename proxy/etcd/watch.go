@@ -1,0 +1,219 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// watchServer serves etcdserverpb.Watch. Each caller stream gets its own
+// upstream stream; creates are authorized one by one, and every create is
+// answered exactly once, in the order the caller sent them.
+type watchServer struct {
+	pb.UnsafeWatchServer
+	s *Server
+}
+
+var _ pb.WatchServer = (*watchServer)(nil)
+
+// pendingCreate is a create request awaiting its "created" answer: either
+// forwarded upstream (denied == nil) or denied here, to be answered once
+// every earlier forwarded create has been.
+type pendingCreate struct {
+	filter bool
+	denied *pb.WatchResponse
+}
+
+type watchStream struct {
+	s      *Server
+	ctx    context.Context
+	caller gate.Identity
+	client grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]
+
+	sendMu sync.Mutex // serializes client.Send
+
+	mu       sync.Mutex
+	pending  []pendingCreate
+	filtered map[int64]*fragmentState // watch IDs whose events are filtered
+}
+
+// fragmentState tracks a filtered watch's fragmented response in flight.
+type fragmentState struct {
+	sentFragments bool
+}
+
+func (w *watchServer) Watch(client grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]) error {
+	ctx, cancel := context.WithCancel(client.Context())
+	defer cancel()
+	up, err := w.s.up.watch.Watch(upstreamCtx(ctx))
+	if err != nil {
+		return err
+	}
+	ws := &watchStream{s: w.s, ctx: ctx, caller: caller(ctx), client: client, filtered: map[int64]*fragmentState{}}
+
+	errc := make(chan error, 2)
+	go func() { errc <- ws.fromClient(up) }()
+	go func() { errc <- ws.fromUpstream(up) }()
+	err = <-errc
+	cancel()
+	if err == nil || errors.Is(err, io.EOF) || isCanceled(ctx, err) {
+		return nil
+	}
+	return err
+}
+
+func (ws *watchStream) send(r *pb.WatchResponse) error {
+	ws.sendMu.Lock()
+	defer ws.sendMu.Unlock()
+	return ws.client.Send(r)
+}
+
+// fromClient reads the caller's requests, authorizes creates and forwards
+// what may go upstream.
+func (ws *watchStream) fromClient(up grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]) error {
+	defer up.CloseSend()
+	for {
+		req, err := ws.client.Recv()
+		if err != nil {
+			return err
+		}
+		switch r := req.RequestUnion.(type) {
+		case *pb.WatchRequest_CreateRequest:
+			if r.CreateRequest == nil {
+				return errEmptyRequestOp
+			}
+			if err := ws.create(up, req, r.CreateRequest); err != nil {
+				return err
+			}
+		case *pb.WatchRequest_CancelRequest, *pb.WatchRequest_ProgressRequest:
+			if err := up.Send(req); err != nil {
+				return err
+			}
+		default:
+			// An empty or unknown request union is ignored, as etcd does.
+		}
+	}
+}
+
+func (ws *watchStream) create(up grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse], req *pb.WatchRequest, cr *pb.WatchCreateRequest) error {
+	key := cr.Key
+	if len(key) == 0 {
+		key = []byte{0} // etcd's own reading of an empty watch key
+	}
+	op := etcdOp(gate.ResourceWatch, gate.ActionWatch, mWatch)
+	op.Keys = gate.KeyRange{Key: key, End: cr.RangeEnd}
+	op.PrevKV = cr.PrevKv
+	ops := [1]gate.Op{op}
+	var eff [1]gate.Effect
+	if err := ws.s.gate.Check(ws.ctx, ws.caller, ops[:], eff[:]); err != nil {
+		if gate.AsError(err) == nil {
+			return err
+		}
+		denied := &pb.WatchResponse{
+			Header:       &pb.ResponseHeader{},
+			WatchId:      clientv3.InvalidWatchID,
+			Created:      true,
+			Canceled:     true,
+			CancelReason: rpctypes.ErrGRPCPermissionDenied.Error(),
+		}
+		ws.mu.Lock()
+		if len(ws.pending) > 0 {
+			ws.pending = append(ws.pending, pendingCreate{denied: denied})
+			ws.mu.Unlock()
+			return nil
+		}
+		ws.mu.Unlock()
+		return ws.send(denied)
+	}
+	ws.mu.Lock()
+	ws.pending = append(ws.pending, pendingCreate{filter: eff[0] == gate.Filter})
+	ws.mu.Unlock()
+	return up.Send(req)
+}
+
+// fromUpstream relays upstream responses, answering queued denials in order
+// and filtering the events of partly readable watches.
+func (ws *watchStream) fromUpstream(up grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]) error {
+	for {
+		resp, err := up.Recv()
+		if err != nil {
+			return err
+		}
+		if resp.Created {
+			if err := ws.created(resp); err != nil {
+				return err
+			}
+			continue
+		}
+		ws.mu.Lock()
+		fs, filtered := ws.filtered[resp.WatchId]
+		if resp.Canceled {
+			delete(ws.filtered, resp.WatchId)
+		}
+		ws.mu.Unlock()
+		if filtered && !ws.filterEvents(resp, fs) {
+			continue
+		}
+		if err := ws.send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// created answers the oldest pending create and any denials queued behind it.
+func (ws *watchStream) created(resp *pb.WatchResponse) error {
+	ws.mu.Lock()
+	var head pendingCreate
+	if len(ws.pending) > 0 {
+		head, ws.pending = ws.pending[0], ws.pending[1:]
+	}
+	if head.filter && !resp.Canceled {
+		ws.filtered[resp.WatchId] = &fragmentState{}
+	}
+	var queued []*pb.WatchResponse
+	for len(ws.pending) > 0 && ws.pending[0].denied != nil {
+		queued = append(queued, ws.pending[0].denied)
+		ws.pending = ws.pending[1:]
+	}
+	ws.mu.Unlock()
+	if err := ws.send(resp); err != nil {
+		return err
+	}
+	for _, d := range queued {
+		if err := ws.send(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// filterEvents drops the events the caller may not read and reports whether
+// the response should still be sent: an emptied response is dropped unless
+// it closes a fragmented response whose earlier parts were sent, or carries
+// a cancel or compaction notice.
+func (ws *watchStream) filterEvents(resp *pb.WatchResponse, fs *fragmentState) bool {
+	had := len(resp.Events)
+	kept := resp.Events[:0]
+	for _, ev := range resp.Events {
+		if ev.Kv != nil && ws.s.gate.Readable(ws.ctx, ws.caller, gate.ProtocolEtcd, gate.ResourceWatch, mWatch, ev.Kv.Key) {
+			kept = append(kept, ev)
+		}
+	}
+	resp.Events = kept
+	send := len(kept) > 0 || had == 0 || resp.Canceled || resp.CompactRevision != 0
+	if !send && !resp.Fragment && fs.sentFragments {
+		send = true // the last part of a fragmented response whose start was sent
+	}
+	if send {
+		fs.sentFragments = resp.Fragment
+	}
+	return send
+}
