@@ -47,7 +47,11 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(tmp)
 	// The gateway under test is always built from this tree.
 	gatewayBin = filepath.Join(tmp, "gateway")
-	build := exec.Command("go", "build", "-o", gatewayBin, "./cmd/gateway")
+	args := []string{"build", "-o", gatewayBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "./cmd/gateway")...)
 	build.Dir, build.Stdout, build.Stderr = repoRoot, os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building the gateway:", err)
@@ -315,15 +319,25 @@ policy: {dir: %s, mode: %s}
 type ctl struct {
 	p        *pki
 	endpoint string
-	who      string
+	who      string // SVID name in p; "" for no client certificate
+	certDir  string // where who's files are, if not in p
+	timeout  string // --command-timeout, default 30s
 }
 
 func (c ctl) args(args ...string) []string {
-	return append([]string{
-		"--endpoints=" + c.endpoint, "--cacert=" + c.p.bundle(),
-		"--cert=" + c.p.path(c.who+".pem"), "--key=" + c.p.path(c.who+"-key.pem"),
-		"--dial-timeout=10s", "--command-timeout=30s",
-	}, args...)
+	dir, timeout := c.p.dir, c.timeout
+	if c.certDir != "" {
+		dir = c.certDir
+	}
+	if timeout == "" {
+		timeout = "30s"
+	}
+	base := []string{"--endpoints=" + c.endpoint, "--cacert=" + c.p.bundle(),
+		"--dial-timeout=10s", "--command-timeout=" + timeout}
+	if c.who != "" {
+		base = append(base, "--cert="+filepath.Join(dir, c.who+".pem"), "--key="+filepath.Join(dir, c.who+"-key.pem"))
+	}
+	return append(base, args...)
 }
 
 // run runs etcdctl to completion with stdin and returns stdout, stderr.
@@ -391,4 +405,24 @@ func (b *bgCmd) stop() {
 			<-b.done
 		}
 	})
+}
+
+// waitExit waits for the command to exit on its own.
+func (b *bgCmd) waitExit(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-b.done:
+		b.done <- err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("still running after 30s; stdout:\n%s\nstderr:\n%s", b.out.String(), b.errb.String())
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -27,7 +27,9 @@ var masks = []struct {
 }
 
 func mask(s, prefix string) string {
-	s = strings.ReplaceAll(s, prefix, "/P")
+	if prefix != "" {
+		s = strings.ReplaceAll(s, prefix, "/P")
+	}
 	for _, m := range masks {
 		s = m.re.ReplaceAllString(s, m.with)
 	}

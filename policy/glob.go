@@ -70,21 +70,6 @@ func (g glob) pattern() string {
 	return b.String()
 }
 
-// segmentWildcards reports whether every wildcard of g is a "*" standing for
-// a whole '/'-delimited segment and no other meta character occurs: the only
-// shape OPA's indexer can index glob.match on.
-func (g glob) segmentWildcards() bool {
-	if strings.IndexAny(g.raw, `?\[]{}`) >= 0 {
-		return false
-	}
-	for seg := range strings.SplitSeq(g.raw, "/") {
-		if strings.Contains(seg, "*") && seg != "*" {
-			return false
-		}
-	}
-	return true
-}
-
 // prefixes returns every proper prefix of s, "" included and s excluded, and
 // false when s is not ASCII: a range's cover is cut at a byte, which may fall
 // inside a multi-byte character, and such a prefix is no valid string literal.
