@@ -215,4 +215,3 @@ func waitLog(t *testing.T, gw *gateway, want string) {
 		time.Sleep(20 * time.Millisecond) // polling the log, bounded by the deadline
 	}
 }
-

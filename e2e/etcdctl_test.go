@@ -104,7 +104,7 @@ func runSteps(t *testing.T, c ctl, prefix string) map[string]string {
 	return out
 }
 
-// splitArgs splits on spaces; '' is an empty argument.
+// splitArgs splits on spaces; ” is an empty argument.
 func splitArgs(s string) []string {
 	f := strings.Fields(s)
 	for i, a := range f {

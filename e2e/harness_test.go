@@ -102,7 +102,7 @@ func (p *pki) issue(t *testing.T, out, path string, server bool) {
 }
 
 func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
-func (p *pki) bundle() string         { return p.path(mtls.BundleFile) }
+func (p *pki) bundle() string          { return p.path(mtls.BundleFile) }
 
 // freePort returns a loopback address that was free a moment ago.
 func freePort(t *testing.T) string {
