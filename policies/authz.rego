@@ -19,7 +19,7 @@ default allow := false
 # An op on one key, or an op that names no key (lease, status, service...):
 # some allow intention matches it and no deny intention does.
 allow if {
-	not input.op.range
+	input.op.range == false
 	some _ in intentions.allow_hits
 	not hit_denied
 }
@@ -27,7 +27,7 @@ allow if {
 # A multi-key range: some allow intention matches every key it may hold, and
 # no deny intention may match any of them.
 allow if {
-	input.op.range
+	input.op.range == true
 	some _ in intentions.allow_covers
 	not range_may_be_denied
 }
@@ -41,13 +41,20 @@ default filter := false
 
 filter if {
 	not allow
-	input.op.range
+	input.op.range == true
 	input.op.action in {"read", "watch"}
-	some _ in intentions.allow_overlaps
+	range_may_be_allowed
 	not range_denied
 }
 
 hit_denied if some _ in intentions.deny_hits
+
+# The generated overlaps sets leave out the intentions that cover the range.
+range_may_be_allowed if some _ in intentions.allow_covers
+
+range_may_be_allowed if some _ in intentions.allow_overlaps
+
+range_may_be_denied if some _ in intentions.deny_covers
 
 range_may_be_denied if some _ in intentions.deny_overlaps
 
@@ -55,7 +62,7 @@ range_denied if some _ in intentions.deny_covers
 
 # reason says why an op is not allowed; the first branch that holds wins.
 reason := sprintf("%s %s", [named(intentions.deny_hits), verb(intentions.deny_hits)]) if {
-	not input.op.range
+	input.op.range == false
 	some _ in intentions.deny_hits
 } else := sprintf("%s %s every key in %s", [named(intentions.deny_covers), verb(intentions.deny_covers), target]) if {
 	input.op.range

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
@@ -54,6 +55,10 @@ func (v *version) decide(ctx context.Context, caller gate.Identity, op *gate.Op,
 	return d, err
 }
 
+// noMetrics spares every evaluation the metrics OPA would otherwise
+// allocate and never be asked for.
+var noMetrics = rego.EvalMetrics(metrics.NoOp())
+
 // evaluation holds what the queries about one op share: the input and the
 // cancellation tied to the request's context.
 type evaluation struct {
@@ -80,7 +85,7 @@ func (ev *evaluation) done() {
 
 // eval evaluates q and returns its value, nil when it is undefined.
 func (ev *evaluation) eval(ctx context.Context, q *rego.PreparedEvalQuery) (any, error) {
-	rs, err := q.Eval(ctx, ev.input, ev.cancel)
+	rs, err := q.Eval(ctx, ev.input, ev.cancel, noMetrics)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("policy: %w", ctxErr)

@@ -72,21 +72,25 @@ func (e *Engine) Explain(ctx context.Context, caller gate.Identity, op *gate.Op)
 	if op.Keys.Single() {
 		x.Allowing, x.Denying = names(sets[setAllowHits]), names(sets[setDenyHits])
 	} else {
-		x.Allowing, x.Denying = names(sets[setAllowCovers]), names(sets[setDenyOverlaps])
-		x.Overlapping = names(sets[setAllowOverlaps])
+		x.Allowing = names(sets[setAllowCovers])
+		x.Denying = names(sets[setDenyCovers], sets[setDenyOverlaps])
+		x.Overlapping = names(sets[setAllowCovers], sets[setAllowOverlaps])
 	}
 	return x, nil
 }
 
-// names returns the sorted strings of a set (a []any once converted to Go).
-func names(v any) []string {
-	list, _ := v.([]any)
-	out := make([]string, 0, len(list))
-	for _, n := range list {
-		if s, ok := n.(string); ok {
-			out = append(out, s)
+// names returns the sorted, distinct strings of sets (each a []any once
+// converted to Go).
+func names(sets ...any) []string {
+	var out []string
+	for _, set := range sets {
+		list, _ := set.([]any)
+		for _, n := range list {
+			if s, ok := n.(string); ok {
+				out = append(out, s)
+			}
 		}
 	}
 	slices.Sort(out)
-	return out
+	return slices.Compact(out)
 }

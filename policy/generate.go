@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -14,6 +15,11 @@ import (
 //	                               an op that names no key
 //	allow_covers, deny_covers      the intention matches every key of a range
 //	allow_overlaps, deny_overlaps  the intention may match some key of a range
+//	                               it does not cover
+//
+// A range may hold keys an intention matches when the intention is in
+// either of its covers and overlaps sets; keeping covered ranges out of the
+// overlaps sets saves a rule per glob.
 const IntentionsPackage = "storegate.intentions"
 
 // The sets of the generated module.
@@ -78,21 +84,20 @@ func (g *generator) intention(file string, in *intention) {
 	default:
 		g.rule(hits, in.name, single)
 		g.rule(covers, in.name, ranged)
-		g.rule(overlaps, in.name, ranged)
 	}
 }
 
+// rule writes one rule adding name to set; empty tests are skipped.
 func (g *generator) rule(set, name string, common []string, tests ...string) {
 	fmt.Fprintf(&g.b, "%s contains %s if {\n", set, quote(name))
-	for _, t := range common {
-		fmt.Fprintf(&g.b, "\t%s\n", t)
-	}
-	for _, t := range tests {
+	n := 0
+	for _, t := range slices.Concat(common, tests) {
 		if t != "" {
 			fmt.Fprintf(&g.b, "\t%s\n", t)
+			n++
 		}
 	}
-	if len(common)+len(tests) == 0 {
+	if n == 0 {
 		g.b.WriteString("\ttrue\n")
 	}
 	g.b.WriteString("}\n")
@@ -142,17 +147,23 @@ func globTests(ref string, g glob, nonEmpty bool) []string {
 }
 
 // overlapTests returns alternative tests (one rule each) that hold when a
-// range whose keys all start with input.op.cover may hold a key g matches:
-// cover and the glob's literal part are prefixes of one another. Listing the
-// literal's prefixes keeps the second direction indexable.
+// range whose keys all start with input.op.cover may hold a key g matches
+// and the covers rule does not already say so: cover and the glob's literal
+// part are prefixes of one another. Listing the literal's prefixes keeps the
+// second direction indexable.
 func overlapTests(g glob) []string {
 	const ref = "input.op.cover"
 	lit := g.literal
 	var out []string
-	if !g.exact {
-		if lit == "" {
-			return []string{""} // any range may overlap
-		}
+	switch {
+	case g.prefix && lit == "":
+		return nil // "**" covers every range: the covers rule says it all
+	case g.prefix:
+		// A cover that starts with the literal is covered: the covers rule
+		// says so, and authz.rego reads covers as overlapping too.
+	case !g.exact && lit == "":
+		return []string{""} // any range may overlap
+	case !g.exact:
 		out = append(out, "startswith("+ref+", "+quote(lit)+")")
 	}
 	ps, ok := prefixes(lit)

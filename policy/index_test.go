@@ -18,8 +18,8 @@ type ruleCounter struct {
 	entered int
 }
 
-func (c *ruleCounter) Enabled() bool                { return true }
-func (c *ruleCounter) Config() topdown.TraceConfig  { return topdown.TraceConfig{} }
+func (c *ruleCounter) Enabled() bool               { return true }
+func (c *ruleCounter) Config() topdown.TraceConfig { return topdown.TraceConfig{} }
 func (c *ruleCounter) TraceEvent(ev topdown.Event) {
 	if ev.Op == topdown.EnterOp && ev.HasRule() && ev.Location != nil && ev.Location.File == c.file {
 		c.entered++

@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/storegate/storegate/gate"
@@ -29,16 +32,35 @@ func Input(caller gate.Identity, op *gate.Op) ast.Value {
 	)
 }
 
+// callers caches the caller half of input documents: a gateway sees few
+// callers, each many times. It stops growing at maxCachedCallers.
+var callers struct {
+	m sync.Map // SPIFFE ID → *ast.Term
+	n atomic.Int32
+}
+
+const maxCachedCallers = 4096
+
 func callerTerm(caller gate.Identity) *ast.Term {
-	var id, td, path string
-	if !caller.IsZero() {
-		id, td, path = caller.String(), caller.TrustDomain().Name(), caller.ID.Path()
+	id := caller.String()
+	if t, ok := callers.m.Load(id); ok {
+		return t.(*ast.Term)
 	}
-	return ast.ObjectTerm(
+	var td, path string
+	if !caller.IsZero() {
+		td, path = caller.TrustDomain().Name(), caller.ID.Path()
+	}
+	t := ast.ObjectTerm(
 		ast.Item(termID, ast.StringTerm(id)),
 		ast.Item(termTrustDomain, ast.StringTerm(td)),
 		ast.Item(termPath, ast.StringTerm(path)),
 	)
+	if callers.n.Load() < maxCachedCallers {
+		if _, loaded := callers.m.LoadOrStore(id, t); !loaded {
+			callers.n.Add(1)
+		}
+	}
+	return t
 }
 
 func opTerm(op *gate.Op) *ast.Term {

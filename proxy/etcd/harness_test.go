@@ -119,6 +119,9 @@ type envConfig struct {
 	// etcdMaxRequestBytes is the embedded etcd's MaxRequestBytes
 	// (64 KiB if zero).
 	etcdMaxRequestBytes uint
+	// log receives the front's, the gate's and the engine's logs
+	// (discarded if nil, unless STOREGATE_TEST_LOG is set).
+	log *slog.Logger
 }
 
 // env is a real etcd (embedded, client TLS required) with the front served
@@ -196,7 +199,10 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	gwFiles := e.ca.SVID(t, "gateway", "/storegate")
 	e.startEtcd(t, etcdFiles, cfg.etcdMaxRequestBytes)
 
-	log := testLogger()
+	log := cfg.log
+	if log == nil {
+		log = testLogger()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 
@@ -355,10 +361,11 @@ func (e *env) conn(t testing.TB, name string) *grpc.ClientConn {
 	return e.dial(t, e.callerTLS(t, name))
 }
 
-func (e *env) dial(t testing.TB, creds credentials.TransportCredentials) *grpc.ClientConn {
+func (e *env) dial(t testing.TB, creds credentials.TransportCredentials, extra ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20)))
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20))}, extra...)
+	cc, err := grpc.NewClient(e.addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,6 +552,46 @@ func wantKeys(t testing.TB, what string, got, want []string) {
 	if !eqStrings(got, want) {
 		t.Fatalf("%s: got keys %q, want %q", what, got, want)
 	}
+}
+
+// logRecorder is a slog.Handler that keeps every record.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler            { return r }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec.Clone())
+	return nil
+}
+
+// has reports whether a record with msg has an attribute key whose value
+// contains sub.
+func (r *logRecorder) has(msg, key, sub string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rec := range r.records {
+		if rec.Message != msg {
+			continue
+		}
+		found := false
+		rec.Attrs(func(a slog.Attr) bool {
+			if a.Key == key && strings.Contains(a.Value.String(), sub) {
+				found = true
+				return false
+			}
+			return true
+		})
+		if found {
+			return true
+		}
+	}
+	return false
 }
 
 func hexID(id uint64) string { return fmt.Sprintf("%x", id) }

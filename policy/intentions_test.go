@@ -1,0 +1,111 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseIntentionsRejects(t *testing.T) {
+	const head = "intentions:\n  - name: web\n    source: \"spiffe://example.org/web\"\n"
+	tests := []struct {
+		name string
+		src  string
+		want []string // each a line of the joined error
+	}{
+		{"not a mapping", "- a\n", []string{`f.yaml:1: want a mapping with the key "intentions"`}},
+		{"unknown top-level field", "intentions: []\npolicies: []\n", []string{`f.yaml:2: unknown field "policies"`}},
+		{"intentions not a list", "intentions: {}\n", []string{"f.yaml:1: intentions: want a list"}},
+		{"entry not a mapping", "intentions:\n  - web\n", []string{"f.yaml:2: intention: want a mapping"}},
+		{"missing fields", "intentions:\n  - name: web\n", []string{
+			`f.yaml:2: intention "web": source is required`,
+			`f.yaml:2: intention "web": resources is required (use ["*"] for any)`,
+			`f.yaml:2: intention "web": actions is required (use ["*"] for any)`,
+			`f.yaml:2: intention "web": effect is required`,
+		}},
+		{"unknown names", head + "    resources: [kv, kvv]\n    actions: [read, raed]\n    effect: allow\n", []string{
+			`f.yaml:4: intention "web": resources: "kvv" is not a known name`,
+			`f.yaml:5: intention "web": actions: "raed" is not a known name`,
+		}},
+		{"star not alone", head + "    resources: [kv, \"*\"]\n    actions: [\"*\"]\n    effect: allow\n", []string{
+			`f.yaml:4: intention "web": resources: "*" must stand alone`,
+		}},
+		{"empty list", head + "    resources: []\n    actions: [\"*\"]\n    effect: allow\n", []string{
+			`f.yaml:4: intention "web": resources: want a non-empty list (quote a lone "*")`,
+		}},
+		{"bad effect", head + "    resources: [kv]\n    actions: [read]\n    effect: permit\n", []string{
+			`f.yaml:6: intention "web": effect must be allow or deny, not "permit"`,
+		}},
+		{"keys and services", head + "    resources: [kv]\n    actions: [read]\n    keys: [\"/a/**\"]\n    services: [web]\n    effect: allow\n", []string{
+			`f.yaml:7: intention "web": keys and services cannot be combined: an op names one or the other`,
+		}},
+		{"bad globs", head + "    resources: [kv]\n    actions: [read]\n    keys: [\"/a/***\", \"\"]\n    effect: allow\n", []string{
+			`f.yaml:6: intention "web": keys: use "*" for one segment or "**" for any, not "***"`,
+			`f.yaml:6: intention "web": keys: want a non-empty string`,
+		}},
+		{"bad source", "intentions:\n  - name: web\n    source: web\n    resources: [kv]\n    actions: [read]\n    effect: allow\n", []string{
+			`f.yaml:3: intention "web": source: want a SPIFFE ID glob`,
+		}},
+		{"bad name", strings.Replace(head, "name: web", "name: web app", 1) + "    resources: [kv]\n    actions: [read]\n    effect: allow\n", []string{
+			`f.yaml:2: intention "web app": a name may hold only letters, digits and . _ -`,
+		}},
+		{"duplicate name", head + "    resources: [kv]\n    actions: [read]\n    effect: allow\n" +
+			"  - name: web\n    source: \"**\"\n    resources: [kv]\n    actions: [read]\n    effect: deny\n", []string{
+			`f.yaml:7: intention "web": duplicate name (first at line 2)`,
+		}},
+		{"duplicate field", head + "    source: \"**\"\n    resources: [kv]\n    actions: [read]\n    effect: allow\n", []string{
+			`f.yaml:4: duplicate field "source"`,
+		}},
+		{"alias for a star", head + "    resources: [*]\n", []string{"f.yaml: yaml: "}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseIntentions("f.yaml", []byte(tt.src))
+			if err == nil {
+				t.Fatal("parsed")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), "policy: "+w) {
+					t.Errorf("error\n%s\nlacks\npolicy: %s", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseIntentions(t *testing.T) {
+	src := `# comment
+intentions:
+  - name: any
+    description: anything goes
+    source: "**"
+    resources: ["*"]
+    actions: ["*"]
+    effect: allow
+  - name: some
+    source: "spiffe://example.org/*"
+    resources: [watch, kv, kv]
+    actions: [read]
+    keys: ["/a/**", "/b"]
+    effect: deny
+`
+	ins, err := parseIntentions("f.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ins) != 2 {
+		t.Fatalf("got %d intentions", len(ins))
+	}
+	first, second := ins[0], ins[1]
+	if first.name != "any" || first.resources != nil || first.actions != nil || first.keys != nil || first.deny || first.line != 3 {
+		t.Errorf("first = %+v", first)
+	}
+	if !slices.Equal(second.resources, []string{"kv", "watch"}) || !second.deny || len(second.keys) != 2 || second.line != 9 {
+		t.Errorf("second = %+v", second)
+	}
+	for _, empty := range []string{"", "# nothing\n", "intentions:\n", "intentions: []\n"} {
+		if ins, err := parseIntentions("f.yaml", []byte(empty)); err != nil || len(ins) != 0 {
+			t.Errorf("parse %q = %v, %v", empty, ins, err)
+		}
+	}
+}

@@ -1,0 +1,7 @@
+package storegate.authz
+
+default allow := false
+
+allow if {
+	input.caller.id == 
+}

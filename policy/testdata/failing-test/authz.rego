@@ -1,0 +1,3 @@
+package storegate.authz
+
+default allow := false

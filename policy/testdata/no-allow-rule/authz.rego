@@ -1,0 +1,3 @@
+package storegate.authz
+
+reason := "this policy decides nothing"

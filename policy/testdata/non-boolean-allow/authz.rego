@@ -1,0 +1,3 @@
+package storegate.authz
+
+allow := "yes"

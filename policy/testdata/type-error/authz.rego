@@ -1,0 +1,7 @@
+package storegate.authz
+
+default allow := false
+
+allow if {
+	no_such_function(input.caller.id)
+}
