@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,6 +30,7 @@ type devSetup struct {
 	admin      string
 	etcdClient string // the in-process etcd's client address
 	etcdPeer   string
+	etcdctl    string // printed etcdctl path; default bin/etcdctl or $PATH
 }
 
 func devCmd() *cobra.Command {
@@ -58,6 +60,7 @@ func devCmd() *cobra.Command {
 	f.StringVar(&d.admin, "listen-admin", "127.0.0.1:9901", "the gateway's admin listener")
 	f.StringVar(&d.etcdClient, "etcd-client", "127.0.0.1:23799", "client address of the in-process etcd")
 	f.StringVar(&d.etcdPeer, "etcd-peer", "127.0.0.1:23800", "peer address of the in-process etcd")
+	f.StringVar(&d.etcdctl, "etcdctl", "", "etcdctl path for the printed commands (default: bin/etcdctl, else etcdctl on $PATH)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -151,7 +154,9 @@ func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
 // printHelp prints etcdctl commands that work when pasted.
 func (d *devSetup) printHelp(w io.Writer) {
 	etcdctl := "etcdctl"
-	if p, err := filepath.Abs(filepath.Join("bin", "etcdctl")); err == nil {
+	if d.etcdctl != "" {
+		etcdctl = d.etcdctl
+	} else if p, err := filepath.Abs(filepath.Join("bin", "etcdctl")); err == nil {
 		if _, err := os.Stat(p); err == nil {
 			etcdctl = p
 		} else if errors.Is(err, fs.ErrNotExist) {
@@ -181,7 +186,21 @@ Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admi
   %[6]s endpoint status -w table
 
   # explain a decision:
-  gateway policy eval --dir %[4]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
+  %[7]s policy eval --dir %[4]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
 
-`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"))
+`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"), self())
+}
+
+// self is how the user reaches this binary: its path, or "gateway".
+func self() string {
+	p, err := os.Executable()
+	if err != nil {
+		return "gateway"
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(rel, "..") {
+			return "./" + rel
+		}
+	}
+	return p
 }

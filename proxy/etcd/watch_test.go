@@ -346,6 +346,23 @@ func TestWatchFiltered(t *testing.T) {
 	})
 }
 
+// TestWatchEveryKeyFiltered: a watch on every key ("\x00" to "\x00") is
+// filtered down to what the caller may read, as etcd's own empty-key
+// reading would give.
+func TestWatchEveryKeyFiltered(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	w := e.rawWatch(t, "web")
+	id := w.created(&pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}})
+	e.put(t, "/other", "o")
+	e.put(t, "/app/secret/x", "s")
+	rev := e.put(t, "/app/e", "e").Header.Revision
+	r := w.recv()
+	if r.WatchId != id || len(r.Events) != 1 || string(r.Events[0].Kv.Key) != "/app/e" || r.Events[0].Kv.ModRevision != rev {
+		t.Fatalf("got %v, want only the event of /app/e", r)
+	}
+	w.sync()
+}
+
 // TestWatchCancel: a cancel request ends one watch, filtered or not, and
 // its events stop.
 func TestWatchCancel(t *testing.T) {
