@@ -23,6 +23,9 @@ var effectNames = [...]string{Deny: "deny", Allow: "allow", Filter: "filter"}
 
 func (e Effect) String() string { return name(effectNames[:], int(e), "effect") }
 
+// MarshalText writes the effect's name.
+func (e Effect) MarshalText() ([]byte, error) { return []byte(e.String()), nil }
+
 // Decision is the policy's verdict on one op.
 type Decision struct {
 	Effect Effect

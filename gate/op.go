@@ -18,6 +18,9 @@ var protocolNames = [...]string{ProtocolEtcd: "etcd", ProtocolConsul: "consul"}
 
 func (p Protocol) String() string { return name(protocolNames[:], int(p), "protocol") }
 
+// MarshalText writes the protocol's name (for JSON logs and explanations).
+func (p Protocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
 // Resource is what an op touches.
 type Resource uint8
 
@@ -46,6 +49,9 @@ var resourceNames = [...]string{
 }
 
 func (r Resource) String() string { return name(resourceNames[:], int(r), "resource") }
+
+// MarshalText writes the resource's name.
+func (r Resource) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
 // ParseResource parses a resource name as policies and the CLI spell it.
 func ParseResource(s string) (Resource, error) {
@@ -90,6 +96,9 @@ var actionNames = [...]string{
 
 func (a Action) String() string { return name(actionNames[:], int(a), "action") }
 
+// MarshalText writes the action's name.
+func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
 // ParseAction parses an action name as policies and the CLI spell it.
 func ParseAction(s string) (Action, error) {
 	for i, n := range actionNames {
@@ -101,7 +110,7 @@ func ParseAction(s string) (Action, error) {
 }
 
 func name(names []string, i int, kind string) string {
-	if i > 0 && i < len(names) && names[i] != "" {
+	if i >= 0 && i < len(names) && names[i] != "" {
 		return names[i]
 	}
 	return fmt.Sprintf("%s(%d)", kind, i)

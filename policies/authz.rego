@@ -61,27 +61,34 @@ range_may_be_denied if some _ in intentions.deny_overlaps
 range_denied if some _ in intentions.deny_covers
 
 # reason says why an op is not allowed; the first branch that holds wins.
-reason := sprintf("%s %s", [named(intentions.deny_hits), verb(intentions.deny_hits)]) if {
+reason := sprintf("%s %s %s", [noun[one], listed(names), verb[one]]) if {
 	input.op.range == false
-	some _ in intentions.deny_hits
-} else := sprintf("%s %s every key in %s", [named(intentions.deny_covers), verb(intentions.deny_covers), target]) if {
-	input.op.range
-	some _ in intentions.deny_covers
-} else := sprintf("%s may match keys in %s", [named(intentions.deny_overlaps), target]) if {
-	input.op.range
+	names := sort(intentions.deny_hits)
+	one := count(names) == 1
+	count(names) > 0
+} else := sprintf("%s %s %s every key in %s", [noun[one], listed(names), verb[one], target]) if {
+	input.op.range == true
+	names := sort(intentions.deny_covers)
+	one := count(names) == 1
+	count(names) > 0
+} else := sprintf("%s %s may match keys in %s", [noun[one], listed(names), target]) if {
+	input.op.range == true
 	some _ in intentions.allow_covers
-	some _ in intentions.deny_overlaps
+	names := sort(intentions.deny_overlaps)
+	one := count(names) == 1
+	count(names) > 0
 } else := sprintf("no intention allows %s to %s %s", [input.caller.id, input.op.action, target])
 
-named(names) := sprintf("deny intention %s", [quoted(names)]) if count(names) == 1
+# The words of a reason, by whether one deny intention is named (true) or
+# several.
+noun := {true: "deny intention", false: "deny intentions"}
 
-named(names) := sprintf("deny intentions %s", [quoted(names)]) if count(names) > 1
+verb := {true: "matches", false: "match"}
 
-verb(names) := "matches" if count(names) == 1
+# listed quotes sorted names for a reason.
+listed(names) := sprintf("%q", [names[0]]) if count(names) == 1
 
-verb(names) := "match" if count(names) > 1
-
-quoted(names) := concat(", ", [sprintf("%q", [n]) | some n in sort(names)])
+listed(names) := concat(", ", [sprintf("%q", [n]) | some n in names]) if count(names) > 1
 
 # target names what the op touches, for reasons.
 target := sprintf("service %q", [input.op.service.name]) if {

@@ -204,3 +204,10 @@ test_undefined_input_denies if {
 	not authz.allow with input as {}
 	not authz.filter with input as {}
 }
+
+# --- reasons ---
+
+test_reason_names_every_matching_deny if {
+	authz.reason == `deny intentions "a", "b" match` with input as req(web, key("kv", "read", "/x"))
+		with data.storegate.intentions.deny_hits as {"b", "a"}
+}

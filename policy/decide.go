@@ -14,6 +14,22 @@ import (
 // reasonUndefined is the reason given when the policy denies without one.
 const reasonUndefined = "denied by policy (it gave no reason)"
 
+// cachedDecide is decide, answered from v's decision cache when it can be.
+func (v *version) cachedDecide(ctx context.Context, caller gate.Identity, op *gate.Op, withReason bool) (gate.Decision, error) {
+	if v.cache == nil || op.Service != nil {
+		return v.decide(ctx, caller, op, withReason)
+	}
+	k := keyOf(caller, op)
+	if d, ok := v.cache.get(&k); ok {
+		return d, nil
+	}
+	d, err := v.decide(ctx, caller, op, withReason)
+	if err == nil {
+		v.cache.put(&k, d)
+	}
+	return d, err
+}
+
 // decide evaluates op against v: allow first and, only when that is not
 // true, filter (for multi-key reads and watches) and the reason. A Filter
 // decision carries its reason only when withReason is set.

@@ -21,15 +21,20 @@ type Config struct {
 	// Logger receives load, reload and watch events; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// CacheSize bounds the decisions remembered per policy version; 0
+	// turns the cache off. Policies that call non-deterministic builtins
+	// (time, http.send, rand) are never cached.
+	CacheSize int
 }
 
 // Engine decides ops with the policies of one directory. It is safe for
 // concurrent use; Reload swaps the prepared policy atomically under running
 // evaluations.
 type Engine struct {
-	dir  string
-	mode Mode
-	log  *slog.Logger
+	dir       string
+	mode      Mode
+	log       *slog.Logger
+	cacheSize int
 
 	current   atomic.Pointer[version]
 	reloading sync.Mutex // serializes Reload
@@ -49,11 +54,11 @@ func Load(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Mode != ModeEnforce && cfg.Mode != ModeShadow {
 		return nil, fmt.Errorf("policy: unknown mode %v", cfg.Mode)
 	}
-	e := &Engine{dir: cfg.Dir, mode: cfg.Mode, log: cfg.Logger}
+	e := &Engine{dir: cfg.Dir, mode: cfg.Mode, log: cfg.Logger, cacheSize: cfg.CacheSize}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
-	v, src, err := load(ctx, e.dir)
+	v, src, err := load(ctx, e.dir, e.cacheSize)
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +92,12 @@ func (e *Engine) Mode() Mode { return e.mode }
 // denied: a deny, a filter or an error comes back as Allow with Shadow set
 // and the reason.
 func (e *Engine) Authorize(ctx context.Context, caller gate.Identity, op *gate.Op) (gate.Decision, error) {
-	v := e.current.Load()
-	d, err := v.decide(ctx, caller, op, e.mode == ModeShadow)
+	return e.authorize(ctx, e.current.Load(), caller, op)
+}
+
+// authorize decides op with the version v, in the engine's mode.
+func (e *Engine) authorize(ctx context.Context, v *version, caller gate.Identity, op *gate.Op) (gate.Decision, error) {
+	d, err := v.cachedDecide(ctx, caller, op, e.mode == ModeShadow)
 	if e.mode != ModeShadow {
 		return d, err
 	}

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,19 +70,31 @@ func TestShippedDecisions(t *testing.T) {
 		{"range elsewhere", web, prefixOp(gate.ResourceKV, gate.ActionRead, "/other/"), gate.Deny,
 			`no intention allows spiffe://example.org/web to read kv prefix "/other/"`},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d, err := e.Authorize(context.Background(), tt.caller, tt.op)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.Effect != tt.want || d.Reason != tt.reason || d.Shadow {
-				t.Errorf("Authorize = %v %q shadow=%v; want %v %q", d.Effect, d.Reason, d.Shadow, tt.want, tt.reason)
-			}
-			if d.Revision != e.Revision() || d.Revision == "" {
-				t.Errorf("revision %q, engine at %q", d.Revision, e.Revision())
-			}
-		})
+	cached, err := Load(context.Background(), Config{Dir: shipped, Logger: discardLogger(), CacheSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, engine := range []struct {
+		name string
+		e    *Engine
+		runs int
+	}{{"uncached", e, 1}, {"cached", cached, 3}} {
+		for _, tt := range tests {
+			t.Run(engine.name+"/"+tt.name, func(t *testing.T) {
+				for range engine.runs { // the cached engine answers runs 2 and 3 from its cache
+					d, err := engine.e.Authorize(context.Background(), tt.caller, tt.op)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if d.Effect != tt.want || d.Reason != tt.reason || d.Shadow {
+						t.Errorf("Authorize = %v %q shadow=%v; want %v %q", d.Effect, d.Reason, d.Shadow, tt.want, tt.reason)
+					}
+					if d.Revision != engine.e.Revision() || d.Revision == "" {
+						t.Errorf("revision %q, engine at %q", d.Revision, engine.e.Revision())
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -283,6 +296,39 @@ func TestLoadRejectsBadConfig(t *testing.T) {
 	for _, cfg := range []Config{{}, {Dir: shipped, Mode: 7}} {
 		if _, err := Load(context.Background(), cfg); err == nil || !strings.HasPrefix(err.Error(), "policy: ") {
 			t.Errorf("Load(%+v) = %v", cfg, err)
+		}
+	}
+}
+
+func TestAuthorizeDuringReloads(t *testing.T) {
+	dir := copyShipped(t)
+	e := mustLoad(t, dir, ModeEnforce)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for ctx.Err() == nil {
+				// Both versions allow this; neither may ever deny it.
+				d, err := e.Authorize(context.Background(), web, kvOp(gate.ActionRead, "/app/x"))
+				if err != nil || d.Effect != gate.Allow {
+					errs <- fmt.Errorf("Authorize = %+v, %v", d, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := range 10 {
+		writeFile(t, dir, "extra.rego", fmt.Sprintf("package storegate.extra\n\nversion := %d\n", i))
+		if err := e.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 }

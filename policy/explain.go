@@ -16,23 +16,23 @@ import (
 // `gateway policy eval` and for debugging policies.
 type Explanation struct {
 	// Decision is what Authorize returns for the op, shadow mode included.
-	Decision gate.Decision
+	Decision gate.Decision `json:"decision"`
 	// Reason is the policy's reason when it did not allow the op, even
 	// when the decision was Filter or shadowed.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 	// Allowing names the allow intentions that match the op: for a
 	// multi-key range, those that match every key of it.
-	Allowing []string
+	Allowing []string `json:"allowing"`
 	// Denying names the deny intentions that match the op: for a multi-key
 	// range, those that may match a key of it.
-	Denying []string
+	Denying []string `json:"denying"`
 	// Overlapping names, for a multi-key range, the allow intentions that
 	// may match some key of it (what makes a read or watch filterable).
-	Overlapping []string
+	Overlapping []string `json:"overlapping,omitempty"`
 	// Input is the input document the policy saw, as JSON.
-	Input json.RawMessage
+	Input json.RawMessage `json:"input"`
 	// Revision identifies the policy version that decided.
-	Revision string
+	Revision string `json:"revision"`
 }
 
 // Explain decides op as Authorize does and says why. Intentions are listed
@@ -48,7 +48,7 @@ func (e *Engine) Explain(ctx context.Context, caller gate.Identity, op *gate.Op)
 	if x.Input, err = json.Marshal(raw); err != nil {
 		return x, fmt.Errorf("policy: %w", err)
 	}
-	if x.Decision, err = e.Authorize(ctx, caller, op); err != nil {
+	if x.Decision, err = e.authorize(ctx, v, caller, op); err != nil {
 		return x, err
 	}
 	if v.empty {
@@ -82,7 +82,7 @@ func (e *Engine) Explain(ctx context.Context, caller gate.Identity, op *gate.Op)
 // names returns the sorted, distinct strings of sets (each a []any once
 // converted to Go).
 func names(sets ...any) []string {
-	var out []string
+	out := []string{}
 	for _, set := range sets {
 		list, _ := set.([]any)
 		for _, n := range list {

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 
@@ -36,7 +37,7 @@ func parseIntentions(file string, src []byte) ([]intention, error) {
 		return nil, fmt.Errorf("policy: %s: %w", file, err)
 	}
 	p := intentionParser{file: file}
-	if doc.Kind == 0 { // an empty file holds no intentions
+	if len(doc.Content) == 0 { // an empty file holds no intentions
 		return nil, nil
 	}
 	root := doc.Content[0]
@@ -55,7 +56,8 @@ func parseIntentions(file string, src []byte) ([]intention, error) {
 		return nil, errors.Join(p.errs...)
 	}
 	if list.Kind != yaml.SequenceNode {
-		return nil, p.errorf(list, "intentions: want a list")
+		p.addf(list, "intentions: want a list")
+		return nil, errors.Join(p.errs...)
 	}
 	seen := make(map[string]int, len(list.Content))
 	out := make([]intention, 0, len(list.Content))
@@ -110,13 +112,13 @@ func (p *intentionParser) intention(n *yaml.Node) (in intention, ok bool) {
 			p.addf(k, "unknown field %q", k.Value)
 		}
 	}
-	in.name = p.scalar(n, fields, "name", "intention")
+	in.name = p.scalar(n, fields, "name", "intention", true)
 	what := fmt.Sprintf("intention %q", in.name)
 	if in.name != "" && !validName(in.name) {
 		p.addf(fields["name"], "%s: a name may hold only letters, digits and . _ -", what)
 	}
-	p.scalar(n, fields, "description", "") // optional, free text
-	in.source = p.scalar(n, fields, "source", what)
+	p.scalar(n, fields, "description", what, false) // free text
+	in.source = p.scalar(n, fields, "source", what, true)
 	if in.source != "" {
 		if err := checkSource(in.source); err != nil {
 			p.addf(fields["source"], "%s: source: %v", what, err)
@@ -130,12 +132,12 @@ func (p *intentionParser) intention(n *yaml.Node) (in intention, ok bool) {
 		_, err := gate.ParseAction(s)
 		return err
 	})
-	in.keys = p.globs(fields, "keys", what, checkKeyGlob)
-	in.services = p.globs(fields, "services", what, checkServiceGlob)
+	in.keys = p.globs(fields, "keys", what)
+	in.services = p.globs(fields, "services", what)
 	if fields["keys"] != nil && fields["services"] != nil {
 		p.addf(fields["services"], "%s: keys and services cannot be combined: an op names one or the other", what)
 	}
-	switch effect := p.scalar(n, fields, "effect", what); effect {
+	switch effect := p.scalar(n, fields, "effect", what, true); effect {
 	case "allow":
 	case "deny":
 		in.deny = true
@@ -146,45 +148,45 @@ func (p *intentionParser) intention(n *yaml.Node) (in intention, ok bool) {
 	return in, len(p.errs) == before
 }
 
-// scalar returns the string field name; what, when not empty, makes the
-// field required and names the intention in errors.
-func (p *intentionParser) scalar(parent *yaml.Node, fields map[string]*yaml.Node, name, what string) string {
+// scalar returns the string field name of the intention what.
+func (p *intentionParser) scalar(parent *yaml.Node, fields map[string]*yaml.Node, name, what string, required bool) string {
 	v := fields[name]
 	if v == nil || v.Tag == "!!null" {
-		if what != "" {
+		if required {
 			p.addf(parent, "%s: %s is required", what, name)
 		}
 		return ""
 	}
 	if v.Kind != yaml.ScalarNode {
-		p.addf(v, "%s: want a string", name)
+		p.addf(v, "%s: %s: want a string", what, name)
 		return ""
 	}
-	if v.Value == "" && what != "" {
+	if v.Value == "" && required {
 		p.addf(v, "%s: %s is empty", what, name)
 	}
 	return v.Value
 }
 
-// list returns the strings of the list field name, nil when absent.
-func (p *intentionParser) list(fields map[string]*yaml.Node, name, what string) ([]string, *yaml.Node) {
+// list returns the elements of the list field name that are non-empty
+// strings, nil when the field is absent.
+func (p *intentionParser) list(fields map[string]*yaml.Node, name, what string) []*yaml.Node {
 	v := fields[name]
 	if v == nil {
-		return nil, nil
+		return nil
 	}
 	if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
 		p.addf(v, "%s: %s: want a non-empty list (quote a lone \"*\")", what, name)
-		return nil, nil
+		return nil
 	}
-	out := make([]string, 0, len(v.Content))
+	out := make([]*yaml.Node, 0, len(v.Content))
 	for _, e := range v.Content {
 		if e.Kind != yaml.ScalarNode || e.Value == "" {
 			p.addf(e, "%s: %s: want a non-empty string", what, name)
 			continue
 		}
-		out = append(out, e.Value)
+		out = append(out, e)
 	}
-	return out, v
+	return out
 }
 
 // names returns a required list of resource or action names; a lone "*"
@@ -194,42 +196,40 @@ func (p *intentionParser) names(parent *yaml.Node, fields map[string]*yaml.Node,
 		p.addf(parent, "%s: %s is required (use [\"*\"] for any)", what, name)
 		return nil
 	}
-	list, v := p.list(fields, name, what)
-	if len(list) == 1 && list[0] == "*" {
+	list := p.list(fields, name, what)
+	if len(list) == 1 && list[0].Value == "*" {
 		return nil
 	}
-	for i, s := range list {
-		if s == "*" {
-			p.addf(v, "%s: %s: \"*\" must stand alone", what, name)
-			return nil
-		}
-		if err := check(s); err != nil {
-			p.addf(v.Content[i], "%s: %s: %q is not a known name", what, name, s)
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		switch {
+		case e.Value == "*":
+			p.addf(e, "%s: %s: \"*\" must stand alone", what, name)
+		case check(e.Value) != nil:
+			p.addf(e, "%s: %s: %q is not a known name", what, name, e.Value)
+		default:
+			out = append(out, e.Value)
 		}
 	}
-	slices.Sort(list)
-	return slices.Compact(list)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // globs returns an optional list of globs.
-func (p *intentionParser) globs(fields map[string]*yaml.Node, name, what string, check func(string) error) []glob {
-	list, v := p.list(fields, name, what)
-	out := make([]glob, 0, len(list))
-	for i, s := range list {
-		if err := check(s); err != nil {
-			p.addf(v.Content[i], "%s: %s: %v", what, name, err)
+func (p *intentionParser) globs(fields map[string]*yaml.Node, name, what string) []glob {
+	var out []glob
+	for _, e := range p.list(fields, name, what) {
+		if err := checkGlob(e.Value); err != nil {
+			p.addf(e, "%s: %s: %v", what, name, err)
 			continue
 		}
-		out = append(out, parseGlob(s))
-	}
-	if len(out) == 0 {
-		return nil
+		out = append(out, parseGlob(e.Value))
 	}
 	return out
 }
 
 // pairs yields the key and value nodes of a mapping.
-func pairs(m *yaml.Node) func(yield func(k, v *yaml.Node) bool) {
+func pairs(m *yaml.Node) iter.Seq2[*yaml.Node, *yaml.Node] {
 	return func(yield func(k, v *yaml.Node) bool) {
 		for i := 0; i+1 < len(m.Content); i += 2 {
 			if !yield(m.Content[i], m.Content[i+1]) {
@@ -260,7 +260,3 @@ func checkSource(s string) error {
 	}
 	return checkGlob(s)
 }
-
-func checkKeyGlob(s string) error { return checkGlob(s) }
-
-func checkServiceGlob(s string) error { return checkGlob(s) }

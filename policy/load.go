@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -83,13 +84,7 @@ func (s *source) empty() bool { return len(s.rego) == 0 && s.intentions == "" }
 
 // paths returns the files read, sorted.
 func (s *source) paths() []string {
-	out := slices.Sorted(func(yield func(string) bool) {
-		for p := range s.rego {
-			if !yield(p) {
-				return
-			}
-		}
-	})
+	out := slices.Sorted(maps.Keys(s.rego))
 	if s.intentions != "" {
 		out = append(out, s.intentions)
 	}
@@ -134,6 +129,9 @@ func (s *source) modules() (map[string]*ast.Module, error) {
 			errs = append(errs, err)
 		} else {
 			name := generatedName(s.intentions)
+			if _, clash := s.rego[name]; clash {
+				return nil, fmt.Errorf("policy: %s: the module generated from %s goes by that name", name, IntentionsFile)
+			}
 			m, err := ast.ParseModuleWithOpts(name, string(generate(s.intentions, ins)), opts)
 			if err != nil { // a bug of the generator, not of the file
 				errs = append(errs, fmt.Errorf("policy: %s: generated module: %w", s.intentions, err))
@@ -170,10 +168,14 @@ type version struct {
 	undefined bool
 
 	allow, reason, filter, intentions rego.PreparedEvalQuery
+
+	// cache holds this version's decisions; nil when caching is off or the
+	// policy is not deterministic.
+	cache *decisionCache
 }
 
 // load reads, compiles and prepares the policy directory dir.
-func load(ctx context.Context, dir string) (*version, *source, error) {
+func load(ctx context.Context, dir string, cacheSize int) (*version, *source, error) {
 	src, err := readSource(dir, false)
 	if err != nil {
 		return nil, nil, err
@@ -192,6 +194,9 @@ func load(ctx context.Context, dir string) (*version, *source, error) {
 		return nil, nil, err
 	}
 	v.undefined = len(c.GetRulesExact(ast.MustParseRef(queryAllow))) == 0
+	if deterministic(c) {
+		v.cache = newDecisionCache(cacheSize)
+	}
 	store := inmem.New()
 	for _, q := range []struct {
 		query string

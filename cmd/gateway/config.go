@@ -77,7 +77,13 @@ type TLSFiles struct {
 type PolicyConfig struct {
 	Dir  string `yaml:"dir"`
 	Mode string `yaml:"mode"` // enforce (default) | shadow
+	// CacheSize bounds the decisions remembered per policy version
+	// (default 65536; 0 turns the cache off).
+	CacheSize *int `yaml:"cache_size"`
 }
+
+// defaultDecisionCache is the decision cache's default bound: some MiB.
+const defaultDecisionCache = 1 << 16
 
 // LoadConfig reads, decodes, defaults and validates the file at path.
 func LoadConfig(path string) (*Config, error) {
@@ -131,6 +137,10 @@ func (c *Config) defaults() {
 	}
 	if c.Policy.Mode == "" {
 		c.Policy.Mode = "enforce"
+	}
+	if c.Policy.CacheSize == nil {
+		n := defaultDecisionCache
+		c.Policy.CacheSize = &n
 	}
 }
 
@@ -216,6 +226,9 @@ func (c *Config) validate() error {
 		if e.MaxTxnOps < 0 {
 			bad("upstreams.etcd.max_txn_ops: must not be negative")
 		}
+	}
+	if *c.Policy.CacheSize < 0 {
+		bad("policy.cache_size: must not be negative")
 	}
 	if _, err := policy.ParseMode(c.Policy.Mode); err != nil {
 		bad("policy.mode: %v", err)

@@ -42,7 +42,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	defer src.Close()
 
 	mode, _ := policy.ParseMode(cfg.Policy.Mode) // validated already
-	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log})
+	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize})
 	if err != nil {
 		return err
 	}

@@ -401,11 +401,20 @@ func TestKVTxn(t *testing.T) {
 // key already on that lease (etcd's own rule).
 func TestKVPutLease(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	forbidden := e.grant(t, 600)
-	e.put(t, "/app/secret/leased", "s", clientv3.WithLease(forbidden))
-	mine := e.grant(t, 600)
-	e.put(t, "/app/leased", "1", clientv3.WithLease(mine))
-	empty := e.grant(t, 600)
+	// The admin attaches keys through the gateway.
+	admin := e.client(t, "admin")
+	grant := func() clientv3.LeaseID {
+		r, err := admin.Grant(testCtx(t), 600)
+		mustOK(t, err)
+		return r.ID
+	}
+	forbidden := grant()
+	_, err := admin.Put(testCtx(t), "/app/secret/leased", "s", clientv3.WithLease(forbidden))
+	mustOK(t, err)
+	mine := grant()
+	_, err = admin.Put(testCtx(t), "/app/leased", "1", clientv3.WithLease(mine))
+	mustOK(t, err)
+	empty := grant()
 
 	kv := e.kv(t, "web")
 	tests := []struct {
@@ -472,14 +481,15 @@ func TestKVFilteredRange(t *testing.T) {
 		f(r)
 		return r
 	}
-	tests := []struct {
+	type rangeCase struct {
 		name   string
 		req    *pb.RangeRequest
 		keys   []string
 		count  int64
 		more   bool
 		values bool // values must be present
-	}{
+	}
+	tests := []rangeCase{
 		{name: "prefix", req: prefixReq("/app/"), keys: visible, count: 2, values: true},
 		{name: "limit 1", req: withReq(func(r *pb.RangeRequest) { r.Limit = 1 }), keys: []string{"/app/a"}, count: 2, more: true, values: true},
 		{name: "limit 2", req: withReq(func(r *pb.RangeRequest) { r.Limit = 2 }), keys: visible, count: 2, values: true},
@@ -493,14 +503,7 @@ func TestKVFilteredRange(t *testing.T) {
 		{name: "from key", req: rangeReq("/app/", "\x00"), keys: visible, count: 2, values: true},
 		{name: "only hidden keys", req: rangeReq("/app/s", "/app/t"), keys: []string{}, count: 0},
 	}
-	check := func(t *testing.T, tt struct {
-		name   string
-		req    *pb.RangeRequest
-		keys   []string
-		count  int64
-		more   bool
-		values bool
-	}, r *pb.RangeResponse) {
+	check := func(t *testing.T, tt rangeCase, r *pb.RangeResponse) {
 		t.Helper()
 		wantKeys(t, "kvs", keysOf(r.Kvs), tt.keys)
 		if r.Count != tt.count || r.More != tt.more {

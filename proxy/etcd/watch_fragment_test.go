@@ -231,7 +231,7 @@ func TestWatchFragmentsNotInterleaved(t *testing.T) {
 	rewriteAll(t, e, keys)
 	waitFor(t, "the gateway to be relaying the fragmented response", func() bool {
 		for _, g := range frontGoroutines("(*watchStream).fromUpstream") {
-			if strings.Contains(g, "(*watchStream).send(") {
+			if strings.Contains(g, ").SendMsg(") {
 				return true
 			}
 		}
@@ -243,7 +243,8 @@ func TestWatchFragmentsNotInterleaved(t *testing.T) {
 			return false
 		}
 		for _, g := range frontGoroutines("(*watchStream).fromClient") {
-			if strings.Contains(g, "(*watchStream).create(") && !strings.Contains(g, "(*watchStream).send(") {
+			blocked := strings.Contains(g, "sync.(*Mutex).Lock") || strings.Contains(g, ").SendMsg(")
+			if strings.Contains(g, "(*watchStream).create(") && !blocked {
 				return false // still deciding
 			}
 		}
