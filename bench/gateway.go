@@ -13,7 +13,12 @@ import (
 // gatewayProc writes a policy directory with n intentions and a config file
 // for storegate, then starts `gateway serve` with its etcd front on
 // etcdPort and its admin endpoint on adminPort.
-func gatewayProc(bin, dir, name, policies string, n, etcdPort, adminPort int, etcdEndpoint string, pk *pki, cert svid) (*proc, string, string, error) {
+func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, adminPort int, etcdEndpoint string, pk *pki, cert svid) (*proc, string, string, error) {
+	name, n := g.name, g.intentions
+	cacheSize := ""
+	if !g.cache {
+		cacheSize = ", cache_size: 0"
+	}
 	policyDir := filepath.Join(dir, name+"-policy")
 	if err := writePolicyDir(policyDir, policies, n); err != nil {
 		return nil, "", "", err
@@ -30,9 +35,9 @@ upstreams:
   etcd:
     endpoints: [%q]
     tls: {cert: %q, key: %q, ca: %q}
-policy: {dir: %q, mode: enforce}
+policy: {dir: %q, mode: enforce%s}
 `, front, admin, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
-		etcdEndpoint, cert.cert, cert.key, pk.caFile(), policyDir)
+		etcdEndpoint, cert.cert, cert.key, pk.caFile(), policyDir, cacheSize)
 	configFile := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		return nil, "", "", err

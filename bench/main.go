@@ -57,6 +57,15 @@ type options struct {
 	ops        []opKind
 	concs      []int
 	intentions []int
+	nocache    bool
+	gateways   []gatewayVariant // derived from intentions and nocache
+}
+
+// gatewayVariant is one storegate process under test.
+type gatewayVariant struct {
+	name       string
+	intentions int
+	cache      bool // the policy decision cache (the gateway's default)
 }
 
 func main() {
@@ -80,6 +89,7 @@ func run() int {
 	flag.StringVar(&ops, "ops", "range,put", "comma-separated operations: range, put")
 	flag.StringVar(&concs, "conc", "1,32", "comma-separated concurrencies (requests in flight)")
 	flag.StringVar(&intentionCounts, "intentions", "20", "comma-separated policy sizes; storegate runs once per size")
+	flag.BoolVar(&o.nocache, "nocache", true, "also run each storegate with its policy decision cache off (every op evaluated by OPA)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench [flags]\n\n"+
 			"Benchmarks etcd Range and Put directly, through etcd's gRPC proxy and through storegate.\n\n")
@@ -110,6 +120,16 @@ func run() int {
 	}
 	if err == nil {
 		o.intentions, err = parseList(intentionCounts, positive("intention count"))
+	}
+	for _, n := range o.intentions {
+		name := storegate
+		if len(o.intentions) > 1 {
+			name = fmt.Sprintf("%s-%d", storegate, n)
+		}
+		o.gateways = append(o.gateways, gatewayVariant{name: name, intentions: n, cache: true})
+		if o.nocache {
+			o.gateways = append(o.gateways, gatewayVariant{name: name + "-nocache", intentions: n})
+		}
 	}
 	if err == nil && (o.rounds < 1 || o.conns < 1 || o.duration <= 0 || o.warmup < 0) {
 		err = fmt.Errorf("-rounds and -conns must be at least 1, -duration positive, -warmup not negative")
@@ -188,7 +208,7 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	ports, err := freePorts(3 + 2*len(o.intentions))
+	ports, err := freePorts(3 + 2*len(o.gateways))
 	if err != nil {
 		return false, err
 	}
@@ -237,12 +257,9 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 	}
 
 	if slices.Contains(o.targets, storegate) {
-		for i, n := range o.intentions {
-			name := storegate
-			if len(o.intentions) > 1 {
-				name = fmt.Sprintf("%s-%d", storegate, n)
-			}
-			p, endpoint, admin, err := gatewayProc(gatewayBin, dir, name, o.policies, n,
+		for i, g := range o.gateways {
+			name := g.name
+			p, endpoint, admin, err := gatewayProc(gatewayBin, dir, g, o.policies,
 				ports[3+2*i], ports[4+2*i], etcdURL, pk, certs["gateway"])
 			if err != nil {
 				return false, err

@@ -109,8 +109,12 @@ func report(w io.Writer, o options, targets []string, results map[caseKey]*sampl
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
-		for i, g := range gateways {
-			lw := lowest[g]
+		for _, gv := range o.gateways {
+			g := gv.name
+			lw, ok := lowest[g]
+			if !ok {
+				continue
+			}
 			var verdict string
 			switch {
 			case lw == nil:
@@ -122,7 +126,11 @@ func report(w io.Writer, o options, targets []string, results map[caseKey]*sampl
 			default:
 				verdict = fmt.Sprintf("NOT MET (lowest %.2fx, %s)", lw.r, lw.what)
 			}
-			fmt.Fprintf(w, "goal: %s (%d intentions) throughput >= grpc-proxy's in every case: %s\n", g, o.intentions[i], verdict)
+			cache := "decision cache on"
+			if !gv.cache {
+				cache = "decision cache off"
+			}
+			fmt.Fprintf(w, "goal: %s (%d intentions, %s) throughput >= grpc-proxy's in every case: %s\n", g, gv.intentions, cache, verdict)
 		}
 		fmt.Fprintln(w, "goal: policy evaluation < 20µs per op at p50, flat from 20 to 1000 intentions: measured by the policy package's Go benchmarks, not here")
 	}

@@ -84,7 +84,9 @@ func BenchmarkAuthorizeLatency(b *testing.B) {
 		b.ReportMetric(float64(p50.Nanoseconds()), "p50-ns")
 		b.ReportMetric(float64(p99.Nanoseconds()), "p99-ns")
 	}
-	b.Run("floor", func(b *testing.B) { report(b, mustLoad(b, floor, ModeEnforce), kvOp(gate.ActionRead, "/app/config/db")) })
+	b.Run("floor", func(b *testing.B) {
+		report(b, mustLoad(b, floor, ModeEnforce), kvOp(gate.ActionRead, "/app/config/db"))
+	})
 	for _, n := range []int{20, 1000} {
 		dir := scaledPolicy(b, n)
 		uncached := mustLoad(b, dir, ModeEnforce)
