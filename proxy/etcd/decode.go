@@ -57,6 +57,10 @@ type opsDecoder struct {
 	maxTxnOps int
 	ops       []gate.Op
 	txnOps    int
+	// compares are the indexes in ops of the reads that compares decode
+	// to; ranges maps each range request of a txn to its op's index.
+	compares []int
+	ranges   map[*pb.RangeRequest]int
 }
 
 // put adds the ops of a Put: write the key; a prev_kv read of the same key;
@@ -113,6 +117,7 @@ func (d *opsDecoder) txn(r *pb.TxnRequest) error {
 		op := etcdOp(gate.ResourceKV, gate.ActionRead, mTxn)
 		op.Keys = gate.KeyRange{Key: c.Key, End: c.RangeEnd}
 		op.TxnIndex = d.txnOps
+		d.compares = append(d.compares, len(d.ops))
 		d.ops = append(d.ops, op)
 	}
 	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
@@ -128,6 +133,10 @@ func (d *opsDecoder) txn(r *pb.TxnRequest) error {
 				}
 				op := rangeOp(x.RequestRange, mTxn)
 				op.TxnIndex = d.txnOps
+				if d.ranges == nil {
+					d.ranges = map[*pb.RangeRequest]int{}
+				}
+				d.ranges[x.RequestRange] = len(d.ops)
 				d.ops = append(d.ops, op)
 			case *pb.RequestOp_RequestPut:
 				if x.RequestPut == nil {

@@ -1,10 +1,12 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
 	"google.golang.org/grpc"
 
@@ -30,15 +32,21 @@ func (e *electionServer) Campaign(ctx context.Context, r *v3electionpb.CampaignR
 	op := electionOp(gate.ActionCampaign, "/v3electionpb.Election/Campaign", r.Name)
 	op.Lease = r.Lease
 	op.ValueSize = len(r.Value)
-	ops := [1]gate.Op{op}
-	if err := e.s.check(ctx, ops[:], nil); err != nil {
+	d := opsDecoder{ctx: ctx, leaseKeys: e.s.leaseKeys, ops: []gate.Op{op}}
+	if err := d.leaseAttach(r.Lease, "/v3electionpb.Election/Campaign", 0); err != nil {
+		return nil, err
+	}
+	if err := e.s.check(ctx, d.ops, nil); err != nil {
 		return nil, err
 	}
 	return e.s.up.election.Campaign(upstreamCtx(ctx), r)
 }
 
 func (e *electionServer) Proclaim(ctx context.Context, r *v3electionpb.ProclaimRequest) (*v3electionpb.ProclaimResponse, error) {
-	op := electionOp(gate.ActionProclaim, "/v3electionpb.Election/Proclaim", r.GetLeader().GetName())
+	if !leaderKeyUnderName(r.GetLeader()) {
+		return nil, rpctypes.ErrGRPCPermissionDenied
+	}
+	op := electionOp(gate.ActionProclaim, "/v3electionpb.Election/Proclaim", r.GetLeader().GetKey())
 	op.Lease = r.GetLeader().GetLease()
 	op.ValueSize = len(r.Value)
 	ops := [1]gate.Op{op}
@@ -84,9 +92,18 @@ func (e *electionServer) Observe(r *v3electionpb.LeaderRequest, stream grpc.Serv
 }
 
 func (e *electionServer) Resign(ctx context.Context, r *v3electionpb.ResignRequest) (*v3electionpb.ResignResponse, error) {
-	ops := [1]gate.Op{electionOp(gate.ActionResign, "/v3electionpb.Election/Resign", r.GetLeader().GetName())}
+	if !leaderKeyUnderName(r.GetLeader()) {
+		return nil, rpctypes.ErrGRPCPermissionDenied
+	}
+	ops := [1]gate.Op{electionOp(gate.ActionResign, "/v3electionpb.Election/Resign", r.GetLeader().GetKey())}
 	if err := e.s.check(ctx, ops[:], nil); err != nil {
 		return nil, err
 	}
 	return e.s.up.election.Resign(upstreamCtx(ctx), r)
+}
+
+// leaderKeyUnderName reports whether a leader key lies in its election's
+// key space (NAME/...): Proclaim and Resign act on the key.
+func leaderKeyUnderName(l *v3electionpb.LeaderKey) bool {
+	return len(l.GetName()) > 0 && bytes.HasPrefix(l.GetKey(), append(bytes.Clone(l.GetName()), '/'))
 }

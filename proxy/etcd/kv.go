@@ -50,10 +50,17 @@ func (k *kvServer) filteredRange(ctx context.Context, r *pb.RangeRequest, method
 	if err != nil {
 		return nil, err
 	}
+	k.s.narrowRange(ctx, r, resp, method)
+	return resp, nil
+}
+
+// narrowRange keeps the readable key-values of resp, the whole answer to
+// r asked without limit or count_only, and applies r's limit and count_only.
+func (s *Server) narrowRange(ctx context.Context, r *pb.RangeRequest, resp *pb.RangeResponse, method string) {
 	id := caller(ctx)
 	visible := resp.Kvs[:0]
 	for _, kv := range resp.Kvs {
-		if k.s.gate.Readable(ctx, id, gate.ProtocolEtcd, gate.ResourceKV, method, kv.Key) {
+		if s.gate.Readable(ctx, id, gate.ProtocolEtcd, gate.ResourceKV, method, kv.Key) {
 			visible = append(visible, kv)
 		}
 	}
@@ -67,7 +74,6 @@ func (k *kvServer) filteredRange(ctx context.Context, r *pb.RangeRequest, method
 		resp.More = true
 	}
 	resp.Kvs = visible
-	return resp, nil
 }
 
 func (k *kvServer) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingServer[pb.RangeStreamResponse]) error {
@@ -148,12 +154,29 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	if err := k.s.check(ctx, d.ops, eff); err != nil {
 		return nil, err
 	}
+	// A compare reads its whole range: it cannot be narrowed.
+	for _, i := range d.compares {
+		if eff[i] == gate.Filter {
+			return nil, k.s.grpcError(ctx, gate.Denied(&d.ops[i], "a compare over a partly readable range"))
+		}
+	}
+	// Filtered ranges are asked for whole and narrowed here, as Range does.
+	narrowed := map[*pb.RangeRequest]*pb.RangeRequest{}
+	for rr, i := range d.ranges {
+		if eff[i] == gate.Filter {
+			narrowed[rr] = proto.Clone(rr).(*pb.RangeRequest)
+			rr.Limit = 0
+			if rr.CountOnly {
+				rr.CountOnly, rr.KeysOnly = false, true
+			}
+		}
+	}
 	resp, err := k.s.up.kv.Txn(upstreamCtx(ctx), r)
 	if err != nil {
 		return nil, err
 	}
 	if anyFilter(eff) {
-		k.s.filterTxn(ctx, resp)
+		k.s.filterTxn(ctx, r, resp, narrowed)
 	}
 	return resp, nil
 }
@@ -189,11 +212,23 @@ func (s *Server) readable(ctx context.Context, method string, kvs []*mvccKV) []*
 
 // filterTxn drops unreadable key-values from every range and prev_kv of a
 // transaction response, nested ones included.
-func (s *Server) filterTxn(ctx context.Context, resp *pb.TxnResponse) {
-	for _, ro := range resp.Responses {
+func (s *Server) filterTxn(ctx context.Context, req *pb.TxnRequest, resp *pb.TxnResponse, narrowed map[*pb.RangeRequest]*pb.RangeRequest) {
+	branch := req.Success
+	if !resp.Succeeded {
+		branch = req.Failure
+	}
+	for i, ro := range resp.Responses {
+		var sent *pb.RequestOp
+		if i < len(branch) {
+			sent = branch[i]
+		}
 		switch x := ro.Response.(type) {
 		case *pb.ResponseOp_ResponseRange:
 			if rr := x.ResponseRange; rr != nil {
+				if orig := narrowed[sent.GetRequestRange()]; orig != nil {
+					s.narrowRange(ctx, orig, rr, mTxn)
+					continue
+				}
 				n := len(rr.Kvs)
 				rr.Kvs = s.readable(ctx, mTxn, rr.Kvs)
 				rr.Count -= int64(n - len(rr.Kvs))
@@ -209,8 +244,8 @@ func (s *Server) filterTxn(ctx context.Context, resp *pb.TxnResponse) {
 				dr.PrevKvs = s.readable(ctx, mTxn, dr.PrevKvs)
 			}
 		case *pb.ResponseOp_ResponseTxn:
-			if x.ResponseTxn != nil {
-				s.filterTxn(ctx, x.ResponseTxn)
+			if x.ResponseTxn != nil && sent.GetRequestTxn() != nil {
+				s.filterTxn(ctx, sent.GetRequestTxn(), x.ResponseTxn, narrowed)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
@@ -19,10 +20,14 @@ var _ v3lockpb.LockServer = (*lockServer)(nil)
 
 func (l *lockServer) Lock(ctx context.Context, r *v3lockpb.LockRequest) (*v3lockpb.LockResponse, error) {
 	op := etcdOp(gate.ResourceLock, gate.ActionAcquire, "/v3lockpb.Lock/Lock")
-	op.Keys = gate.KeyRange{Key: r.Name}
+	pfx := append(bytes.Clone(r.Name), '/')
+	op.Keys = gate.KeyRange{Key: pfx, End: gate.PrefixEnd(pfx)}
 	op.Lease = r.Lease
-	ops := [1]gate.Op{op}
-	if err := l.s.check(ctx, ops[:], nil); err != nil {
+	d := opsDecoder{ctx: ctx, leaseKeys: l.s.leaseKeys, ops: []gate.Op{op}}
+	if err := d.leaseAttach(r.Lease, "/v3lockpb.Lock/Lock", 0); err != nil {
+		return nil, err
+	}
+	if err := l.s.check(ctx, d.ops, nil); err != nil {
 		return nil, err
 	}
 	return l.s.up.lock.Lock(upstreamCtx(ctx), r)

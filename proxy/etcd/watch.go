@@ -43,6 +43,9 @@ type watchStream struct {
 	mu       sync.Mutex
 	pending  []pendingCreate
 	filtered map[int64]*fragmentState // watch IDs whose events are filtered
+	// midFragment: the last response sent was a part of a fragmented
+	// response and more parts follow; nothing else may be sent until then.
+	midFragment bool
 }
 
 // fragmentState tracks a filtered watch's fragmented response in flight.
@@ -60,7 +63,13 @@ func (w *watchServer) Watch(client grpc.BidiStreamingServer[pb.WatchRequest, pb.
 	ws := &watchStream{s: w.s, ctx: ctx, caller: caller(ctx), client: client, filtered: map[int64]*fragmentState{}}
 
 	errc := make(chan error, 2)
-	go func() { errc <- ws.fromClient(up) }()
+	go func() {
+		// A half-close ends nothing: etcd keeps delivering events until the
+		// stream's context ends.
+		if err := ws.fromClient(up); err != nil && !errors.Is(err, io.EOF) {
+			errc <- err
+		}
+	}()
 	go func() { errc <- ws.fromUpstream(up) }()
 	err = <-errc
 	cancel()
@@ -68,12 +77,6 @@ func (w *watchServer) Watch(client grpc.BidiStreamingServer[pb.WatchRequest, pb.
 		return nil
 	}
 	return err
-}
-
-func (ws *watchStream) send(r *pb.WatchResponse) error {
-	ws.sendMu.Lock()
-	defer ws.sendMu.Unlock()
-	return ws.client.Send(r)
 }
 
 // fromClient reads the caller's requests, authorizes creates and forwards
@@ -122,16 +125,18 @@ func (ws *watchStream) create(up grpc.BidiStreamingClient[pb.WatchRequest, pb.Wa
 			WatchId:      clientv3.InvalidWatchID,
 			Created:      true,
 			Canceled:     true,
-			CancelReason: rpctypes.ErrGRPCPermissionDenied.Error(),
+			CancelReason: rpctypes.ErrPermissionDenied.Error(),
 		}
 		ws.mu.Lock()
-		if len(ws.pending) > 0 {
+		if len(ws.pending) > 0 || ws.midFragment {
 			ws.pending = append(ws.pending, pendingCreate{denied: denied})
 			ws.mu.Unlock()
 			return nil
 		}
+		ws.sendMu.Lock()
 		ws.mu.Unlock()
-		return ws.send(denied)
+		defer ws.sendMu.Unlock()
+		return ws.client.Send(denied)
 	}
 	ws.mu.Lock()
 	ws.pending = append(ws.pending, pendingCreate{filter: eff[0] == gate.Filter})
@@ -147,52 +152,55 @@ func (ws *watchStream) fromUpstream(up grpc.BidiStreamingClient[pb.WatchRequest,
 		if err != nil {
 			return err
 		}
-		if resp.Created {
-			if err := ws.created(resp); err != nil {
-				return err
-			}
-			continue
-		}
 		ws.mu.Lock()
-		fs, filtered := ws.filtered[resp.WatchId]
-		if resp.Canceled {
-			delete(ws.filtered, resp.WatchId)
+		send := true
+		if resp.Created {
+			var head pendingCreate
+			if len(ws.pending) > 0 {
+				head, ws.pending = ws.pending[0], ws.pending[1:]
+			}
+			if head.filter && !resp.Canceled {
+				ws.filtered[resp.WatchId] = &fragmentState{}
+			}
+		} else {
+			fs, filtered := ws.filtered[resp.WatchId]
+			if resp.Canceled {
+				delete(ws.filtered, resp.WatchId)
+			}
+			if filtered {
+				send = ws.filterEvents(resp, fs)
+			}
 		}
+		var queued []*pb.WatchResponse
+		if send {
+			ws.midFragment = resp.Fragment
+		}
+		if !ws.midFragment {
+			for len(ws.pending) > 0 && ws.pending[0].denied != nil {
+				queued = append(queued, ws.pending[0].denied)
+				ws.pending = ws.pending[1:]
+			}
+		}
+		ws.sendMu.Lock()
 		ws.mu.Unlock()
-		if filtered && !ws.filterEvents(resp, fs) {
-			continue
-		}
-		if err := ws.send(resp); err != nil {
+		err = func() error {
+			defer ws.sendMu.Unlock()
+			if send {
+				if err := ws.client.Send(resp); err != nil {
+					return err
+				}
+			}
+			for _, d := range queued {
+				if err := ws.client.Send(d); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
 			return err
 		}
 	}
-}
-
-// created answers the oldest pending create and any denials queued behind it.
-func (ws *watchStream) created(resp *pb.WatchResponse) error {
-	ws.mu.Lock()
-	var head pendingCreate
-	if len(ws.pending) > 0 {
-		head, ws.pending = ws.pending[0], ws.pending[1:]
-	}
-	if head.filter && !resp.Canceled {
-		ws.filtered[resp.WatchId] = &fragmentState{}
-	}
-	var queued []*pb.WatchResponse
-	for len(ws.pending) > 0 && ws.pending[0].denied != nil {
-		queued = append(queued, ws.pending[0].denied)
-		ws.pending = ws.pending[1:]
-	}
-	ws.mu.Unlock()
-	if err := ws.send(resp); err != nil {
-		return err
-	}
-	for _, d := range queued {
-		if err := ws.send(d); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // filterEvents drops the events the caller may not read and reports whether
