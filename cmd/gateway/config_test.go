@@ -1,0 +1,87 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+const goodConfig = `listen:
+  etcd: 127.0.0.1:23790
+  admin: 127.0.0.1:9901
+identity:
+  files: {cert: certs/gateway.pem, key: certs/gateway-key.pem, bundle: certs/bundle.pem}
+  trust_domains: [example.org]
+upstreams:
+  etcd:
+    endpoints: [https://127.0.0.1:2379]
+    tls: {cert: certs/gateway.pem, key: certs/gateway-key.pem, ca: certs/bundle.pem}
+    dial_timeout: 5s
+    max_request_bytes: 2MiB
+policy: {dir: policies, mode: shadow, cache_size: 0}
+`
+
+func TestParseConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstreams.Etcd.MaxRequest != 2<<20 || cfg.Policy.Mode != "shadow" || *cfg.Policy.CacheSize != 0 {
+		t.Errorf("decoded %+v", cfg)
+	}
+	if got := cfg.Listen.EtcdAdvertise; len(got) != 1 || got[0] != "https://127.0.0.1:23790" {
+		t.Errorf("default advertise URLs = %v", got)
+	}
+	cfg.resolve("/etc/storegate")
+	if cfg.Identity.Files.Cert != "/etc/storegate/certs/gateway.pem" || cfg.Policy.Dir != "/etc/storegate/policies" {
+		t.Errorf("relative paths not resolved against the config's directory: %+v", cfg.Identity.Files)
+	}
+}
+
+func TestParseConfigDefaultsCache(t *testing.T) {
+	cfg, err := ParseConfig([]byte(strings.Replace(goodConfig, ", cache_size: 0", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *cfg.Policy.CacheSize != defaultDecisionCache {
+		t.Errorf("cache_size default = %d", *cfg.Policy.CacheSize)
+	}
+}
+
+// TestParseConfigListsEveryProblem: unknown keys are errors, and
+// validation reports every problem at once.
+func TestParseConfigListsEveryProblem(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"unknown keys", "listen: {etcd: 127.0.0.1:1, port: 2}\npolicy: {dri: x}\n",
+			[]string{"field port not found", "field dri not found"}},
+		{"every invalid field", `listen: {etcd: nohost, admin: 127.0.0.1:1, etcd_advertise: [http://x]}
+identity: {files: {cert: a}, trust_domains: ["Not A Domain!"]}
+upstreams: {etcd: {endpoints: [ftp://x], tls: {cert: c}, username: u, max_txn_ops: -1}}
+policy: {mode: loud, cache_size: -1}
+`, []string{
+			"listen.etcd", "listen.etcd_advertise", "identity.files: cert, key and bundle",
+			"identity.trust_domains", "upstreams.etcd.endpoints", "cert and key go together",
+			"username and password_file go together", "max_txn_ops", "policy.mode", "policy.cache_size",
+		}},
+		{"nothing", "{}\n", []string{"identity: set files or workload_api", "identity.trust_domains", "upstreams.etcd: required"}},
+		{"both identities", "identity: {files: {cert: a, key: b, bundle: c}, workload_api: unix:///x, trust_domains: [example.org]}\n",
+			[]string{"set only one of files and workload_api"}},
+		{"bad duration", "upstreams: {etcd: {endpoints: [https://x:1], dial_timeout: soon}}\n", []string{"not a duration"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
