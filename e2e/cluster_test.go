@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -103,6 +104,9 @@ func TestThreeMemberCluster(t *testing.T) {
 	if _, _, err := quick.run(t, "", "get", "/restart/one"); err == nil {
 		t.Fatal("get succeeded with the whole cluster down")
 	}
+	if code := readyzStatus(t, gw); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with the cluster down = %d, want 503", code)
+	}
 	var wg sync.WaitGroup
 	for i := range ec.members {
 		wg.Add(1)
@@ -114,6 +118,19 @@ func TestThreeMemberCluster(t *testing.T) {
 		return err == nil && out == "2\n"
 	})
 	mustRun(t, through, "", "put", "/restart/three", "3")
+	if code := readyzStatus(t, gw); code != http.StatusOK {
+		t.Errorf("/readyz after the restart = %d, want 200", code)
+	}
+}
+
+func readyzStatus(t *testing.T, gw *gateway) int {
+	t.Helper()
+	resp, err := http.Get("http://" + gw.admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (c *etcdCluster) stop(i int) {

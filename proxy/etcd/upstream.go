@@ -109,10 +109,22 @@ func (u *Upstream) Close() error {
 	return u.client.Close()
 }
 
-// Ready reports whether the cluster answers a linearizable-free status call.
+// Ready reports whether the cluster's leader answers a status call now.
 func (u *Upstream) Ready(ctx context.Context) error {
-	_, err := u.maintenanceFor(ctx, 0)
-	return err
+	mc, err := u.maintenanceFor(ctx, 0)
+	if err != nil {
+		return err
+	}
+	resp, err := mc.Status(ctx, &pb.StatusRequest{})
+	u.forgetLeader(err)
+	if err != nil {
+		return err
+	}
+	if resp.Leader == 0 {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	u.noteLeader(resp.Leader)
+	return nil
 }
 
 // maintenanceFor returns the maintenance client of member id, or of the
