@@ -137,3 +137,19 @@ func mustRun(t *testing.T, c ctl, stdin string, args ...string) string {
 	}
 	return stdout
 }
+
+// TestShadowMode: with `mode: shadow` the restrictive policy decides and
+// logs, but blocks nothing.
+func TestShadowMode(t *testing.T) {
+	p := newPKI(t, "web")
+	ec := startEtcd(t, p, 1)
+	gw := startGateway(t, p, ec, gatewayOpts{policyDir: restrictivePolicy(t), mode: "shadow"})
+	web := ctl{p: p, endpoint: "https://" + gw.addr, who: "web"}
+	if out := mustRun(t, web, "", "put", "/other/shadow", "x"); out != "OK\n" {
+		t.Errorf("put under shadow mode: %q", out)
+	}
+	waitLog(t, gw, `msg="shadow deny" caller=spiffe://example.org/web method=/etcdserverpb.KV/Put`)
+	if got := mustRun(t, web, "", "get", "/other/shadow", "--print-value-only"); got != "x\n" {
+		t.Errorf("get under shadow mode: %q", got)
+	}
+}
