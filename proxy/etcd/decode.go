@@ -69,13 +69,20 @@ func (d *opsDecoder) put(r *pb.PutRequest, method string, txnIndex int) error {
 	op := putOp(r, method)
 	op.TxnIndex = txnIndex
 	d.ops = append(d.ops, op)
-	if r.PrevKv {
-		rd := etcdOp(gate.ResourceKV, gate.ActionRead, method)
-		rd.Keys = op.Keys
-		rd.TxnIndex = txnIndex
-		d.ops = append(d.ops, rd)
-	}
+	d.prevKV(&op)
 	return d.leaseAttach(r.Lease, method, txnIndex)
+}
+
+// prevKV adds, for an op that asks for the previous key-values, a read of
+// the same keys.
+func (d *opsDecoder) prevKV(op *gate.Op) {
+	if !op.PrevKV {
+		return
+	}
+	rd := etcdOp(gate.ResourceKV, gate.ActionRead, op.Method)
+	rd.Keys = op.Keys
+	rd.TxnIndex = op.TxnIndex
+	d.ops = append(d.ops, rd)
 }
 
 func (d *opsDecoder) leaseAttach(lease int64, method string, txnIndex int) error {
@@ -100,12 +107,7 @@ func (d *opsDecoder) del(r *pb.DeleteRangeRequest, method string, txnIndex int) 
 	op := deleteOp(r, method)
 	op.TxnIndex = txnIndex
 	d.ops = append(d.ops, op)
-	if r.PrevKv {
-		rd := etcdOp(gate.ResourceKV, gate.ActionRead, method)
-		rd.Keys = op.Keys
-		rd.TxnIndex = txnIndex
-		d.ops = append(d.ops, rd)
-	}
+	d.prevKV(&op)
 }
 
 // txn walks a transaction: every compare is a read of its key range; every

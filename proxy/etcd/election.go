@@ -3,8 +3,6 @@ package etcd
 import (
 	"bytes"
 	"context"
-	"errors"
-	"io"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
@@ -74,21 +72,7 @@ func (e *electionServer) Observe(r *v3electionpb.LeaderRequest, stream grpc.Serv
 	if err != nil {
 		return err
 	}
-	for {
-		resp, err := up.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			if isCanceled(ctx, err) {
-				return nil
-			}
-			return err
-		}
-		if err := stream.Send(resp); err != nil {
-			return err
-		}
-	}
+	return relay(ctx, up.Recv, stream.Send)
 }
 
 func (e *electionServer) Resign(ctx context.Context, r *v3electionpb.ResignRequest) (*v3electionpb.ResignResponse, error) {

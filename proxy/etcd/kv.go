@@ -2,8 +2,6 @@ package etcd
 
 import (
 	"context"
-	"errors"
-	"io"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -97,18 +95,7 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingSe
 	if err != nil {
 		return err
 	}
-	for {
-		m, err := up.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := stream.Send(m); err != nil {
-			return err
-		}
-	}
+	return relay(ctx, up.Recv, stream.Send)
 }
 
 func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {

@@ -2,8 +2,6 @@ package etcd
 
 import (
 	"context"
-	"errors"
-	"io"
 	"strconv"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -131,19 +129,9 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream grpc.ServerSt
 	if err != nil {
 		return err
 	}
-	for {
-		resp, err := up.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			m.s.up.forgetLeader(err)
-			return err
-		}
-		if err := stream.Send(resp); err != nil {
-			return err
-		}
-	}
+	err = relay(ctx, up.Recv, stream.Send)
+	m.s.up.forgetLeader(err)
+	return err
 }
 
 // MoveLeader must be served by the leader.

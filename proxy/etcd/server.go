@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"math"
 	"runtime"
@@ -196,4 +197,24 @@ func upstreamCtx(ctx context.Context) context.Context {
 // isCanceled reports whether err only says the caller went away.
 func isCanceled(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled)
+}
+
+// relay copies a server stream from the upstream to the caller until the
+// upstream ends it. The caller going away is not an error.
+func relay[T any](ctx context.Context, recv func() (*T, error), send func(*T) error) error {
+	for {
+		m, err := recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if isCanceled(ctx, err) {
+				return nil
+			}
+			return err
+		}
+		if err := send(m); err != nil {
+			return err
+		}
+	}
 }
