@@ -91,7 +91,7 @@ func (ws *watchStream) fromClient(up grpc.BidiStreamingClient[pb.WatchRequest, p
 		switch r := req.RequestUnion.(type) {
 		case *pb.WatchRequest_CreateRequest:
 			if r.CreateRequest == nil {
-				return errEmptyRequestOp
+				continue // etcd ignores an empty create
 			}
 			if err := ws.create(up, req, r.CreateRequest); err != nil {
 				return err
