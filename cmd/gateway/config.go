@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/storegate/storegate/policy"
+	"github.com/storegate/storegate/telemetry"
 )
 
 // Config is the gateway's one configuration file, strictly decoded: unknown
@@ -22,6 +24,7 @@ type Config struct {
 	Identity  IdentityConfig  `yaml:"identity"`
 	Upstreams UpstreamsConfig `yaml:"upstreams"`
 	Policy    PolicyConfig    `yaml:"policy"`
+	Telemetry TelemetryConfig `yaml:"telemetry"`
 }
 
 // ListenConfig holds the gateway's listeners.
@@ -82,6 +85,24 @@ type PolicyConfig struct {
 	CacheSize *int `yaml:"cache_size"`
 }
 
+// TelemetryConfig says what the gateway exports besides /metrics, which is
+// always served. Where OTLP spans go comes from the OTEL_* environment.
+type TelemetryConfig struct {
+	Traces TracesConfig `yaml:"traces"`
+}
+
+// TracesConfig chooses the span exporter and the sampling ratio.
+type TracesConfig struct {
+	Exporter string `yaml:"exporter"` // none (default) | otlp | stdout
+	// Sampling is the ratio of root spans kept, in [0, 1] (default 0.01);
+	// a caller's sampled trace is always continued.
+	Sampling *float64 `yaml:"sampling"`
+}
+
+// defaultSampling keeps one root span in a hundred: etcd calls are many and
+// small.
+const defaultSampling = 0.01
+
 // defaultDecisionCache is the decision cache's default bound: some MiB.
 const defaultDecisionCache = 1 << 16
 
@@ -141,6 +162,13 @@ func (c *Config) defaults() {
 	if c.Policy.CacheSize == nil {
 		n := defaultDecisionCache
 		c.Policy.CacheSize = &n
+	}
+	if c.Telemetry.Traces.Exporter == "" {
+		c.Telemetry.Traces.Exporter = "none"
+	}
+	if c.Telemetry.Traces.Sampling == nil {
+		r := defaultSampling
+		c.Telemetry.Traces.Sampling = &r
 	}
 }
 
@@ -233,7 +261,24 @@ func (c *Config) validate() error {
 	if _, err := policy.ParseMode(c.Policy.Mode); err != nil {
 		bad("policy.mode: %v", err)
 	}
+	if _, err := telemetry.ParseExporter(c.Telemetry.Traces.Exporter); err != nil {
+		bad("telemetry.traces.exporter: %v", err)
+	}
+	if r := *c.Telemetry.Traces.Sampling; !telemetry.ValidSampling(r) {
+		bad("telemetry.traces.sampling: %v is not a ratio in [0, 1]", r)
+	}
 	return errors.Join(errs...)
+}
+
+// telemetryConfig returns the telemetry package's configuration (validated
+// already).
+func (c *Config) telemetryConfig(log *slog.Logger) telemetry.Config {
+	var tc telemetry.Config
+	tc.ServiceName = "storegate"
+	tc.Logger = log
+	tc.Traces.Exporter, _ = telemetry.ParseExporter(c.Telemetry.Traces.Exporter)
+	tc.Traces.Sampling = *c.Telemetry.Traces.Sampling
+	return tc
 }
 
 // trustDomains returns the parsed trust domains (validated already).

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/storegate/storegate/telemetry"
 )
 
 const goodConfig = `listen:
@@ -18,6 +20,7 @@ upstreams:
     dial_timeout: 5s
     max_request_bytes: 2MiB
 policy: {dir: policies, mode: shadow, cache_size: 0}
+telemetry: {traces: {exporter: otlp, sampling: 0.25}}
 `
 
 func TestParseConfig(t *testing.T) {
@@ -28,12 +31,41 @@ func TestParseConfig(t *testing.T) {
 	if cfg.Upstreams.Etcd.MaxRequest != 2<<20 || cfg.Policy.Mode != "shadow" || *cfg.Policy.CacheSize != 0 {
 		t.Errorf("decoded %+v", cfg)
 	}
+	if tc := cfg.telemetryConfig(nil); tc.Traces.Exporter != telemetry.ExporterOTLP || tc.Traces.Sampling != 0.25 {
+		t.Errorf("telemetry = %+v", tc)
+	}
 	if got := cfg.Listen.EtcdAdvertise; len(got) != 1 || got[0] != "https://127.0.0.1:23790" {
 		t.Errorf("default advertise URLs = %v", got)
 	}
 	cfg.resolve("/etc/storegate")
 	if cfg.Identity.Files.Cert != "/etc/storegate/certs/gateway.pem" || cfg.Policy.Dir != "/etc/storegate/policies" {
 		t.Errorf("relative paths not resolved against the config's directory: %+v", cfg.Identity.Files)
+	}
+}
+
+// TestParseConfigDefaultsTelemetry: without a telemetry section no spans
+// are exported, and an exporter alone samples 1%.
+func TestParseConfigDefaultsTelemetry(t *testing.T) {
+	tests := []struct {
+		name, section string
+		exporter      telemetry.Exporter
+		sampling      float64
+	}{
+		{"no section", "", telemetry.ExporterNone, defaultSampling},
+		{"exporter only", "telemetry: {traces: {exporter: stdout}}\n", telemetry.ExporterStdout, defaultSampling},
+		{"sampling zero", "telemetry: {traces: {exporter: otlp, sampling: 0}}\n", telemetry.ExporterOTLP, 0},
+	}
+	base := goodConfig[:strings.Index(goodConfig, "telemetry:")]
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(base + tt.section))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc := cfg.telemetryConfig(nil); tc.Traces.Exporter != tt.exporter || tc.Traces.Sampling != tt.sampling {
+				t.Errorf("telemetry = %+v, want exporter %v, sampling %v", tc, tt.exporter, tt.sampling)
+			}
+		})
 	}
 }
 
@@ -61,11 +93,15 @@ func TestParseConfigListsEveryProblem(t *testing.T) {
 identity: {files: {cert: a}, trust_domains: ["Not A Domain!"]}
 upstreams: {etcd: {endpoints: [ftp://x], tls: {cert: c}, username: u, max_txn_ops: -1}}
 policy: {mode: loud, cache_size: -1}
+telemetry: {traces: {exporter: jaeger, sampling: 1.5}}
 `, []string{
 			"listen.etcd", "listen.etcd_advertise", "identity.files: cert, key and bundle",
 			"identity.trust_domains", "upstreams.etcd.endpoints", "cert and key go together",
 			"username and password_file go together", "max_txn_ops", "policy.mode", "policy.cache_size",
+			"telemetry.traces.exporter", "telemetry.traces.sampling",
 		}},
+		{"unknown telemetry keys", "telemetry: {traces: {exporter: otlp, ratio: 0.1}, decision_log: stdout}\n",
+			[]string{"field ratio not found", "field decision_log not found"}},
 		{"nothing", "{}\n", []string{"identity: set files or workload_api", "identity.trust_domains", "upstreams.etcd: required"}},
 		{"both identities", "identity: {files: {cert: a, key: b, bundle: c}, workload_api: unix:///x, trust_domains: [example.org]}\n",
 			[]string{"set only one of files and workload_api"}},

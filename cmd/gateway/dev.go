@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/storegate/storegate/mtls"
+	"github.com/storegate/storegate/telemetry"
 )
 
 // devSetup is what `gateway dev` runs: an in-process etcd behind the
@@ -31,6 +32,7 @@ type devSetup struct {
 	etcdClient string // the in-process etcd's client address
 	etcdPeer   string
 	etcdctl    string // printed etcdctl path; default bin/etcdctl or $PATH
+	traces     string // trace exporter; none keeps the printed help readable
 }
 
 func devCmd() *cobra.Command {
@@ -44,6 +46,9 @@ func devCmd() *cobra.Command {
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
+			}
+			if _, err := telemetry.ParseExporter(d.traces); err != nil {
+				return fmt.Errorf("--traces: %w", err)
 			}
 			cfg, etcd, err := d.start(cmd.Context())
 			if err != nil {
@@ -61,6 +66,7 @@ func devCmd() *cobra.Command {
 	f.StringVar(&d.etcdClient, "etcd-client", "127.0.0.1:23799", "client address of the in-process etcd")
 	f.StringVar(&d.etcdPeer, "etcd-peer", "127.0.0.1:23800", "peer address of the in-process etcd")
 	f.StringVar(&d.etcdctl, "etcdctl", "", "etcdctl path for the printed commands (default: bin/etcdctl, else etcdctl on $PATH)")
+	f.StringVar(&d.traces, "traces", "none", "trace exporter, sampling every request: none, stdout, or otlp (to $OTEL_EXPORTER_OTLP_ENDPOINT)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -143,6 +149,10 @@ func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
 		}},
 		Policy: PolicyConfig{Dir: d.policies},
 	}
+	// In development every request is traced: one in a hundred would look
+	// like tracing does not work.
+	sampleAll := 1.0
+	cfg.Telemetry.Traces = TracesConfig{Exporter: d.traces, Sampling: &sampleAll}
 	cfg.defaults()
 	if err := cfg.validate(); err != nil {
 		etcd.Close()

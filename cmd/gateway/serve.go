@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/storegate/storegate/authn"
@@ -21,6 +22,7 @@ import (
 	"github.com/storegate/storegate/mtls"
 	"github.com/storegate/storegate/policy"
 	etcdfront "github.com/storegate/storegate/proxy/etcd"
+	"github.com/storegate/storegate/telemetry"
 )
 
 // identitySource is the gateway's own SVID and bundles, closable.
@@ -53,7 +55,21 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	}()
 	g := gate.New(engine, log)
 
-	up, err := dialEtcd(cfg.Upstreams.Etcd, log)
+	tel, err := telemetry.Setup(ctx, cfg.telemetryConfig(log))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Runs last: the spans of the final requests and upstream calls
+		// are flushed.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(ctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
+		}
+	}()
+
+	up, err := dialEtcd(cfg.Upstreams.Etcd, tel.DialOptions(), log)
 	if err != nil {
 		return err
 	}
@@ -66,7 +82,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		MaxTxnOps:       cfg.Upstreams.Etcd.MaxTxnOps,
 		Logger:          log,
 	})
-	gs := front.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)))
+	gs := front.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)), tel.ServerOptions()...)
 
 	etcdLis, err := net.Listen("tcp", cfg.Listen.Etcd)
 	if err != nil {
@@ -77,7 +93,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		etcdLis.Close()
 		return fmt.Errorf("listen.admin: %w", err)
 	}
-	admin := &http.Server{Handler: adminMux(src, up), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: adminMux(src, up, tel.MetricsHandler()), ReadHeaderTimeout: 10 * time.Second}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
@@ -85,7 +101,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	go func() { defer wg.Done(); errc <- gs.Serve(etcdLis) }()
 	go func() { defer wg.Done(); errc <- admin.Serve(adminLis) }()
 	log.Info("storegate serving", "etcd", etcdLis.Addr().String(), "admin", adminLis.Addr().String(),
-		"upstream", strings.Join(cfg.Upstreams.Etcd.Endpoints, ","), "policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode)
+		"upstream", strings.Join(cfg.Upstreams.Etcd.Endpoints, ","), "policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode,
+		"traces", cfg.Telemetry.Traces.Exporter)
 	if ready != nil {
 		ready()
 	}
@@ -130,7 +147,7 @@ func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identityS
 	return src, nil
 }
 
-func dialEtcd(e *EtcdUpstream, log *slog.Logger) (*etcdfront.Upstream, error) {
+func dialEtcd(e *EtcdUpstream, dialOpts []grpc.DialOption, log *slog.Logger) (*etcdfront.Upstream, error) {
 	var tlsCfg *tls.Config
 	for _, ep := range e.Endpoints {
 		if strings.HasPrefix(ep, "https://") {
@@ -152,14 +169,15 @@ func dialEtcd(e *EtcdUpstream, log *slog.Logger) (*etcdfront.Upstream, error) {
 	}
 	return etcdfront.Dial(etcdfront.UpstreamConfig{
 		Endpoints: e.Endpoints, TLS: tlsCfg, Username: e.Username, Password: password,
-		DialTimeout: time.Duration(e.DialTimeout), Logger: log,
+		DialTimeout: time.Duration(e.DialTimeout), DialOptions: dialOpts, Logger: log,
 	})
 }
 
-// adminMux serves /healthz (the process is up) and /readyz (the SVID is
-// valid and the upstream answers).
-func adminMux(src mtls.Source, up *etcdfront.Upstream) *http.ServeMux {
+// adminMux serves /healthz (the process is up), /readyz (the SVID is valid
+// and the upstream answers) and /metrics.
+func adminMux(src mtls.Source, up *etcdfront.Upstream, metrics http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
