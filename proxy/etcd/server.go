@@ -122,6 +122,9 @@ func (s *Server) unaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 	if err != nil {
 		return nil, err
 	}
+	if err := checkKnown(req); err != nil {
+		return nil, err
+	}
 	return h(gate.WithIdentity(ctx, id), req)
 }
 
@@ -130,7 +133,7 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 	if err != nil {
 		return err
 	}
-	return h(srv, &identifiedStream{ServerStream: ss, ctx: gate.WithIdentity(ss.Context(), id)})
+	return h(srv, &identifiedStream{ServerStream: knownFieldsStream{ss}, ctx: gate.WithIdentity(ss.Context(), id)})
 }
 
 type identifiedStream struct {
