@@ -2,9 +2,10 @@
 GO        ?= go
 BIN       := $(CURDIR)/bin
 TOOLS_MOD := tools/etcd
+CONSUL_MOD := tools/consul
 GOTESTFLAGS ?=
 
-.PHONY: run test bench build tools check policy-test clean
+.PHONY: run test bench build tools consul check policy-test clean
 
 ## run: start the gateway on its embedded default (in-process etcd, dev CA, example policies)
 run: build tools
@@ -22,6 +23,12 @@ $(BIN)/etcdctl: $(TOOLS_MOD)/go.mod $(TOOLS_MOD)/go.sum
 
 $(BIN)/etcd: $(TOOLS_MOD)/go.mod $(TOOLS_MOD)/go.sum $(TOOLS_MOD)/cmd/etcd/main.go
 	cd $(TOOLS_MOD) && $(GO) build -o $(BIN)/etcd ./cmd/etcd
+
+## consul: the Consul 1.14.11 agent and CLI (for the Consul front; ~6 min and ~9 CPU-min the first time)
+consul: $(BIN)/consul
+
+$(BIN)/consul: $(CONSUL_MOD)/go.mod $(CONSUL_MOD)/go.sum
+	cd $(CONSUL_MOD) && $(GO) build -o $(BIN)/consul github.com/hashicorp/consul
 
 ## test: every test — OPA policy tests, unit tests and end-to-end tests, with the race detector
 test: tools policy-test
@@ -43,6 +50,7 @@ check:
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
 	cd $(TOOLS_MOD) && $(GO) mod tidy -diff
+	cd $(CONSUL_MOD) && $(GO) mod tidy -diff
 
 clean:
 	rm -rf $(BIN) .storegate-dev
