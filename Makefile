@@ -15,8 +15,8 @@ run: build tools
 build:
 	$(GO) build -o $(BIN)/gateway ./cmd/gateway
 
-## tools: etcd (with grpc-proxy) and etcdctl v3.7.3, built from their modules into bin/
-tools: $(BIN)/etcd $(BIN)/etcdctl
+## tools: etcd (with grpc-proxy) and etcdctl v3.7.3, and Consul 1.14.11, built from their modules into bin/
+tools: $(BIN)/etcd $(BIN)/etcdctl $(BIN)/consul
 
 $(BIN)/etcdctl: $(TOOLS_MOD)/go.mod $(TOOLS_MOD)/go.sum
 	cd $(TOOLS_MOD) && $(GO) build -o $(BIN)/etcdctl go.etcd.io/etcd/etcdctl/v3

@@ -210,8 +210,9 @@ func (s *syncBuffer) String() string {
 
 type gatewayOpts struct {
 	policyDir string // default: a copy of the repository's policies/
-	extra     string // extra YAML appended to the config
 	mode      string
+	// consulListen and consulUpstream add the Consul front.
+	consulListen, consulUpstream string
 }
 
 // copyPolicies copies the shipped Rego (not its tests) and writes
@@ -258,20 +259,25 @@ func startGateway(t *testing.T, p *pki, ec *etcdCluster, o gatewayOpts) *gateway
 		o.mode = "enforce"
 	}
 	g := &gateway{addr: freePort(t), admin: freePort(t), logs: &syncBuffer{}, policyDir: o.policyDir}
+	consulListen, consulUpstream := "", ""
+	if o.consulListen != "" {
+		consulListen = "\n  consul: " + o.consulListen
+		consulUpstream = "\n  consul: {address: " + o.consulUpstream + "}"
+	}
 	cfg := fmt.Sprintf(`listen:
   etcd: %s
-  admin: %s
+  admin: %s%s
 identity:
   files: {cert: %s, key: %s, bundle: %s}
   trust_domains: [example.org]
 upstreams:
   etcd:
     endpoints: [%s]
-    tls: {cert: %s, key: %s, ca: %s}
+    tls: {cert: %s, key: %s, ca: %s}%s
 policy: {dir: %s, mode: %s}
-%s`, g.addr, g.admin, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
-		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
-		o.policyDir, o.mode, o.extra)
+`, g.addr, g.admin, consulListen, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
+		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(), consulUpstream,
+		o.policyDir, o.mode)
 	cfgPath := filepath.Join(t.TempDir(), "storegate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -30,6 +30,8 @@ type Config struct {
 // ListenConfig holds the gateway's listeners.
 type ListenConfig struct {
 	Etcd  string `yaml:"etcd"`  // etcd v3 gRPC front, TLS only
+	// Consul is the Consul /v1 HTTP front, TLS only; empty: no Consul front.
+	Consul string `yaml:"consul"`
 	Admin string `yaml:"admin"` // plain HTTP: /healthz, /readyz
 	// EtcdAdvertise are the client URLs MemberList returns for every member;
 	// default https://<listen.etcd>.
@@ -54,7 +56,17 @@ type IdentityFiles struct {
 
 // UpstreamsConfig names the real stores.
 type UpstreamsConfig struct {
-	Etcd *EtcdUpstream `yaml:"etcd"`
+	Etcd   *EtcdUpstream   `yaml:"etcd"`
+	Consul *ConsulUpstream `yaml:"consul"`
+}
+
+// ConsulUpstream is a Consul agent reached with the gateway's ACL token.
+type ConsulUpstream struct {
+	Address   string   `yaml:"address"` // http(s)://host:port of the agent
+	TokenFile string   `yaml:"token_file"`
+	TLS       TLSFiles `yaml:"tls"` // for an https address
+	// MaxValueBytes bounds a KV value (default 512KiB, Consul's default).
+	MaxValueBytes ByteSize `yaml:"max_value_bytes"`
 }
 
 // EtcdUpstream is an etcd cluster reached with the gateway's credentials.
@@ -188,6 +200,12 @@ func (c *Config) resolve(dir string) {
 			f.Federated[td] = p
 		}
 	}
+	if cu := c.Upstreams.Consul; cu != nil {
+		abs(&cu.TokenFile)
+		abs(&cu.TLS.Cert)
+		abs(&cu.TLS.Key)
+		abs(&cu.TLS.CA)
+	}
 	if e := c.Upstreams.Etcd; e != nil {
 		abs(&e.TLS.Cert)
 		abs(&e.TLS.Key)
@@ -203,6 +221,22 @@ func (c *Config) validate() error {
 	for name, addr := range map[string]string{"listen.etcd": c.Listen.Etcd, "listen.admin": c.Listen.Admin} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad("%s: %q is not host:port: %v", name, addr, err)
+		}
+	}
+	if (c.Listen.Consul == "") != (c.Upstreams.Consul == nil) {
+		bad("listen.consul and upstreams.consul go together")
+	}
+	if c.Listen.Consul != "" {
+		if _, _, err := net.SplitHostPort(c.Listen.Consul); err != nil {
+			bad("listen.consul: %q is not host:port: %v", c.Listen.Consul, err)
+		}
+	}
+	if cu := c.Upstreams.Consul; cu != nil {
+		if u, err := url.Parse(cu.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("upstreams.consul.address: %q is not an http(s):// URL", cu.Address)
+		}
+		if (cu.TLS.Cert == "") != (cu.TLS.Key == "") {
+			bad("upstreams.consul.tls: cert and key go together")
 		}
 	}
 	for _, u := range c.Listen.EtcdAdvertise {

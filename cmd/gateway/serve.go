@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/storegate/storegate/gate"
 	"github.com/storegate/storegate/mtls"
 	"github.com/storegate/storegate/policy"
+	consulfront "github.com/storegate/storegate/proxy/consul"
 	etcdfront "github.com/storegate/storegate/proxy/etcd"
 	"github.com/storegate/storegate/telemetry"
 )
@@ -94,12 +96,23 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 	admin := &http.Server{Handler: adminMux(src, up, tel.MetricsHandler()), ReadHeaderTimeout: 10 * time.Second}
+	consulSrv, consulLis, err := consulFront(cfg, g, authn.New(tds), src, log)
+	if err != nil {
+		etcdLis.Close()
+		adminLis.Close()
+		return err
+	}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- gs.Serve(etcdLis) }()
 	go func() { defer wg.Done(); errc <- admin.Serve(adminLis) }()
+	if consulSrv != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- consulSrv.ServeTLS(consulLis, "", "") }()
+		log.Info("consul front serving", "consul", consulLis.Addr().String(), "upstream", cfg.Upstreams.Consul.Address)
+	}
 	log.Info("storegate serving", "etcd", etcdLis.Addr().String(), "admin", adminLis.Addr().String(),
 		"upstream", strings.Join(cfg.Upstreams.Etcd.Endpoints, ","), "policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode,
 		"traces", cfg.Telemetry.Traces.Exporter)
@@ -121,11 +134,60 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShutdown()
 	_ = admin.Shutdown(shutdownCtx)
+	if consulSrv != nil {
+		_ = consulSrv.Shutdown(shutdownCtx)
+		_ = consulSrv.Close() // blocking queries do not wait for the agent's answer
+	}
 	wg.Wait()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// consulFront builds the Consul front's HTTPS server and listener, or
+// nothing when no Consul front is configured.
+func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, src mtls.Source, log *slog.Logger) (*http.Server, net.Listener, error) {
+	cu := cfg.Upstreams.Consul
+	if cu == nil {
+		return nil, nil, nil
+	}
+	addr, err := url.Parse(cu.Address)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upstreams.consul.address: %w", err)
+	}
+	opts := consulfront.Options{Upstream: addr, MaxValueBytes: int64(cu.MaxValueBytes), Logger: log}
+	if cu.TokenFile != "" {
+		b, err := os.ReadFile(cu.TokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("upstreams.consul.token_file: %w", err)
+		}
+		opts.Token = strings.TrimSpace(string(b))
+	}
+	if addr.Scheme == "https" {
+		c, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: cu.TLS.Cert, Key: cu.TLS.Key, CA: cu.TLS.CA, ServerName: cu.TLS.ServerName})
+		if err != nil {
+			return nil, nil, fmt.Errorf("upstreams.consul.tls: %w", err)
+		}
+		opts.UpstreamTLS = c
+	}
+	front, err := consulfront.New(g, auth, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen.Consul)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen.consul: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           front.Handler(),
+		TLSConfig:         mtls.ServerConfig(src, cfg.trustDomains(), log),
+		ReadHeaderTimeout: 10 * time.Second,
+		// No write timeout: blocking queries are held up to ~10m40s.
+		IdleTimeout: 5 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return srv, lis, nil
 }
 
 func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identitySource, error) {

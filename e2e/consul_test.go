@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// consulAgent is a real Consul 1.14.11 agent in -dev mode on loopback.
+type consulAgent struct {
+	httpAddr string
+	logs     *syncBuffer
+}
+
+func consulBin(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(repoRoot, "bin", "consul")
+	if _, err := os.Stat(bin); err != nil {
+		mk := exec.Command("make", "consul")
+		mk.Dir, mk.Stdout, mk.Stderr = repoRoot, os.Stderr, os.Stderr
+		if err := mk.Run(); err != nil {
+			t.Fatalf("building consul with `make consul`: %v", err)
+		}
+	}
+	return bin
+}
+
+func port(t *testing.T) string {
+	_, p, _ := net.SplitHostPort(freePort(t))
+	return p
+}
+
+func startConsul(t *testing.T) *consulAgent {
+	t.Helper()
+	a := &consulAgent{logs: &syncBuffer{}}
+	httpPort := port(t)
+	a.httpAddr = "127.0.0.1:" + httpPort
+	cmd := exec.Command(consulBin(t), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
+		"-http-port="+httpPort, "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		"-serf-lan-port="+port(t), "-serf-wan-port="+port(t), "-server-port="+port(t),
+		"-node=storegate-e2e", "-log-level=warn")
+	cmd.Stdout, cmd.Stderr = a.logs, a.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + a.httpAddr + "/v1/status/leader")
+		if err == nil {
+			var b bytes.Buffer
+			_, _ = b.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(b.String(), ":") {
+				return a
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("consul exited: %v\n%s", err, a.logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consul not ready in 60s:\n%s", a.logs.String())
+		}
+	}
+}
+
+// consulCLI runs the consul CLI against addr (http://... direct, or
+// https://... through the gateway as caller who).
+type consulCLI struct {
+	p    *pki
+	addr string
+	who  string
+}
+
+func (c consulCLI) run(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot, "bin", "consul"), args...)
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+c.addr)
+	if strings.HasPrefix(c.addr, "https://") {
+		cmd.Env = append(cmd.Env, "CONSUL_CACERT="+c.p.bundle(),
+			"CONSUL_CLIENT_CERT="+c.p.path(c.who+".pem"), "CONSUL_CLIENT_KEY="+c.p.path(c.who+"-key.pem"))
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func gatewayWithConsul(t *testing.T, p *pki, ec *etcdCluster, ca *consulAgent, policyDir string) (*gateway, string) {
+	t.Helper()
+	consulAddr := freePort(t)
+	gw := startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, consulListen: consulAddr, consulUpstream: "http://" + ca.httpAddr})
+	return gw, "https://" + consulAddr
+}
+
+var consulSteps = []step{
+	{name: "put", args: "kv put {p}/a 1"},
+	{name: "put-flags", args: "kv put -flags=42 {p}/b 2"},
+	{name: "put-nested", args: "kv put {p}/dir/c 3"},
+	{name: "get", args: "kv get {p}/a"},
+	{name: "get-detailed", args: "kv get -detailed {p}/b"},
+	{name: "get-missing", args: "kv get {p}/missing", fails: true},
+	{name: "get-recurse", args: "kv get -recurse {p}/"},
+	{name: "get-keys", args: "kv get -keys {p}/"},
+	{name: "get-keys-separator", args: "kv get -keys -separator= {p}/"},
+	{name: "export", args: "kv export {p}/"},
+	{name: "cas-fail", args: "kv put -cas -modify-index=1 {p}/a 9", fails: true},
+	{name: "delete", args: "kv delete {p}/a"},
+	{name: "delete-recurse", args: "kv delete -recurse {p}/dir"},
+	{name: "get-after-delete", args: "kv get -recurse {p}/"},
+}
+
+// TestConsulKVSameThroughGateway runs the consul CLI's KV commands direct
+// to a real Consul agent and through the gateway (allow-all policy).
+func TestConsulKVSameThroughGateway(t *testing.T) {
+	p := newPKI(t, "admin")
+	ec := startEtcd(t, p, 1)
+	agent := startConsul(t)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, "")
+	run := func(c consulCLI, prefix string) map[string]string {
+		out := map[string]string{}
+		for _, s := range consulSteps {
+			args := strings.ReplaceAll(s.args, "{p}", prefix)
+			stdout, stderr, err := c.run(t, "", strings.Fields(args)...)
+			if (err != nil) != s.fails {
+				t.Errorf("%s (%s): err=%v want failure %v\n%s%s", s.name, args, err, s.fails, stdout, stderr)
+			}
+			got := stdout
+			if err != nil {
+				got += "\nERR: " + stderr
+			}
+			out[s.name] = maskConsul(strings.ReplaceAll(got, prefix, "P"))
+		}
+		return out
+	}
+	direct := run(consulCLI{addr: "http://" + agent.httpAddr}, "cmp-d")
+	through := run(consulCLI{p: p, addr: gwAddr, who: "admin"}, "cmp-g")
+	for _, s := range consulSteps {
+		if direct[s.name] != through[s.name] {
+			t.Errorf("%s: output differs\n--- direct ---\n%s\n--- through storegate ---\n%s", s.name, direct[s.name], through[s.name])
+		} else {
+			t.Logf("%-20s same: %q", s.name, firstLine(through[s.name]))
+		}
+	}
+}
+
+func maskConsul(s string) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(s, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 && (f[0] == "CreateIndex" || f[0] == "ModifyIndex" || f[0] == "LockIndex") {
+			if _, err := strconv.Atoi(f[1]); err == nil {
+				l = f[0] + " N\n"
+			}
+		}
+		b.WriteString(l)
+	}
+	return b.String()
+}
+
+// TestConsulRestrictive drives the consul CLI as web under the shipped
+// intentions.
+func TestConsulRestrictive(t *testing.T) {
+	p := newPKI(t, "admin", "web")
+	ec := startEtcd(t, p, 1)
+	agent := startConsul(t)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, restrictivePolicy(t))
+	direct := consulCLI{addr: "http://" + agent.httpAddr}
+	web := consulCLI{p: p, addr: gwAddr, who: "web"}
+	for _, kv := range [][2]string{{"app/secret/token", "s3cr3t"}, {"app/visible", "v"}, {"other/x", "o"}} {
+		if _, stderr, err := direct.run(t, "", "kv", "put", kv[0], kv[1]); err != nil {
+			t.Fatal(stderr)
+		}
+	}
+	const denied = "Unexpected response code: 403 (Permission denied: "
+	cases := []struct {
+		name    string
+		args    []string
+		want    string
+		wantErr bool
+		notWant string
+	}{
+		{"put allowed", []string{"kv", "put", "app/x", "1"}, "Success! Data written to: app/x", false, ""},
+		{"get allowed", []string{"kv", "get", "app/x"}, "1", false, ""},
+		{"put elsewhere", []string{"kv", "put", "other/y", "2"}, denied + `no intention allows spiffe://example.org/web to write kv "/other/y")`, true, ""},
+		{"get secret", []string{"kv", "get", "app/secret/token"}, denied + `deny intention "web-no-secrets" matches)`, true, ""},
+		{"recurse is filtered", []string{"kv", "get", "-recurse", "app/"}, "app/visible:v", false, "secret"},
+		{"keys are filtered", []string{"kv", "get", "-keys", "app/"}, "app/visible", false, "secret"},
+		{"delete a partly denied tree", []string{"kv", "delete", "-recurse", "app/"}, denied, true, ""},
+		{"unknown route", []string{"catalog", "services"}, "403 (Permission denied: GET /v1/catalog/services is not a route storegate forwards)", true, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			stdout, stderr, err := web.run(t, "", c.args...)
+			if (err != nil) != c.wantErr {
+				t.Fatalf("err = %v, want error %v\nstdout: %s\nstderr: %s", err, c.wantErr, stdout, stderr)
+			}
+			where := stdout
+			if c.wantErr {
+				where = stderr
+			}
+			if !strings.Contains(where, c.want) {
+				t.Errorf("want %q in\n%s", c.want, where)
+			}
+			if c.notWant != "" && strings.Contains(stdout, c.notWant) {
+				t.Errorf("%q leaked:\n%s", c.notWant, stdout)
+			}
+		})
+	}
+	if out, _, _ := direct.run(t, "", "kv", "get", "other/y"); out != "" {
+		t.Errorf("a denied put reached Consul: %q", out)
+	}
+}

@@ -1,0 +1,202 @@
+package consul
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// routes is the route table: what the front forwards, and how each route
+// decodes into ops. Anything else is refused.
+var routes = []route{
+	{pattern: "GET /v1/kv/", name: "GET /v1/kv/", decode: (*Server).kvGet},
+	{pattern: "PUT /v1/kv/", name: "PUT /v1/kv/", decode: (*Server).kvPut},
+	{pattern: "DELETE /v1/kv/", name: "DELETE /v1/kv/", decode: (*Server).kvDelete},
+	{pattern: "GET /v1/status/leader", name: "GET /v1/status/leader", decode: statusRead},
+	{pattern: "GET /v1/status/peers", name: "GET /v1/status/peers", decode: statusRead},
+}
+
+func statusRead(_ *Server, q *request) error {
+	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceStatus, Action: gate.ActionRead})
+	return nil
+}
+
+// kvKey is the key as Consul reads it (the decoded path after /v1/kv/), and
+// the op key: the same with a leading slash.
+func kvKey(r *http.Request) (consul string, op []byte) {
+	k := strings.TrimPrefix(r.URL.Path, "/v1/kv/")
+	return k, []byte("/" + k)
+}
+
+func has(q *request, name string) bool {
+	_, ok := q.query[name]
+	return ok
+}
+
+var errMissingKey = httpError{code: http.StatusBadRequest, msg: "Missing key name"}
+
+func (s *Server) kvGet(q *request) error {
+	key, opKey := kvKey(q.r)
+	op := gate.Op{Resource: gate.ResourceKV, Action: gate.ActionRead}
+	switch {
+	case has(q, "keys"):
+		op.Keys = gate.KeyRange{Key: opKey, End: gate.PrefixEnd(opKey)}
+		q.filter = s.filterKeyList(q)
+	case has(q, "recurse"):
+		op.Keys = gate.KeyRange{Key: opKey, End: gate.PrefixEnd(opKey)}
+		q.filter = s.filterEntries(q)
+	case key == "":
+		return errMissingKey
+	default:
+		op.Keys = gate.KeyRange{Key: opKey}
+	}
+	q.ops = append(q.ops, op)
+	return nil
+}
+
+func (s *Server) kvPut(q *request) error {
+	key, opKey := kvKey(q.r)
+	if key == "" {
+		return errMissingKey
+	}
+	if n := countPresent(q, "cas", "acquire", "release"); n > 1 {
+		return httpError{code: http.StatusBadRequest, msg: "Conflicting flags: " + q.query.Encode()}
+	}
+	if has(q, "flags") {
+		if _, err := strconv.ParseUint(q.query.Get("flags"), 10, 64); err != nil {
+			return fmt.Errorf("invalid flags: %w", err)
+		}
+	}
+	// The value is read whole, within Consul's limit, so that policy sees
+	// its size and the forwarded body is exactly what was decided on.
+	body, err := io.ReadAll(io.LimitReader(q.r.Body, s.opts.MaxValueBytes+1))
+	if err != nil {
+		return httpError{code: http.StatusBadRequest, msg: "storegate: reading the value: " + err.Error()}
+	}
+	if int64(len(body)) > s.opts.MaxValueBytes {
+		return httpError{code: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("Request body too large, max size: %d bytes", s.opts.MaxValueBytes)}
+	}
+	q.r.Body = io.NopCloser(bytes.NewReader(body))
+	q.r.ContentLength = int64(len(body))
+
+	op := gate.Op{Resource: gate.ResourceKV, Action: gate.ActionWrite, Keys: gate.KeyRange{Key: opKey}, ValueSize: len(body)}
+	q.ops = append(q.ops, op)
+	switch {
+	case has(q, "acquire"):
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceLock, Action: gate.ActionAcquire,
+			Keys: gate.KeyRange{Key: opKey}, Session: q.query.Get("acquire")})
+	case has(q, "release"):
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceLock, Action: gate.ActionRelease,
+			Keys: gate.KeyRange{Key: opKey}, Session: q.query.Get("release")})
+	}
+	return nil
+}
+
+func (s *Server) kvDelete(q *request) error {
+	key, opKey := kvKey(q.r)
+	if countPresent(q, "recurse", "cas") > 1 {
+		return httpError{code: http.StatusBadRequest, msg: "Conflicting flags: " + q.query.Encode()}
+	}
+	op := gate.Op{Resource: gate.ResourceKV, Action: gate.ActionDelete, Keys: gate.KeyRange{Key: opKey}}
+	switch {
+	case has(q, "recurse"):
+		op.Keys.End = gate.PrefixEnd(opKey)
+	case key == "":
+		return errMissingKey
+	}
+	q.ops = append(q.ops, op)
+	return nil
+}
+
+func countPresent(q *request, names ...string) int {
+	n := 0
+	for _, name := range names {
+		if has(q, name) {
+			n++
+		}
+	}
+	return n
+}
+
+// readable reports whether the caller may read the Consul key k.
+func (s *Server) readable(q *request, k string) bool {
+	return s.gate.Readable(q.r.Context(), q.caller, gate.ProtocolConsul, gate.ResourceKV, "GET /v1/kv/", []byte("/"+k))
+}
+
+// filterEntries narrows a recurse answer (a JSON array of entries) to the
+// readable ones; none left is Consul's own 404, index headers kept.
+func (s *Server) filterEntries(q *request) func(*http.Response) error {
+	return func(resp *http.Response) error {
+		if resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		var entries []json.RawMessage
+		if err := readJSON(resp, &entries); err != nil {
+			return err
+		}
+		kept := entries[:0]
+		for _, e := range entries {
+			var k struct{ Key string }
+			if err := json.Unmarshal(e, &k); err != nil {
+				return fmt.Errorf("storegate: decoding a KV entry: %w", err)
+			}
+			if s.readable(q, k.Key) {
+				kept = append(kept, e)
+			}
+		}
+		return writeJSON(resp, kept, len(kept) == 0)
+	}
+}
+
+// filterKeyList narrows a keys answer (a JSON array of key names).
+func (s *Server) filterKeyList(q *request) func(*http.Response) error {
+	return func(resp *http.Response) error {
+		if resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		var keys []string
+		if err := readJSON(resp, &keys); err != nil {
+			return err
+		}
+		kept := keys[:0]
+		for _, k := range keys {
+			if s.readable(q, k) {
+				kept = append(kept, k)
+			}
+		}
+		return writeJSON(resp, kept, len(kept) == 0)
+	}
+}
+
+func readJSON(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("storegate: decoding Consul's answer: %w", err)
+	}
+	return nil
+}
+
+func writeJSON(resp *http.Response, v any, notFound bool) error {
+	var b []byte
+	if notFound {
+		resp.StatusCode, resp.Status = http.StatusNotFound, "404 Not Found"
+		resp.Header.Del("Content-Type")
+	} else {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	resp.Header.Del("Content-Encoding")
+	return nil
+}

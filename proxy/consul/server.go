@@ -1,0 +1,261 @@
+package consul
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// Authenticator turns a verified TLS connection into the caller's identity.
+type Authenticator interface {
+	Identify(state *tls.ConnectionState) (gate.Identity, error)
+}
+
+// Options configure the front.
+type Options struct {
+	// Upstream is the Consul agent's HTTP address, e.g. http://127.0.0.1:8500.
+	Upstream *url.URL
+	// UpstreamTLS is used when Upstream is https.
+	UpstreamTLS *tls.Config
+	// Token is the gateway's own ACL token, sent with every forwarded
+	// request (empty: the agent's default token).
+	Token string
+	// MaxValueBytes bounds a KV value (default 512 KiB, Consul's default
+	// kv_max_value_size); larger bodies are refused before forwarding.
+	MaxValueBytes int64
+	Logger        *slog.Logger
+}
+
+// Server is the Consul front.
+type Server struct {
+	gate  *gate.Gate
+	auth  Authenticator
+	opts  Options
+	log   *slog.Logger
+	proxy *httputil.ReverseProxy
+	mux   *http.ServeMux
+}
+
+// New returns the Consul front.
+func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
+	if opts.Upstream == nil || (opts.Upstream.Scheme != "http" && opts.Upstream.Scheme != "https") {
+		return nil, errors.New("consul: upstream must be an http:// or https:// URL")
+	}
+	if opts.MaxValueBytes <= 0 {
+		opts.MaxValueBytes = 512 << 10
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{gate: g, auth: auth, opts: opts, log: opts.Logger}
+	s.proxy = s.newProxy()
+	s.mux = http.NewServeMux()
+	for _, rt := range routes {
+		s.mux.Handle(rt.pattern, s.handle(rt))
+	}
+	// Everything else: refused, never forwarded.
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := s.identify(w, r); !ok {
+			return
+		}
+		deny(w, fmt.Sprintf("%s %s is not a route storegate forwards", r.Method, r.URL.Path))
+	})
+	return s, nil
+}
+
+// Handler serves the front.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// request is one decoded request on its way through the front.
+type request struct {
+	r      *http.Request
+	query  url.Values
+	caller gate.Identity
+	ops    []gate.Op
+	// filter, when set, narrows the upstream's response to what the caller
+	// may read (Filter effect on a multi-key read).
+	filter func(*http.Response) error
+}
+
+// route is one entry of the route table: a ServeMux pattern and the
+// decoder that turns a matching request into ops.
+type route struct {
+	pattern string
+	name    string // the route as the gate sees it, e.g. "GET /v1/kv/"
+	decode  func(s *Server, q *request) error
+}
+
+func (s *Server) handle(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := s.identify(w, r)
+		if !ok {
+			return
+		}
+		q := &request{r: r, query: r.URL.Query(), caller: id}
+		if err := rejectRepeated(q.query); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := rt.decode(s, q); err != nil {
+			var he httpError
+			if errors.As(err, &he) {
+				http.Error(w, he.msg, he.code)
+				return
+			}
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for i := range q.ops {
+			q.ops[i].Protocol = gate.ProtocolConsul
+			q.ops[i].Method = rt.name
+			if q.ops[i].Datacenter == "" {
+				q.ops[i].Datacenter = q.query.Get("dc")
+			}
+		}
+		effects := make([]gate.Effect, len(q.ops))
+		if err := s.gate.Check(r.Context(), id, q.ops, effects); err != nil {
+			reason := "request denied"
+			if ge := gate.AsError(err); ge != nil && ge.Reason != "" {
+				reason = ge.Reason
+			}
+			deny(w, reason)
+			return
+		}
+		if q.filter == nil {
+			for _, e := range effects {
+				if e == gate.Filter {
+					// A route that cannot narrow its answer must not see a
+					// partly readable range.
+					deny(w, "only part of the range is readable")
+					return
+				}
+			}
+		} else if !anyFilter(effects) {
+			q.filter = nil
+		}
+		s.forward(w, q)
+	})
+}
+
+func anyFilter(eff []gate.Effect) bool {
+	for _, e := range eff {
+		if e == gate.Filter {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) identify(w http.ResponseWriter, r *http.Request) (gate.Identity, bool) {
+	if r.TLS == nil {
+		deny(w, "an X.509-SVID over TLS is required")
+		return gate.Identity{}, false
+	}
+	id, err := s.auth.Identify(r.TLS)
+	if err != nil {
+		deny(w, err.Error())
+		return gate.Identity{}, false
+	}
+	return id, true
+}
+
+// deny answers as Consul does when ACLs refuse: 403 and a plain body that
+// starts with "Permission denied", which the CLI prints as
+// "Unexpected response code: 403 (Permission denied: ...)".
+func deny(w http.ResponseWriter, reason string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusForbidden)
+	fmt.Fprintf(w, "Permission denied: %s", reason)
+}
+
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e httpError) Error() string { return e.msg }
+
+// singleValued are the query parameters whose repetition the gateway and
+// Consul could read differently (Consul takes the first value, or only asks
+// whether the parameter is present): a repeated one is refused.
+var singleValued = []string{"recurse", "keys", "separator", "seperator", "raw", "cas", "flags",
+	"acquire", "release", "dc", "index", "wait", "token", "ns", "partition", "peer", "filter"}
+
+func rejectRepeated(q url.Values) error {
+	for _, k := range singleValued {
+		if len(q[k]) > 1 {
+			return fmt.Errorf("storegate: query parameter %q is repeated", k)
+		}
+	}
+	return nil
+}
+
+// newProxy forwards to the agent: the caller's token never goes along, the
+// gateway's does; blocking queries may last as long as Consul holds them.
+func (s *Server) newProxy() *httputil.ReverseProxy {
+	up := s.opts.Upstream
+	tr := &http.Transport{
+		Proxy:               nil,
+		TLSClientConfig:     s.opts.UpstreamTLS,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		// Blocking queries last up to ~10m40s: no response header timeout.
+		ResponseHeaderTimeout: 0,
+		ForceAttemptHTTP2:     up.Scheme == "https",
+	}
+	return &httputil.ReverseProxy{
+		Transport: tr,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			pr.Out.Host = up.Host
+			pr.Out.Header.Del("X-Consul-Token")
+			pr.Out.Header.Del("Authorization")
+			if q := pr.Out.URL.Query(); q.Has("token") {
+				q.Del("token")
+				pr.Out.URL.RawQuery = q.Encode()
+			}
+			if s.opts.Token != "" {
+				pr.Out.Header.Set("X-Consul-Token", s.opts.Token)
+			}
+			if pr.In.Context().Value(filterKey{}) != nil {
+				// The answer is decoded here: ask for it uncompressed.
+				pr.Out.Header.Del("Accept-Encoding")
+			}
+		},
+		// A route that narrows its answer (a filtered recurse or keys
+		// listing) hands its filter down in the request's context.
+		ModifyResponse: func(resp *http.Response) error {
+			if f, ok := resp.Request.Context().Value(filterKey{}).(func(*http.Response) error); ok {
+				return f(resp)
+			}
+			return nil
+		},
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			s.log.Warn("consul upstream error", "path", r.URL.Path, "err", err)
+			http.Error(w, "storegate: Consul agent unreachable: "+err.Error(), http.StatusBadGateway)
+		},
+	}
+}
+
+type filterKey struct{}
+
+func (s *Server) forward(w http.ResponseWriter, q *request) {
+	r := q.r
+	if q.filter != nil {
+		r = r.WithContext(context.WithValue(r.Context(), filterKey{}, q.filter))
+	}
+	s.proxy.ServeHTTP(w, r)
+}
