@@ -29,10 +29,10 @@ type Config struct {
 
 // ListenConfig holds the gateway's listeners.
 type ListenConfig struct {
-	Etcd  string `yaml:"etcd"`  // etcd v3 gRPC front, TLS only
+	Etcd string `yaml:"etcd"` // etcd v3 gRPC front, TLS only
 	// Consul is the Consul /v1 HTTP front, TLS only; empty: no Consul front.
 	Consul string `yaml:"consul"`
-	Admin string `yaml:"admin"` // plain HTTP: /healthz, /readyz
+	Admin  string `yaml:"admin"` // plain HTTP: /healthz, /readyz
 	// EtcdAdvertise are the client URLs MemberList returns for every member;
 	// default https://<listen.etcd>.
 	EtcdAdvertise []string `yaml:"etcd_advertise"`
