@@ -32,6 +32,8 @@ type devSetup struct {
 	etcdClient string // the in-process etcd's client address
 	etcdPeer   string
 	etcdctl    string // printed etcdctl path; default bin/etcdctl or $PATH
+	// The local Consul agent and the gateway's Consul front.
+	consul, consulBin, listenConsul, consulHTTP string
 	traces     string // trace exporter; none keeps the printed help readable
 }
 
@@ -55,6 +57,18 @@ func devCmd() *cobra.Command {
 				return err
 			}
 			defer etcd.Close()
+			if bin := findConsul(d.consul); bin != "" && d.consul != "none" {
+				agent, err := startConsulAgent(cmd.Context(), bin, d.consulHTTP, os.Stderr)
+				if err != nil {
+					return err
+				}
+				defer agent.stop()
+				d.consulBin = bin
+				cfg.Listen.Consul = d.listenConsul
+				cfg.Upstreams.Consul = &ConsulUpstream{Address: "http://" + d.consulHTTP}
+			} else {
+				log.Warn("no consul binary (make consul, or --consul PATH): running without the Consul front")
+			}
 			return serve(cmd.Context(), cfg, log, func() { d.printHelp(cmd.OutOrStdout()) })
 		},
 	}
@@ -66,6 +80,9 @@ func devCmd() *cobra.Command {
 	f.StringVar(&d.etcdClient, "etcd-client", "127.0.0.1:23799", "client address of the in-process etcd")
 	f.StringVar(&d.etcdPeer, "etcd-peer", "127.0.0.1:23800", "peer address of the in-process etcd")
 	f.StringVar(&d.etcdctl, "etcdctl", "", "etcdctl path for the printed commands (default: bin/etcdctl, else etcdctl on $PATH)")
+	f.StringVar(&d.consul, "consul", "", "consul binary for the local agent (default: bin/consul, else consul on $PATH; \"none\": no Consul)")
+	f.StringVar(&d.listenConsul, "listen-consul", "127.0.0.1:8501", "the gateway's Consul front")
+	f.StringVar(&d.consulHTTP, "consul-http", "127.0.0.1:18500", "HTTP address of the local Consul agent")
 	f.StringVar(&d.traces, "traces", "none", "trace exporter, sampling every request: none, stdout, or otlp (to $OTEL_EXPORTER_OTLP_ENDPOINT)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -194,11 +211,28 @@ Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admi
   # admin may do everything:
   %[6]s member list -w table
   %[6]s endpoint status -w table
-
+%[8]s
   # explain a decision:
   %[7]s policy eval --dir %[4]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
 
-`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"), self())
+`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"), self(), d.consulHelp())
+}
+
+// consulHelp prints consul CLI commands for the Consul front, if it runs.
+func (d *devSetup) consulHelp() string {
+	if d.consulBin == "" {
+		return ""
+	}
+	env := func(who string) string {
+		return fmt.Sprintf("CONSUL_HTTP_ADDR=https://%s CONSUL_CACERT=%s/bundle.pem CONSUL_CLIENT_CERT=%s/%s.pem CONSUL_CLIENT_KEY=%s/%s-key.pem %s",
+			d.listenConsul, d.dir, d.dir, who, d.dir, who, d.consulBin)
+	}
+	return fmt.Sprintf(`
+  # the same intentions govern Consul (agent on http://%[1]s; keys are read with a leading slash):
+  %[2]s kv put app/greeting hello
+  %[2]s kv get -recurse app/
+  %[2]s kv put other/x 1             # Error! Failed writing data: Unexpected response code: 403
+`, d.consulHTTP, env("web"))
 }
 
 // self is how the user reaches this binary: its path, or "gateway".
