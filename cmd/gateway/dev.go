@@ -34,7 +34,7 @@ type devSetup struct {
 	etcdctl    string // printed etcdctl path; default bin/etcdctl or $PATH
 	// The local Consul agent and the gateway's Consul front.
 	consul, consulBin, listenConsul, consulHTTP string
-	traces     string // trace exporter; none keeps the printed help readable
+	traces                                      string // trace exporter; none keeps the printed help readable
 }
 
 func devCmd() *cobra.Command {
