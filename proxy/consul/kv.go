@@ -12,21 +12,6 @@ import (
 	"github.com/storegate/storegate/gate"
 )
 
-// routes is the route table: what the front forwards, and how each route
-// decodes into ops. Anything else is refused.
-var routes = []route{
-	{pattern: "GET /v1/kv/", name: "GET /v1/kv/", decode: (*Server).kvGet},
-	{pattern: "PUT /v1/kv/", name: "PUT /v1/kv/", decode: (*Server).kvPut},
-	{pattern: "DELETE /v1/kv/", name: "DELETE /v1/kv/", decode: (*Server).kvDelete},
-	{pattern: "GET /v1/status/leader", name: "GET /v1/status/leader", decode: statusRead},
-	{pattern: "GET /v1/status/peers", name: "GET /v1/status/peers", decode: statusRead},
-}
-
-func statusRead(_ *Server, q *request) error {
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceStatus, Action: gate.ActionRead})
-	return nil
-}
-
 // kvKey is the key as Consul reads it (the decoded path after /v1/kv/), and
 // the op key: the same with a leading slash.
 func kvKey(r *http.Request) (consul string, op []byte) {
