@@ -116,3 +116,28 @@ func TestNames(t *testing.T) {
 		t.Error("ParseAction(fly) succeeded")
 	}
 }
+
+func TestKeyRangeOverlaps(t *testing.T) {
+	p := []byte("/_storegate/")
+	tests := []struct {
+		r    KeyRange
+		want bool
+	}{
+		{KeyRange{Key: []byte("/_storegate/sessions/x")}, true},
+		{KeyRange{Key: []byte("/_storegate")}, false},
+		{KeyRange{Key: []byte("/app/x")}, false},
+		{KeyRange{Key: []byte("/"), End: PrefixEnd([]byte("/"))}, true},
+		{KeyRange{Key: []byte("/_s"), End: PrefixEnd([]byte("/_s"))}, true},
+		{KeyRange{Key: []byte("/_storegate/a"), End: []byte("/_storegate/b")}, true},
+		{KeyRange{Key: []byte("/app/"), End: PrefixEnd([]byte("/app/"))}, false},
+		{KeyRange{Key: []byte("/a"), End: []byte{0}}, false},
+		{KeyRange{Key: []byte("/"), End: []byte{0}}, true},
+		{KeyRange{Key: []byte("/_storegate0"), End: []byte{0}}, false},
+		{KeyRange{Key: []byte("/0"), End: []byte("/_storegate/")}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.r.Overlaps(p); got != tt.want {
+			t.Errorf("[%q, %q).Overlaps(%q) = %v, want %v", tt.r.Key, tt.r.End, p, got, tt.want)
+		}
+	}
+}

@@ -210,3 +210,14 @@ func (r KeyRange) Contains(key []byte) bool {
 	}
 	return bytes.Compare(key, r.Key) >= 0 && bytes.Compare(key, r.End) < 0
 }
+
+// Overlaps reports whether some key starting with prefix lies in the range.
+func (r KeyRange) Overlaps(prefix []byte) bool {
+	if r.Single() {
+		return bytes.HasPrefix(r.Key, prefix)
+	}
+	end := PrefixEnd(prefix) // keys with the prefix are [prefix, end)
+	startsBeforeEnd := len(end) == 1 && end[0] == 0 || bytes.Compare(r.Key, end) < 0
+	endsAfterStart := r.All() || bytes.Compare(r.End, prefix) > 0
+	return startsBeforeEnd && endsAfterStart
+}

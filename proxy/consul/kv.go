@@ -73,13 +73,20 @@ func (s *Server) kvPut(q *request) error {
 
 	op := gate.Op{Resource: gate.ResourceKV, Action: gate.ActionWrite, Keys: gate.KeyRange{Key: opKey}, ValueSize: len(body)}
 	q.ops = append(q.ops, op)
-	switch {
-	case has(q, "acquire"):
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceLock, Action: gate.ActionAcquire,
-			Keys: gate.KeyRange{Key: opKey}, Session: q.query.Get("acquire")})
-	case has(q, "release"):
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceLock, Action: gate.ActionRelease,
-			Keys: gate.KeyRange{Key: opKey}, Session: q.query.Get("release")})
+	// Locking with a session: the lock must be allowed, and the session
+	// must be the caller's own.
+	for _, l := range []struct {
+		param string
+		act   gate.Action
+	}{{"acquire", gate.ActionAcquire}, {"release", gate.ActionRelease}} {
+		if !has(q, l.param) {
+			continue
+		}
+		sid := q.query.Get(l.param)
+		if err := s.ownedSession(q, sid); err != nil {
+			return err
+		}
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceLock, Action: l.act, Keys: gate.KeyRange{Key: opKey}, Session: sid})
 	}
 	return nil
 }
@@ -110,8 +117,12 @@ func countPresent(q *request, names ...string) int {
 	return n
 }
 
-// readable reports whether the caller may read the Consul key k.
+// readable reports whether the caller may read the Consul key k. The
+// gateway's own records never are.
 func (s *Server) readable(q *request, k string) bool {
+	if strings.HasPrefix(k, ReservedPrefix) {
+		return false
+	}
 	return s.gate.Readable(q.r.Context(), q.caller, gate.ProtocolConsul, gate.ResourceKV, "GET /v1/kv/", []byte("/"+k))
 }
 

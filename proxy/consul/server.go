@@ -41,7 +41,9 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	proxy *httputil.ReverseProxy
-	mux   *http.ServeMux
+	// client makes the gateway's own calls (session owner records).
+	client *http.Client
+	mux    *http.ServeMux
 }
 
 // New returns the Consul front.
@@ -57,6 +59,7 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 	}
 	s := &Server{gate: g, auth: auth, opts: opts, log: opts.Logger}
 	s.proxy = s.newProxy()
+	s.client = &http.Client{Transport: s.proxy.Transport, Timeout: 30 * time.Second}
 	s.mux = http.NewServeMux()
 	for _, rt := range routes {
 		s.mux.Handle(rt.pattern, s.handle(rt))
@@ -83,6 +86,9 @@ type request struct {
 	// filter, when set, narrows the upstream's response to what the caller
 	// may read (Filter effect on a multi-key read).
 	filter func(*http.Response) error
+	// after, when set, runs on the upstream's response (e.g. to record a
+	// new session's owner).
+	after func(*http.Response) error
 }
 
 // route is one entry of the route table: a ServeMux pattern and the
@@ -105,6 +111,11 @@ func (s *Server) handle(rt route) http.Handler {
 			return
 		}
 		if err := rt.decode(s, q); err != nil {
+			var dn denialError
+			if errors.As(err, &dn) {
+				deny(w, string(dn))
+				return
+			}
 			var he httpError
 			if errors.As(err, &he) {
 				http.Error(w, he.msg, he.code)
@@ -119,6 +130,20 @@ func (s *Server) handle(rt route) http.Handler {
 			if q.ops[i].Datacenter == "" {
 				q.ops[i].Datacenter = q.query.Get("dc")
 			}
+		}
+		forceFilter := false
+		for i := range q.ops {
+			op := &q.ops[i]
+			if op.Keys.Key == nil || !op.Keys.Overlaps(reservedOpPrefix) {
+				continue
+			}
+			// The gateway's own records: no caller reaches them. A read
+			// of a wider range is narrowed; anything else is refused.
+			if op.Keys.Single() || op.Action != gate.ActionRead || q.filter == nil {
+				deny(w, "keys under "+ReservedPrefix+" are reserved for storegate")
+				return
+			}
+			forceFilter = true
 		}
 		effects := make([]gate.Effect, len(q.ops))
 		if err := s.gate.Check(r.Context(), id, q.ops, effects); err != nil {
@@ -138,7 +163,7 @@ func (s *Server) handle(rt route) http.Handler {
 					return
 				}
 			}
-		} else if !anyFilter(effects) {
+		} else if !anyFilter(effects) && !forceFilter {
 			q.filter = nil
 		}
 		s.forward(w, q)
@@ -183,6 +208,14 @@ type httpError struct {
 }
 
 func (e httpError) Error() string { return e.msg }
+
+// denialError is a refusal a decoder decided (e.g. another identity's
+// session), answered as a policy denial is.
+type denialError string
+
+func (e denialError) Error() string { return string(e) }
+
+func denial(reason string) error { return denialError(reason) }
 
 // singleValued are the query parameters whose repetition the gateway and
 // Consul could read differently (Consul takes the first value, or only asks
@@ -254,8 +287,24 @@ type filterKey struct{}
 
 func (s *Server) forward(w http.ResponseWriter, q *request) {
 	r := q.r
-	if q.filter != nil {
-		r = r.WithContext(context.WithValue(r.Context(), filterKey{}, q.filter))
+	if hook := q.responseHook(); hook != nil {
+		r = r.WithContext(context.WithValue(r.Context(), filterKey{}, hook))
 	}
 	s.proxy.ServeHTTP(w, r)
+}
+
+// responseHook combines the request's filter and after hooks, or nil.
+func (q *request) responseHook() func(*http.Response) error {
+	switch {
+	case q.filter == nil:
+		return q.after
+	case q.after == nil:
+		return q.filter
+	}
+	return func(resp *http.Response) error {
+		if err := q.filter(resp); err != nil {
+			return err
+		}
+		return q.after(resp)
+	}
 }

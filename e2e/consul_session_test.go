@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// httpsAs is an HTTP client presenting who's SVID.
+func httpsAs(t *testing.T, p *pki, who string) *http.Client {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(p.path(who+".pem"), p.path(who+"-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(mustRead(t, p.bundle())))
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots}}}
+}
+
+func call(t *testing.T, c *http.Client, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestConsulSessionsBelongToTheirCreator: a session created through the
+// gateway is its creator's; another identity can neither renew nor destroy
+// it nor lock with it; the owner records are out of every caller's reach.
+func TestConsulSessionsBelongToTheirCreator(t *testing.T) {
+	p := newPKI(t, "admin", "web", "batch")
+	ec := startEtcd(t, p, 1)
+	agent := startConsul(t)
+	dir := copyPolicies(t, mustRead(t, repoRoot+"/policies/intentions.yaml")+`
+  - name: batch-sessions
+    source: "spiffe://example.org/batch"
+    resources: [session, lock, kv]
+    actions: ["*"]
+    effect: allow
+`)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, dir)
+	web, batch, admin := httpsAs(t, p, "web"), httpsAs(t, p, "batch"), httpsAs(t, p, "admin")
+
+	code, body := call(t, web, "PUT", gwAddr+"/v1/session/create", `{"Name":"web-lock","TTL":"30s"}`)
+	if code != http.StatusOK {
+		t.Fatalf("session create: %d %s", code, body)
+	}
+	var created struct{ ID string }
+	if err := json.Unmarshal([]byte(body), &created); err != nil || created.ID == "" {
+		t.Fatalf("session create answer %q: %v", body, err)
+	}
+	sid := created.ID
+
+	cases := []struct {
+		name   string
+		c      *http.Client
+		method string
+		path   string
+		code   int
+		body   string
+	}{
+		{"owner renews", web, "PUT", "/v1/session/renew/" + sid, 200, sid},
+		{"other identity renews", batch, "PUT", "/v1/session/renew/" + sid, 403, "Permission denied: session " + sid + " belongs to another identity"},
+		{"other identity destroys", batch, "PUT", "/v1/session/destroy/" + sid, 403, "belongs to another identity"},
+		{"other identity locks with it", batch, "PUT", "/v1/kv/batch/lock?acquire=" + sid, 403, "belongs to another identity"},
+		{"owner locks with it", web, "PUT", "/v1/kv/app/locks/l1?acquire=" + sid, 200, "true"},
+		{"owner may not lock outside its locks", web, "PUT", "/v1/kv/app/x?acquire=" + sid, 403, "Permission denied"},
+		{"owner releases", web, "PUT", "/v1/kv/app/locks/l1?release=" + sid, 200, "true"},
+		{"unknown session", web, "PUT", "/v1/session/renew/00000000-0000-0000-0000-000000000000", 403, "was not created through storegate"},
+		{"owner records are reserved", admin, "GET", "/v1/kv/_storegate/sessions/" + sid, 403, "reserved for storegate"},
+		{"reserved keys never listed", admin, "GET", "/v1/kv/?recurse", 200, ""},
+		{"reserved keys never deleted", admin, "DELETE", "/v1/kv/?recurse", 403, "reserved for storegate"},
+		{"conflicting flags", web, "PUT", "/v1/kv/app/locks/l1?cas=0&acquire=" + sid, 400, "Conflicting flags"},
+		{"repeated parameter", web, "GET", "/v1/kv/app/?recurse&recurse", 400, "repeated"},
+		{"owner destroys", web, "PUT", "/v1/session/destroy/" + sid, 200, "true"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := call(t, c.c, c.method, gwAddr+c.path, "")
+			if code != c.code || !strings.Contains(body, c.body) {
+				t.Errorf("%s %s = %d %q; want %d containing %q", c.method, c.path, code, body, c.code, c.body)
+			}
+			if c.name == "reserved keys never listed" && strings.Contains(body, "_storegate") {
+				t.Errorf("a recurse read listed the gateway's records: %s", body)
+			}
+		})
+	}
+	// The owner record went with the session.
+	resp, err := http.Get("http://" + agent.httpAddr + "/v1/kv/_storegate/sessions/" + sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("owner record after destroy: %d", resp.StatusCode)
+	}
+}
