@@ -38,7 +38,7 @@ func port(t *testing.T) string {
 	return p
 }
 
-func startConsul(t *testing.T) *consulAgent {
+func startConsul(t *testing.T, extra ...string) *consulAgent {
 	t.Helper()
 	a := &consulAgent{logs: &syncBuffer{}}
 	httpPort := port(t)
@@ -47,6 +47,7 @@ func startConsul(t *testing.T) *consulAgent {
 		"-http-port="+httpPort, "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
 		"-serf-lan-port="+port(t), "-serf-wan-port="+port(t), "-server-port="+port(t),
 		"-node=storegate-e2e", "-log-level=warn")
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = a.logs, a.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -87,9 +88,10 @@ func startConsul(t *testing.T) *consulAgent {
 // consulCLI runs the consul CLI against addr (http://... direct, or
 // https://... through the gateway as caller who).
 type consulCLI struct {
-	p    *pki
-	addr string
-	who  string
+	p     *pki
+	addr  string
+	who   string
+	token string // CONSUL_HTTP_TOKEN, if any
 }
 
 func (c consulCLI) run(t *testing.T, stdin string, args ...string) (string, string, error) {
@@ -98,6 +100,9 @@ func (c consulCLI) run(t *testing.T, stdin string, args ...string) (string, stri
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot, "bin", "consul"), args...)
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+c.addr)
+	if c.token != "" {
+		cmd.Env = append(cmd.Env, "CONSUL_HTTP_TOKEN="+c.token)
+	}
 	if strings.HasPrefix(c.addr, "https://") {
 		cmd.Env = append(cmd.Env, "CONSUL_CACERT="+c.p.bundle(),
 			"CONSUL_CLIENT_CERT="+c.p.path(c.who+".pem"), "CONSUL_CLIENT_KEY="+c.p.path(c.who+"-key.pem"))
@@ -109,10 +114,14 @@ func (c consulCLI) run(t *testing.T, stdin string, args ...string) (string, stri
 	return out.String(), errb.String(), err
 }
 
-func gatewayWithConsul(t *testing.T, p *pki, ec *etcdCluster, ca *consulAgent, policyDir string) (*gateway, string) {
+func gatewayWithConsul(t *testing.T, p *pki, ec *etcdCluster, ca *consulAgent, policyDir string, tokenFile ...string) (*gateway, string) {
 	t.Helper()
 	consulAddr := freePort(t)
-	gw := startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, consulListen: consulAddr, consulUpstream: "http://" + ca.httpAddr})
+	upstream := "http://" + ca.httpAddr
+	if len(tokenFile) > 0 {
+		upstream += ", token_file: " + tokenFile[0]
+	}
+	gw := startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, consulListen: consulAddr, consulUpstream: upstream})
 	return gw, "https://" + consulAddr
 }
 
@@ -232,5 +241,40 @@ func TestConsulRestrictive(t *testing.T) {
 	}
 	if out, _, _ := direct.run(t, "", "kv", "get", "other/y"); out != "" {
 		t.Errorf("a denied put reached Consul: %q", out)
+	}
+}
+
+// TestConsulTokenInjection: against an agent with ACLs on (default deny) the
+// gateway sends its own token; callers need none, and a token a caller sends
+// is stripped rather than forwarded.
+func TestConsulTokenInjection(t *testing.T) {
+	p := newPKI(t, "admin")
+	ec := startEtcd(t, p, 1)
+	const root = "3e1b2f7c-0d5a-4b8e-9c41-6f2a8d9e0b17"
+	agent := startConsul(t, "-hcl", `acl { enabled = true default_policy = "deny" tokens { initial_management = "`+root+`" } }`)
+	tokenFile := filepath.Join(t.TempDir(), "consul-token")
+	if err := os.WriteFile(tokenFile, []byte(root+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, "", tokenFile)
+
+	direct := consulCLI{addr: "http://" + agent.httpAddr}
+	if _, stderr, err := direct.run(t, "", "kv", "put", "acl/x", "1"); err == nil || !strings.Contains(stderr, "403") {
+		t.Fatalf("the agent accepted a write without a token: err=%v %s", err, stderr)
+	}
+	through := consulCLI{p: p, addr: gwAddr, who: "admin"}
+	if out, stderr, err := through.run(t, "", "kv", "put", "acl/x", "1"); err != nil {
+		t.Fatalf("through the gateway: %v %s", err, stderr)
+	} else if !strings.Contains(out, "Success!") {
+		t.Errorf("put: %q", out)
+	}
+	// A caller's own (bogus) token is not forwarded: the gateway's is used.
+	through.token = "00000000-0000-0000-0000-000000000000"
+	if out, stderr, err := through.run(t, "", "kv", "get", "acl/x"); err != nil || out != "1\n" {
+		t.Fatalf("get with a caller token: %q %v %s", out, err, stderr)
+	}
+	direct.token = root
+	if out, _, err := direct.run(t, "", "kv", "get", "acl/x"); err != nil || out != "1\n" {
+		t.Errorf("direct with the root token: %q %v", out, err)
 	}
 }
