@@ -92,7 +92,7 @@ listed(names) := concat(", ", [sprintf("%q", [n]) | some n in names]) if count(n
 
 # target names what the op touches, for reasons.
 target := sprintf("service %q", [input.op.service.name]) if {
-	input.op.service.name
+	input.op.service.name != ""
 } else := sprintf("every %s key", [input.op.resource]) if {
 	input.op.range
 	input.op.prefix

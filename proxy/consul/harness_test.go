@@ -1,0 +1,276 @@
+package consul
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/storegate/storegate/authn"
+	"github.com/storegate/storegate/gate"
+	"github.com/storegate/storegate/mtls"
+	"github.com/storegate/storegate/mtls/mtlstest"
+	"github.com/storegate/storegate/policy"
+)
+
+// testNode is the name of the test agent's node.
+const testNode = "storegate-unit"
+
+// testIntentions: admin may do everything; web owns /app/ but not
+// /app/secret/, may lock under /app/locks/ and read and register web-*
+// services and their checks.
+const testIntentions = `intentions:
+  - name: admin-all
+    source: "spiffe://example.org/admin"
+    resources: ["*"]
+    actions: ["*"]
+    effect: allow
+  - name: web-app-kv
+    source: "spiffe://example.org/web"
+    resources: [kv]
+    actions: [read, write, delete]
+    keys: ["/app/**"]
+    effect: allow
+  - name: web-no-secrets
+    source: "spiffe://example.org/web"
+    resources: ["*"]
+    actions: ["*"]
+    keys: ["/app/secret/**"]
+    effect: deny
+  - name: web-locks
+    source: "spiffe://example.org/web"
+    resources: [lock]
+    actions: [acquire, release]
+    keys: ["/app/locks/**"]
+    effect: allow
+  - name: web-services
+    source: "spiffe://example.org/web"
+    resources: [service, check]
+    actions: [read, register, deregister]
+    services: ["web-*"]
+    effect: allow
+`
+
+// env is a real Consul agent, a recorder of what reaches it, and the front
+// in front of both on an mTLS listener.
+type env struct {
+	consul  string // the agent's address, http://...
+	front   string // the front's address, https://...
+	clients map[string]*http.Client
+	rec     *recorder
+}
+
+// recorder forwards to the agent and remembers every method and path
+// that reached it.
+type recorder struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, s)
+}
+
+// count reports how many requests for "METHOD /path" reached the agent.
+func (r *recorder) count(what string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.seen {
+		if s == what {
+			n++
+		}
+	}
+	return n
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{consul: "http://" + startAgent(t), rec: &recorder{}}
+
+	up, _ := url.Parse(e.consul)
+	rp := httputil.NewSingleHostReverseProxy(up)
+	recSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.rec.add(r.Method + " " + r.URL.Path)
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(recSrv.Close)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca := mtlstest.NewCA(t, "example.org")
+	gw := ca.SVID(t, "gateway", "/gateway")
+	src, err := mtls.NewFileSource(ctx, mtls.FileConfig{Cert: gw.Cert, Key: gw.Key, Bundle: ca.Bundle()}, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+
+	dir := t.TempDir()
+	rego, err := os.ReadFile(filepath.Join("..", "..", "policies", "authz.rego"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"authz.rego": rego, "intentions.yaml": []byte(testIntentions)} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eng, err := policy.Load(ctx, policy.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := []spiffeid.TrustDomain{ca.TrustDomain}
+	recURL, _ := url.Parse(recSrv.URL)
+	front, err := New(gate.New(eng, nil), authn.New(trust), Options{Upstream: recURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(front.Handler())
+	ts.TLS = mtls.ServerConfig(src, trust, slog.Default())
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	e.front = ts.URL
+
+	roots := x509.NewCertPool()
+	pem, err := os.ReadFile(ca.Bundle())
+	if err != nil || !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("reading the bundle: %v", err)
+	}
+	e.clients = map[string]*http.Client{}
+	for _, who := range []string{"admin", "web"} {
+		f := ca.SVID(t, who, "/"+who)
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+		t.Cleanup(tr.CloseIdleConnections)
+		e.clients[who] = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	}
+	return e
+}
+
+// do sends a request through the front as who ("" sends it to the agent
+// directly) and returns the status and body.
+func (e *env) do(t *testing.T, who, method, path string, body []byte) (int, string) {
+	t.Helper()
+	base, c := e.front, e.clients[who]
+	if who == "" {
+		base, c = e.consul, http.DefaultClient
+	}
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s as %q: %v", method, path, who, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// startAgent starts the real Consul 1.14.11 agent (bin/consul, `make
+// consul`) in -dev mode on loopback ports and returns its HTTP address once
+// it has a leader.
+func startAgent(t *testing.T) string {
+	t.Helper()
+	bin, err := filepath.Abs(filepath.Join("..", "..", "bin", "consul"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("the Consul agent is missing (run `make consul`): %v", err)
+	}
+	httpPort := freePort(t)
+	addr := "127.0.0.1:" + httpPort
+	var logs syncBuffer
+	cmd := exec.Command(bin, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
+		"-http-port="+httpPort, "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		"-serf-lan-port="+freePort(t), "-serf-wan-port="+freePort(t), "-server-port="+freePort(t),
+		"-node="+testNode, "-log-level=warn")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if resp, err := http.Get("http://" + addr + "/v1/status/leader"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(b), ":") {
+				return addr
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("consul exited: %v\n%s", err, logs.String())
+		case <-time.After(100 * time.Millisecond): // poll interval, not a readiness guess
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consul has no leader after 60s:\n%s", logs.String())
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

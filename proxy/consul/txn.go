@@ -1,0 +1,244 @@
+package consul
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// Consul's transaction limits (agent/txn_endpoint.go, Consul 1.14.11).
+const (
+	// txnMaxOps is Consul's maxTxnOps.
+	txnMaxOps = 128
+	// txnMaxReqLen is the default of Consul's limits.txn_max_req_len
+	// (raft.SuggestedMaxDataSize). Consul raises the limit to
+	// kv_max_value_size when that is larger; so does txnLimit.
+	txnMaxReqLen = 512 << 10
+)
+
+const txnLimitDoc = "https://www.consul.io/docs/agent/config/config-files#txn_max_req_len"
+
+// txnLimit is the largest transaction body Consul accepts.
+func (s *Server) txnLimit() int64 {
+	return max(int64(txnMaxReqLen), s.opts.MaxValueBytes)
+}
+
+// txn decodes PUT /v1/txn: every op of the transaction becomes one or more
+// gate ops, and the request is denied as a whole if any is (gate.Check).
+//
+// The body is read once, within Consul's limit, decoded exactly as Consul
+// 1.14.11 decodes it (convertOps: encoding/json into api.TxnOps with
+// DisallowUnknownFields, first JSON value only), and the very bytes decoded
+// are forwarded. KV values are []byte, which encoding/json reads as standard
+// base64 on both sides; Consul's decodeValue fix-up is dead code in 1.14.11.
+// api v1.34.5's request types are a superset of those of Consul 1.14.11 (same
+// fields and types, plus newer optional ones), so every body Consul accepts
+// decodes here to the same values; a body using only the newer fields passes
+// here and is refused by Consul itself.
+//
+// A tree read in a transaction cannot be narrowed: when policy would filter
+// it, q.filter is nil and the front denies the request.
+func (s *Server) txn(q *request) error {
+	limit := s.txnLimit()
+	if q.r.ContentLength > limit {
+		return httpError{code: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("Request body(%d bytes) too large, max size: %d bytes. See %s.", q.r.ContentLength, limit, txnLimitDoc)}
+	}
+	body, err := io.ReadAll(io.LimitReader(q.r.Body, limit+1))
+	if err != nil {
+		return httpError{code: http.StatusBadRequest, msg: "storegate: reading the transaction: " + err.Error()}
+	}
+	if int64(len(body)) > limit {
+		return httpError{code: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("Request body too large, max size: %d bytes. See %s.", limit, txnLimitDoc)}
+	}
+	q.r.Body = io.NopCloser(bytes.NewReader(body))
+	q.r.ContentLength = int64(len(body))
+
+	ops, err := decodeTxn(body)
+	if err != nil {
+		return httpError{code: http.StatusBadRequest, msg: fmt.Sprintf("Failed to parse body: %v", err)}
+	}
+	if len(ops) > txnMaxOps {
+		return httpError{code: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("Transaction contains too many operations (%d > %d)", len(ops), txnMaxOps)}
+	}
+	for i, in := range ops {
+		var err error
+		switch {
+		case in == nil:
+			err = fmt.Errorf("storegate: transaction op %d is null", i)
+		case in.KV != nil:
+			if size := int64(len(in.KV.Value)); size > s.opts.MaxValueBytes {
+				return httpError{code: http.StatusRequestEntityTooLarge,
+					msg: fmt.Sprintf("Value for key %q is too large (%d > %d bytes)", in.KV.Key, size, s.opts.MaxValueBytes)}
+			}
+			q.ops, err = txnKV(q.ops, in.KV)
+			if err == nil && (in.KV.Verb == api.KVLock || in.KV.Verb == api.KVUnlock) {
+				// As with ?acquire and ?release: the session must be the
+				// caller's own.
+				err = s.ownedSession(q, in.KV.Session)
+			}
+		case in.Node != nil:
+			q.ops, err = txnNode(q.ops, in.Node)
+		case in.Service != nil:
+			q.ops, err = txnService(q.ops, in.Service)
+		case in.Check != nil:
+			q.ops, err = txnCheck(q.ops, in.Check)
+		default:
+			// Consul skips an op it cannot convert; the gateway does not
+			// forward what it has not examined.
+			err = fmt.Errorf("storegate: transaction op %d has no KV, Node, Service or Check", i)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// TxnIndex is the Consul op's position, from 1 (a lock op shares its KV
+	// op's). The switch above takes KV, Node, Service, Check in Consul's order
+	// when an op sets several.
+	n := 0
+	for i := range q.ops {
+		if q.ops[i].TxnIndex != sameTxnOp {
+			n++
+		}
+		q.ops[i].TxnIndex = n
+	}
+	return nil
+}
+
+// decodeTxn is Consul's decodeBody (lib.DecodeJSON) on api.TxnOps.
+func decodeTxn(body []byte) (api.TxnOps, error) {
+	var ops api.TxnOps
+	var out any = &ops
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&out); err != nil {
+		return nil, err
+	}
+	return ops, nil
+}
+
+// sameTxnOp marks a gate op that belongs to the previous one's Consul op.
+const sameTxnOp = -1
+
+func txnKV(ops []gate.Op, kv *api.KVTxnOp) ([]gate.Op, error) {
+	key := []byte("/" + kv.Key)
+	one := gate.KeyRange{Key: key}
+	tree := gate.KeyRange{Key: key, End: gate.PrefixEnd(key)}
+	// Consul keeps a key's session on set and cas and reads it only for
+	// lock, unlock and check-session.
+	op := gate.Op{Resource: gate.ResourceKV, Keys: one, ValueSize: len(kv.Value)}
+	switch kv.Verb {
+	case api.KVGet, api.KVGetOrEmpty, api.KVCheckIndex, api.KVCheckSession, api.KVCheckNotExists:
+		// The checks reveal whether the key exists, its index or its
+		// session: reads.
+		op.Action = gate.ActionRead
+		if kv.Verb == api.KVCheckSession {
+			op.Session = kv.Session
+		}
+	case api.KVGetTree:
+		op.Action, op.Keys = gate.ActionRead, tree
+	case api.KVSet, api.KVCAS:
+		op.Action = gate.ActionWrite
+	case api.KVLock, api.KVUnlock:
+		op.Action, op.Session = gate.ActionWrite, kv.Session
+		lock := gate.Op{Resource: gate.ResourceLock, Action: gate.ActionAcquire, Keys: one, Session: kv.Session, TxnIndex: sameTxnOp}
+		if kv.Verb == api.KVUnlock {
+			lock.Action = gate.ActionRelease
+		}
+		return append(ops, op, lock), nil
+	case api.KVDelete, api.KVDeleteCAS:
+		op.Action = gate.ActionDelete
+	case api.KVDeleteTree:
+		op.Action, op.Keys = gate.ActionDelete, tree
+	default:
+		return ops, fmt.Errorf("storegate: unknown KV verb %q", kv.Verb)
+	}
+	return append(ops, op), nil
+}
+
+// catalogAction maps the node, service and check verbs, which Consul spells
+// alike ("get", "set", "cas", "delete", "delete-cas").
+func catalogAction(kind, verb string) (gate.Action, error) {
+	switch verb {
+	case "get":
+		return gate.ActionRead, nil
+	case "set", "cas":
+		return gate.ActionRegister, nil
+	case "delete", "delete-cas":
+		return gate.ActionDeregister, nil
+	}
+	return 0, fmt.Errorf("storegate: unknown %s verb %q", kind, verb)
+}
+
+// txnNode: a node op. gate.Op has no node target yet, so policy sees only
+// the resource and the action.
+func txnNode(ops []gate.Op, n *api.NodeTxnOp) ([]gate.Op, error) {
+	a, err := catalogAction("Node", string(n.Verb))
+	if err != nil {
+		return ops, err
+	}
+	return append(ops, gate.Op{Resource: gate.ResourceNode, Action: a}), nil
+}
+
+// txnService: a service op. Consul gets and deletes a service by node and ID
+// and never checks the name the body gives, so only a set or cas (which
+// registers the name given) names its service; a get or delete carries the
+// ID alone, which only intentions without `services` match.
+func txnService(ops []gate.Op, s *api.ServiceTxnOp) ([]gate.Op, error) {
+	a, err := catalogAction("Service", string(s.Verb))
+	if err != nil {
+		return ops, err
+	}
+	svc := &s.Service
+	id := svc.ID
+	if id == "" {
+		id = svc.Service // Consul's servicePreApply default
+	}
+	target := &gate.Service{ID: id}
+	if a == gate.ActionRegister {
+		target.Name, target.Tags, target.Meta, target.Address, target.Port = svc.Service, svc.Tags, svc.Meta, svc.Address, svc.Port
+	}
+	return append(ops, gate.Op{Resource: gate.ResourceService, Action: a, Service: target}), nil
+}
+
+// txnCheck: a check op. Consul overwrites a check's ServiceName with that of
+// the service registered under its ServiceID, so the name in the body is not
+// trusted: the op carries the service ID and the check's kind only.
+func txnCheck(ops []gate.Op, c *api.CheckTxnOp) ([]gate.Op, error) {
+	a, err := catalogAction("Check", string(c.Verb))
+	if err != nil {
+		return ops, err
+	}
+	target := &gate.Service{ID: c.Check.ServiceID}
+	if k := checkKind(&c.Check); k != "" {
+		target.Checks = []string{k}
+	}
+	return append(ops, gate.Op{Resource: gate.ResourceCheck, Action: a, Service: target}), nil
+}
+
+// checkKind names a check's kind as gate.Service.Checks spells it.
+func checkKind(c *api.HealthCheck) string {
+	d := &c.Definition
+	switch {
+	case d.HTTP != "":
+		return "http"
+	case d.TCP != "":
+		return "tcp"
+	case d.UDP != "":
+		return "udp"
+	case d.GRPC != "":
+		return "grpc"
+	case d.OSService != "":
+		return "os_service"
+	}
+	return strings.ToLower(c.Type)
+}
