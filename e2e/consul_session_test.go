@@ -108,3 +108,36 @@ func TestConsulSessionsBelongToTheirCreator(t *testing.T) {
 		t.Errorf("owner record after destroy: %d", resp.StatusCode)
 	}
 }
+
+// TestConsulLockCLI runs `consul lock` (a mutex, and a semaphore with -n 2)
+// through the gateway: sessions, blocking reads, acquire and release, and
+// the child command run while holding.
+func TestConsulLockCLI(t *testing.T) {
+	p := newPKI(t, "admin", "web")
+	ec := startEtcd(t, p, 1)
+	agent := startConsul(t)
+	dir := copyPolicies(t, mustRead(t, repoRoot+"/policies/intentions.yaml")+`
+  - name: web-node-read
+    description: consul lock reads /v1/agent/self first.
+    source: "spiffe://example.org/web"
+    resources: [node]
+    actions: [read]
+    effect: allow
+`)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, dir)
+	web := consulCLI{p: p, addr: gwAddr, who: "web"}
+	for _, args := range [][]string{
+		{"lock", "app/locks/mutex", "echo", "held-the-mutex"},
+		{"lock", "-n", "2", "app/locks/sem", "echo", "held-the-semaphore"},
+	} {
+		out, stderr, err := web.run(t, "", args...)
+		if err != nil || !strings.Contains(out, "held-the-") {
+			t.Errorf("consul %v: err=%v\nstdout: %s\nstderr: %s", args, err, out, stderr)
+		}
+	}
+	// A lock outside web's locks is refused.
+	out, stderr, err := web.run(t, "", "lock", "other/mutex", "echo", "should-not-run")
+	if err == nil || strings.Contains(out, "should-not-run") || !strings.Contains(stderr+out, "403") {
+		t.Errorf("lock on other/: err=%v\nstdout: %s\nstderr: %s", err, out, stderr)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -90,8 +91,13 @@ func newClient(cfg UpstreamConfig, endpoints []string) (*clientv3.Client, error)
 		DialKeepAliveTime:  30 * time.Second,
 		MaxCallSendMsgSize: 2 << 20,
 		MaxCallRecvMsgSize: math.MaxInt32,
-		DialOptions:        cfg.DialOptions,
-		Logger:             zap.NewNop(),
+		// Reconnect quickly after a member or the cluster restarts
+		// (grpc's default backoff grows to two minutes).
+		DialOptions: append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		})}, cfg.DialOptions...),
+		Logger: zap.NewNop(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd: upstream %v: %w", endpoints, err)
@@ -109,14 +115,11 @@ func (u *Upstream) Close() error {
 	return u.client.Close()
 }
 
-// Ready reports whether the cluster's leader answers a status call now.
+// Ready reports whether the cluster answers a status call now and has a
+// leader. It asks over the balanced connection, so one member in reconnect
+// backoff does not make the gateway unready.
 func (u *Upstream) Ready(ctx context.Context) error {
-	mc, err := u.maintenanceFor(ctx, 0)
-	if err != nil {
-		return err
-	}
-	resp, err := mc.Status(ctx, &pb.StatusRequest{})
-	u.forgetLeader(err)
+	resp, err := pb.NewMaintenanceClient(u.client.ActiveConnection()).Status(ctx, &pb.StatusRequest{})
 	if err != nil {
 		return err
 	}
