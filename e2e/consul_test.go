@@ -136,6 +136,8 @@ var consulSteps = []step{
 	{name: "get-keys", args: "kv get -keys {p}/"},
 	{name: "get-keys-separator", args: "kv get -keys -separator= {p}/"},
 	{name: "export", args: "kv export {p}/"},
+	{name: "import", stdin: `[{"key":"{p}/imported","flags":7,"value":"aW1wb3J0ZWQ="}]`, args: "kv import -"},
+	{name: "get-imported", args: "kv get -detailed {p}/imported"},
 	{name: "cas-fail", args: "kv put -cas -modify-index=1 {p}/a 9", fails: true},
 	{name: "delete", args: "kv delete {p}/a"},
 	{name: "delete-recurse", args: "kv delete -recurse {p}/dir"},
@@ -153,7 +155,7 @@ func TestConsulKVSameThroughGateway(t *testing.T) {
 		out := map[string]string{}
 		for _, s := range consulSteps {
 			args := strings.ReplaceAll(s.args, "{p}", prefix)
-			stdout, stderr, err := c.run(t, "", strings.Fields(args)...)
+			stdout, stderr, err := c.run(t, strings.ReplaceAll(s.stdin, "{p}", prefix), strings.Fields(args)...)
 			if (err != nil) != s.fails {
 				t.Errorf("%s (%s): err=%v want failure %v\n%s%s", s.name, args, err, s.fails, stdout, stderr)
 			}
