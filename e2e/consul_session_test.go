@@ -141,3 +141,46 @@ func TestConsulLockCLI(t *testing.T) {
 		t.Errorf("lock on other/: err=%v\nstdout: %s\nstderr: %s", err, out, stderr)
 	}
 }
+
+// TestConsulServiceRegistration: `consul services register|deregister`
+// through the gateway under the shipped intentions (web may register web-*
+// services, never script checks).
+func TestConsulServiceRegistration(t *testing.T) {
+	p := newPKI(t, "admin", "web")
+	ec := startEtcd(t, p, 1)
+	agent := startConsul(t)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, restrictivePolicy(t))
+	web := consulCLI{p: p, addr: gwAddr, who: "web"}
+	const denied = "Unexpected response code: 403 (Permission denied: "
+
+	out, stderr, err := web.run(t, "", "services", "register", "-name=web-frontend", "-port=8080", "-tag=v1")
+	if err != nil || !strings.Contains(out, "Registered service: web-frontend") {
+		t.Fatalf("register web-frontend: %v\n%s%s", err, out, stderr)
+	}
+	direct := consulCLI{addr: "http://" + agent.httpAddr}
+	if out, _, _ := direct.run(t, "", "catalog", "services", "-tags"); !strings.Contains(out, "web-frontend") || !strings.Contains(out, "v1") {
+		t.Errorf("web-frontend not in the catalog: %s", out)
+	}
+	if _, stderr, err := web.run(t, "", "services", "register", "-name=db", "-port=5432"); err == nil || !strings.Contains(stderr, denied) {
+		t.Errorf("registering db: err=%v %s", err, stderr)
+	}
+	// A script check is refused whatever the name.
+	c := httpsAs(t, p, "web")
+	code, body := call(t, c, "PUT", gwAddr+"/v1/agent/service/register",
+		`{"Name":"web-batch","Check":{"ScriptArgs":["/bin/true"],"Interval":"10s"}}`)
+	if code != http.StatusForbidden || !strings.Contains(body, "script checks are not allowed") {
+		t.Errorf("script check: %d %s", code, body)
+	}
+	// A body Consul would read differently (snake_case alias) is refused.
+	code, body = call(t, c, "PUT", gwAddr+"/v1/agent/service/register", `{"Name":"web-x","enable_tag_override":true}`)
+	if code != http.StatusBadRequest {
+		t.Errorf("unknown field: %d %s", code, body)
+	}
+	// Malformed JSON.
+	if code, _ := call(t, c, "PUT", gwAddr+"/v1/agent/service/register", `{"Name":`); code != http.StatusBadRequest {
+		t.Errorf("malformed JSON: %d", code)
+	}
+	if out, stderr, err := web.run(t, "", "services", "deregister", "-id=web-frontend"); err != nil || !strings.Contains(out, "Deregistered service: web-frontend") {
+		t.Errorf("deregister: %v %s%s", err, out, stderr)
+	}
+}

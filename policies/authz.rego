@@ -22,7 +22,12 @@ allow if {
 	input.op.range == false
 	some _ in intentions.allow_hits
 	not hit_denied
+	not script_check
 }
+
+# Script checks run arbitrary commands on the agent's host: a registration
+# that carries one is denied. Teams that want them replace this rule.
+script_check if "script" in input.op.service.checks
 
 # A multi-key range: some allow intention matches every key it may hold, and
 # no deny intention may match any of them.
@@ -61,7 +66,9 @@ range_may_be_denied if some _ in intentions.deny_overlaps
 range_denied if some _ in intentions.deny_covers
 
 # reason says why an op is not allowed; the first branch that holds wins.
-reason := sprintf("%s %s %s", [noun[one], listed(names), verb[one]]) if {
+reason := "script checks are not allowed" if {
+	script_check
+} else := sprintf("%s %s %s", [noun[one], listed(names), verb[one]]) if {
 	input.op.range == false
 	names := sort(intentions.deny_hits)
 	one := count(names) == 1

@@ -211,3 +211,17 @@ test_reason_names_every_matching_deny if {
 	authz.reason == `deny intentions "a", "b" match` with input as req(web, key("kv", "read", "/x"))
 		with data.storegate.intentions.deny_hits as {"b", "a"}
 }
+
+web_registers(checks) := {
+	"caller": {"id": "spiffe://example.org/web", "trust_domain": "example.org", "path": "/web"},
+	"op": object.union(service("register", "web-api"), {"service": {"name": "web-api", "id": "web-api", "checks": checks}}),
+}
+
+test_script_check_denied if {
+	not authz.allow with input as web_registers(["http", "script"])
+	authz.reason == "script checks are not allowed" with input as web_registers(["script"])
+}
+
+test_http_check_allowed if {
+	authz.allow with input as web_registers(["http", "ttl"])
+}

@@ -26,6 +26,8 @@ var routes = []route{
 	{pattern: "GET /v1/agent/members", name: "GET /v1/agent/members", decode: agentMembers},
 	{pattern: "GET /v1/agent/services", name: "GET /v1/agent/services", decode: agentServices},
 	{pattern: "GET /v1/agent/service/", name: "GET /v1/agent/service/", decode: agentService},
+	{pattern: "PUT /v1/agent/service/register", name: "PUT /v1/agent/service/register", decode: (*Server).agentServiceRegister},
+	{pattern: "PUT /v1/agent/service/deregister/", name: "PUT /v1/agent/service/deregister/", decode: (*Server).agentServiceDeregister},
 	{pattern: "GET /v1/status/leader", name: "GET /v1/status/leader", decode: statusRead},
 	{pattern: "GET /v1/status/peers", name: "GET /v1/status/peers", decode: statusRead},
 }
