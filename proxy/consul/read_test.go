@@ -58,9 +58,9 @@ func TestReadRoutes(t *testing.T) {
 			}
 		})
 	}
-	// A registration is not a route of this front (yet).
-	code, out := e.do(t, "admin", http.MethodPut, "/v1/agent/service/register", []byte(`{"Name":"web-x"}`))
+	// A route the front does not forward.
+	code, out := e.do(t, "admin", http.MethodGet, "/v1/operator/raft/configuration", nil)
 	if code != http.StatusForbidden || !strings.HasPrefix(out, denied) {
-		t.Errorf("PUT /v1/agent/service/register: %d %q, want 403", code, out)
+		t.Errorf("GET /v1/operator/raft/configuration: %d %q, want 403", code, out)
 	}
 }
