@@ -180,6 +180,31 @@ func TestConsulServiceRegistration(t *testing.T) {
 	if code, _ := call(t, c, "PUT", gwAddr+"/v1/agent/service/register", `{"Name":`); code != http.StatusBadRequest {
 		t.Errorf("malformed JSON: %d", code)
 	}
+	// Checks: on its own service web registers and updates TTL checks; not
+	// on another's, and never a script check.
+	dc := &http.Client{}
+	for _, body := range []string{`{"Name":"db","Port":5432,"Check":{"TTL":"60s"}}`} {
+		if code, out := call(t, dc, "PUT", "http://"+agent.httpAddr+"/v1/agent/service/register", body); code != 200 {
+			t.Fatalf("direct register db: %d %s", code, out)
+		}
+	}
+	for _, tc := range []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"PUT", "/v1/agent/check/register", `{"Name":"web-ttl","ServiceID":"web-frontend","TTL":"30s"}`, 200, ""},
+		{"PUT", "/v1/agent/check/pass/web-ttl", "", 200, ""},
+		{"PUT", "/v1/agent/check/register", `{"Name":"web-run","ServiceID":"web-frontend","ScriptArgs":["/bin/true"],"Interval":"10s"}`, 403, "script checks are not allowed"},
+		{"PUT", "/v1/agent/check/register", `{"Name":"db-extra","ServiceID":"db","TTL":"30s"}`, 403, `service "db"`},
+		{"PUT", "/v1/agent/check/fail/service:db", "", 403, "Permission denied"},
+		{"PUT", "/v1/agent/check/deregister/web-ttl", "", 200, ""},
+	} {
+		code, body := call(t, c, tc.method, gwAddr+tc.path, tc.body)
+		if code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("%s %s %s = %d %q; want %d %q", tc.method, tc.path, tc.body, code, body, tc.code, tc.want)
+		}
+	}
 	if out, stderr, err := web.run(t, "", "services", "deregister", "-id=web-frontend"); err != nil || !strings.Contains(out, "Deregistered service: web-frontend") {
 		t.Errorf("deregister: %v %s%s", err, out, stderr)
 	}

@@ -28,6 +28,12 @@ var routes = []route{
 	{pattern: "GET /v1/agent/service/", name: "GET /v1/agent/service/", decode: agentService},
 	{pattern: "PUT /v1/agent/service/register", name: "PUT /v1/agent/service/register", decode: (*Server).agentServiceRegister},
 	{pattern: "PUT /v1/agent/service/deregister/", name: "PUT /v1/agent/service/deregister/", decode: (*Server).agentServiceDeregister},
+	{pattern: "PUT /v1/agent/check/register", name: "PUT /v1/agent/check/register", decode: (*Server).agentCheckRegister},
+	{pattern: "PUT /v1/agent/check/deregister/", name: "PUT /v1/agent/check/deregister/", decode: (*Server).agentCheckUpdate},
+	{pattern: "PUT /v1/agent/check/pass/", name: "PUT /v1/agent/check/pass/", decode: (*Server).agentCheckUpdate},
+	{pattern: "PUT /v1/agent/check/warn/", name: "PUT /v1/agent/check/warn/", decode: (*Server).agentCheckUpdate},
+	{pattern: "PUT /v1/agent/check/fail/", name: "PUT /v1/agent/check/fail/", decode: (*Server).agentCheckUpdate},
+	{pattern: "PUT /v1/agent/check/update/", name: "PUT /v1/agent/check/update/", decode: (*Server).agentCheckUpdate},
 	{pattern: "GET /v1/status/leader", name: "GET /v1/status/leader", decode: statusRead},
 	{pattern: "GET /v1/status/peers", name: "GET /v1/status/peers", decode: statusRead},
 }

@@ -1,0 +1,98 @@
+package consul
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// agentCheckRegister decodes PUT /v1/agent/check/register like a service
+// registration: strictly, with Consul's own type, forwarded re-encoded. The
+// op names the service the check is attached to (read from the agent), so
+// intentions scoped by service name apply, and the check's kind (the
+// shipped policy refuses script checks).
+func (s *Server) agentCheckRegister(q *request) error {
+	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxRegistrationBody+1))
+	if err != nil || len(body) > maxRegistrationBody {
+		return httpError{code: http.StatusRequestEntityTooLarge, msg: "storegate: check body unreadable or over 512 KiB"}
+	}
+	var reg api.AgentCheckRegistration
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&reg); err != nil {
+		return httpError{code: http.StatusBadRequest, msg: "Request decode failed: " + err.Error()}
+	}
+	if reg.Name == "" {
+		return httpError{code: http.StatusBadRequest, msg: "Missing check name"}
+	}
+	canonical, err := json.Marshal(&reg)
+	if err != nil {
+		return err
+	}
+	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(canonical)), int64(len(canonical))
+	q.r.Header.Set("Content-Type", "application/json")
+
+	svc := &gate.Service{ID: reg.ServiceID, Checks: []string{agentCheckKind(&reg.AgentServiceCheck)}}
+	if reg.ServiceID != "" {
+		name, err := s.serviceName(q, reg.ServiceID)
+		if err != nil {
+			return err
+		}
+		svc.Name = name
+	}
+	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Service: svc})
+	return nil
+}
+
+// agentCheckUpdate decodes the routes that act on a registered check by ID:
+// pass, warn, fail, update (writes) and deregister.
+func (s *Server) agentCheckUpdate(q *request) error {
+	rest := strings.TrimPrefix(q.r.URL.Path, "/v1/agent/check/")
+	verb, id, _ := strings.Cut(rest, "/")
+	if id == "" {
+		return httpError{code: http.StatusBadRequest, msg: "Missing check ID"}
+	}
+	act := gate.ActionWrite
+	if verb == "deregister" {
+		act = gate.ActionDeregister
+	}
+	var checks map[string]api.AgentCheck
+	var out bytes.Buffer
+	if err := s.upstream(q.r.Context(), http.MethodGet, "/v1/agent/checks", "", nil, &out); err != nil {
+		return httpError{code: http.StatusBadGateway, msg: "storegate: listing the agent's checks: " + err.Error()}
+	}
+	if err := json.Unmarshal(out.Bytes(), &checks); err != nil {
+		return fmt.Errorf("storegate: reading the agent's checks: %w", err)
+	}
+	svc := &gate.Service{}
+	if c, ok := checks[id]; ok {
+		svc.Name, svc.ID = c.ServiceName, c.ServiceID
+	}
+	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: act, Service: svc})
+	return nil
+}
+
+// serviceName reads a registered service's name from the agent ("" when
+// the agent does not know the ID).
+func (s *Server) serviceName(q *request, id string) (string, error) {
+	var out bytes.Buffer
+	switch err := s.upstream(q.r.Context(), http.MethodGet, "/v1/agent/service/"+url.PathEscape(id), "", nil, &out); {
+	case err == errNotFound:
+		return "", nil
+	case err != nil:
+		return "", httpError{code: http.StatusBadGateway, msg: "storegate: looking up service " + id + ": " + err.Error()}
+	}
+	var cur api.AgentService
+	if err := json.Unmarshal(out.Bytes(), &cur); err != nil {
+		return "", fmt.Errorf("storegate: reading service %s: %w", id, err)
+	}
+	return cur.Service, nil
+}
