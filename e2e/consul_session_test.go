@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // httpsAs is an HTTP client presenting who's SVID.
@@ -207,5 +208,68 @@ func TestConsulServiceRegistration(t *testing.T) {
 	}
 	if out, stderr, err := web.run(t, "", "services", "deregister", "-id=web-frontend"); err != nil || !strings.Contains(out, "Deregistered service: web-frontend") {
 		t.Errorf("deregister: %v %s%s", err, out, stderr)
+	}
+}
+
+// TestConsulBlockingQuery: a blocking KV read through the gateway is held
+// until the key changes, with Consul's index headers passed through; a
+// missing key answers 404 with its index (lock and watch block on those).
+func TestConsulBlockingQuery(t *testing.T) {
+	p := newPKI(t, "admin")
+	ec := startEtcd(t, p, 1)
+	agent := startConsul(t)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, "")
+	c := httpsAs(t, p, "admin")
+
+	resp, err := c.Get(gwAddr + "/v1/kv/block/missing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || resp.Header.Get("X-Consul-Index") == "" ||
+		resp.Header.Get("X-Consul-Knownleader") != "true" || resp.Header.Get("X-Consul-Lastcontact") == "" {
+		t.Fatalf("missing key: %d %v", resp.StatusCode, resp.Header)
+	}
+	if code, body := call(t, c, "PUT", gwAddr+"/v1/kv/block/k", "one"); code != 200 {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	resp, err = c.Get(gwAddr + "/v1/kv/block/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	index := resp.Header.Get("X-Consul-Index")
+
+	type result struct {
+		body, index string
+		err         error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := c.Get(gwAddr + "/v1/kv/block/k?raw&wait=60s&index=" + index)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- result{body: string(b), index: resp.Header.Get("X-Consul-Index"), err: err}
+	}()
+	// The query is held: nothing arrives until the write below.
+	select {
+	case r := <-done:
+		t.Fatalf("blocking query returned before the key changed: %+v", r)
+	case <-time.After(time.Second): // a bounded check that it blocks, not a readiness wait
+	}
+	if code, body := call(t, c, "PUT", gwAddr+"/v1/kv/block/k", "two"); code != 200 {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || r.body != "two" || r.index == index {
+			t.Errorf("blocking query answered %+v (old index %s)", r, index)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("blocking query not answered 30s after the write")
 	}
 }
