@@ -19,6 +19,11 @@ func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, a
 	if !g.cache {
 		cacheSize = ", cache_size: 0"
 	}
+	consulListen, consulUpstream := "", ""
+	if g.consulListen != "" {
+		consulListen = "\n  consul: " + g.consulListen
+		consulUpstream = fmt.Sprintf("\n  consul: {address: %q}", g.consulUpstream)
+	}
 	policyDir := filepath.Join(dir, name+"-policy")
 	if err := writePolicyDir(policyDir, policies, n); err != nil {
 		return nil, "", "", err
@@ -27,17 +32,17 @@ func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, a
 	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
 	config := fmt.Sprintf(`listen:
   etcd: %s
-  admin: %s
+  admin: %s%s
 identity:
   files: {cert: %q, key: %q, bundle: %q}
   trust_domains: [%s]
 upstreams:
   etcd:
     endpoints: [%q]
-    tls: {cert: %q, key: %q, ca: %q}
+    tls: {cert: %q, key: %q, ca: %q}%s
 policy: {dir: %q, mode: enforce%s}
-`, front, admin, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
-		etcdEndpoint, cert.cert, cert.key, pk.caFile(), policyDir, cacheSize)
+`, front, admin, consulListen, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
+		etcdEndpoint, cert.cert, cert.key, pk.caFile(), consulUpstream, policyDir, cacheSize)
 	configFile := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		return nil, "", "", err

@@ -58,6 +58,7 @@ type options struct {
 	concs      []int
 	intentions []int
 	nocache    bool
+	consul     bool
 	gateways   []gatewayVariant // derived from intentions and nocache
 }
 
@@ -66,6 +67,8 @@ type gatewayVariant struct {
 	name       string
 	intentions int
 	cache      bool // the policy decision cache (the gateway's default)
+	// consulListen and consulUpstream add the Consul front.
+	consulListen, consulUpstream string
 }
 
 func main() {
@@ -89,6 +92,7 @@ func run() int {
 	flag.StringVar(&ops, "ops", "range,put", "comma-separated operations: range, put")
 	flag.StringVar(&concs, "conc", "1,32", "comma-separated concurrencies (requests in flight)")
 	flag.StringVar(&intentionCounts, "intentions", "20", "comma-separated policy sizes; storegate runs once per size")
+	flag.BoolVar(&o.consul, "consul", true, "also benchmark Consul KV GET and PUT, direct vs through storegate (needs bin/consul)")
 	flag.BoolVar(&o.nocache, "nocache", true, "also run each storegate with its policy decision cache off (every op evaluated by OPA)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench [flags]\n\n"+
@@ -208,7 +212,7 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	ports, err := freePorts(3 + 2*len(o.gateways))
+	ports, err := freePorts(3 + 2*len(o.gateways) + 7)
 	if err != nil {
 		return false, err
 	}
@@ -316,7 +320,19 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 	for i, t := range targets {
 		names[i] = t.name
 	}
-	return report(os.Stdout, o, names, results, time.Since(start)), nil
+	failed = report(os.Stdout, o, names, results, time.Since(start))
+	if o.consul && slices.Contains(o.targets, storegate) {
+		consulBin := filepath.Join(o.bin, "consul")
+		if _, err := os.Stat(consulBin); err != nil {
+			return true, fmt.Errorf("%s not found: run make tools, or pass -consul=false", consulBin)
+		}
+		cf, err := consulBench(ctx, o, dir, ports[3+2*len(o.gateways):], consulBin, gatewayBin, etcdURL, pk, certs)
+		if err != nil {
+			return true, err
+		}
+		failed = failed || cf
+	}
+	return failed, nil
 }
 
 // parseList splits a comma-separated flag value and converts each element.
