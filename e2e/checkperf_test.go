@@ -14,9 +14,6 @@ import (
 // under -race), so they are logged, not compared; performance is judged by
 // `make bench`.
 func TestCheckPerf(t *testing.T) {
-	if testing.Short() {
-		t.Skip("check perf runs 2 × 60 s; skipped by -short only (make test runs it)")
-	}
 	p := newPKI(t, "admin")
 	ec := startEtcd(t, p, 1)
 	gw := startGateway(t, p, ec, gatewayOpts{})
