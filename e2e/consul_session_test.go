@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -272,4 +275,46 @@ func TestConsulBlockingQuery(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("blocking query not answered 30s after the write")
 	}
+}
+
+// TestConsulWatchCLI runs `consul watch` (key, keyprefix, services) through
+// the gateway: each prints the current state as JSON and keeps watching.
+func TestConsulWatchCLI(t *testing.T) {
+	p := newPKI(t, "admin")
+	ec := startEtcd(t, p, 1)
+	agent := startConsul(t)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, "")
+	through := consulCLI{p: p, addr: gwAddr, who: "admin"}
+	if _, stderr, err := through.run(t, "", "kv", "put", "watched/k", "v1"); err != nil {
+		t.Fatal(stderr)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"watch", "-type=key", "-key=watched/k"}, `"Key": "watched/k"`},
+		{[]string{"watch", "-type=keyprefix", "-prefix=watched/"}, `"Key": "watched/k"`},
+		{[]string{"watch", "-type=services"}, `"consul": []`},
+	} {
+		w := through.start(t, tc.args...)
+		w.waitFor(t, tc.want)
+		w.stop()
+	}
+}
+
+// start runs the consul CLI in the background.
+func (c consulCLI) start(t *testing.T, args ...string) *bgCmd {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repoRoot, "bin", "consul"), args...)
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+c.addr, "CONSUL_CACERT="+c.p.bundle(),
+		"CONSUL_CLIENT_CERT="+c.p.path(c.who+".pem"), "CONSUL_CLIENT_KEY="+c.p.path(c.who+"-key.pem"))
+	b := &bgCmd{cmd: cmd, out: &syncBuffer{}, errb: &syncBuffer{}}
+	cmd.Stdout, cmd.Stderr = b.out, b.errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b.done = make(chan error, 1)
+	go func() { b.done <- cmd.Wait() }()
+	t.Cleanup(func() { b.stop() })
+	return b
 }
