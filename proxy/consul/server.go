@@ -272,7 +272,9 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 			}
 			return nil
 		},
-		FlushInterval: -1,
+		// Answers are copied whole (blocking queries too: Consul sends each
+		// answer at once), so no per-write flushing.
+		FlushInterval: 0,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
 				return
