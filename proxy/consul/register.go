@@ -104,3 +104,100 @@ func (s *Server) agentServiceDeregister(q *request) error {
 	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc})
 	return nil
 }
+
+// catalogRegister decodes PUT /v1/catalog/register: a node, and optionally
+// a service and checks on it, decoded strictly with Consul's type and
+// forwarded re-encoded. Registering the node is a node register; the
+// service, if any, a service register judged like an agent registration.
+func (s *Server) catalogRegister(q *request) error {
+	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxRegistrationBody+1))
+	if err != nil || len(body) > maxRegistrationBody {
+		return httpError{code: http.StatusRequestEntityTooLarge, msg: "storegate: registration body unreadable or over 512 KiB"}
+	}
+	var reg api.CatalogRegistration
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&reg); err != nil {
+		return httpError{code: http.StatusBadRequest, msg: "Request decode failed: " + err.Error()}
+	}
+	if reg.Node == "" || reg.Address == "" {
+		return httpError{code: http.StatusBadRequest, msg: "Must provide node and address"}
+	}
+	canonical, err := json.Marshal(&reg)
+	if err != nil {
+		return err
+	}
+	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(canonical)), int64(len(canonical))
+	q.r.Header.Set("Content-Type", "application/json")
+
+	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRegister, Datacenter: reg.Datacenter})
+	if sv := reg.Service; sv != nil {
+		svc := &gate.Service{Name: sv.Service, ID: sv.ID, Tags: sv.Tags, Meta: sv.Meta, Address: sv.Address, Port: sv.Port}
+		if svc.ID == "" {
+			svc.ID = svc.Name
+		}
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: reg.Datacenter})
+	}
+	if reg.Check != nil || len(reg.Checks) > 0 {
+		// Catalog checks are status records, not checks the agent runs.
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: reg.Datacenter,
+			Service: &gate.Service{Name: serviceNameOf(reg.Service)}})
+	}
+	return nil
+}
+
+func serviceNameOf(sv *api.AgentService) string {
+	if sv == nil {
+		return ""
+	}
+	return sv.Service
+}
+
+// catalogDeregister decodes PUT /v1/catalog/deregister: a whole node, or one
+// service or check of it. A service is named by its ID only; its name is
+// read from the catalog, so that intentions scoped by service name apply.
+func (s *Server) catalogDeregister(q *request) error {
+	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxRegistrationBody+1))
+	if err != nil || len(body) > maxRegistrationBody {
+		return httpError{code: http.StatusRequestEntityTooLarge, msg: "storegate: body unreadable or over 512 KiB"}
+	}
+	var dr api.CatalogDeregistration
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&dr); err != nil {
+		return httpError{code: http.StatusBadRequest, msg: "Request decode failed: " + err.Error()}
+	}
+	if dr.Node == "" {
+		return httpError{code: http.StatusBadRequest, msg: "Must provide node"}
+	}
+	canonical, err := json.Marshal(&dr)
+	if err != nil {
+		return err
+	}
+	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(canonical)), int64(len(canonical))
+	q.r.Header.Set("Content-Type", "application/json")
+	switch {
+	case dr.ServiceID != "":
+		svc := &gate.Service{ID: dr.ServiceID}
+		var out bytes.Buffer
+		switch err := s.upstream(q.r.Context(), http.MethodGet, "/v1/catalog/node-services/"+url.PathEscape(dr.Node), dr.Datacenter, nil, &out); {
+		case err == nil:
+			var ns struct{ Services []api.AgentService }
+			if json.Unmarshal(out.Bytes(), &ns) == nil {
+				for _, sv := range ns.Services {
+					if sv.ID == dr.ServiceID {
+						svc.Name = sv.Service
+					}
+				}
+			}
+		case err != errNotFound:
+			return httpError{code: http.StatusBadGateway, msg: "storegate: looking up node " + dr.Node + ": " + err.Error()}
+		}
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc, Datacenter: dr.Datacenter})
+	case dr.CheckID != "":
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionDeregister, Service: &gate.Service{}, Datacenter: dr.Datacenter})
+	default:
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceNode, Action: gate.ActionDeregister, Datacenter: dr.Datacenter})
+	}
+	return nil
+}

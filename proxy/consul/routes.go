@@ -34,6 +34,8 @@ var routes = []route{
 	{pattern: "PUT /v1/agent/check/warn/", name: "PUT /v1/agent/check/warn/", decode: (*Server).agentCheckUpdate},
 	{pattern: "PUT /v1/agent/check/fail/", name: "PUT /v1/agent/check/fail/", decode: (*Server).agentCheckUpdate},
 	{pattern: "PUT /v1/agent/check/update/", name: "PUT /v1/agent/check/update/", decode: (*Server).agentCheckUpdate},
+	{pattern: "PUT /v1/catalog/register", name: "PUT /v1/catalog/register", decode: (*Server).catalogRegister},
+	{pattern: "PUT /v1/catalog/deregister", name: "PUT /v1/catalog/deregister", decode: (*Server).catalogDeregister},
 	{pattern: "GET /v1/status/leader", name: "GET /v1/status/leader", decode: statusRead},
 	{pattern: "GET /v1/status/peers", name: "GET /v1/status/peers", decode: statusRead},
 }
