@@ -18,6 +18,9 @@ import (
 type consulAgent struct {
 	httpAddr string
 	logs     *syncBuffer
+	args     []string
+	cmd      *exec.Cmd
+	exited   chan error
 }
 
 func consulBin(t *testing.T) string {
@@ -43,26 +46,25 @@ func startConsul(t *testing.T, extra ...string) *consulAgent {
 	a := &consulAgent{logs: &syncBuffer{}}
 	httpPort := port(t)
 	a.httpAddr = "127.0.0.1:" + httpPort
-	cmd := exec.Command(consulBin(t), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-		"-http-port="+httpPort, "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-serf-lan-port="+port(t), "-serf-wan-port="+port(t), "-server-port="+port(t),
-		"-node=storegate-e2e", "-log-level=warn")
-	cmd.Args = append(cmd.Args, extra...)
+	a.args = append([]string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
+		"-http-port=" + httpPort, "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		"-serf-lan-port=" + port(t), "-serf-wan-port=" + port(t), "-server-port=" + port(t),
+		"-node=storegate-e2e", "-log-level=warn"}, extra...)
+	a.start(t)
+	t.Cleanup(a.stop)
+	return a
+}
+
+// start runs the agent and waits until it has a leader.
+func (a *consulAgent) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(consulBin(t), a.args...)
 	cmd.Stdout, cmd.Stderr = a.logs, a.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	a.cmd, a.exited = cmd, make(chan error, 1)
+	go func() { a.exited <- cmd.Wait() }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get("http://" + a.httpAddr + "/v1/status/leader")
@@ -71,11 +73,11 @@ func startConsul(t *testing.T, extra ...string) *consulAgent {
 			_, _ = b.ReadFrom(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && strings.Contains(b.String(), ":") {
-				return a
+				return
 			}
 		}
 		select {
-		case err := <-exited:
+		case err := <-a.exited:
 			t.Fatalf("consul exited: %v\n%s", err, a.logs.String())
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -83,6 +85,21 @@ func startConsul(t *testing.T, extra ...string) *consulAgent {
 			t.Fatalf("consul not ready in 60s:\n%s", a.logs.String())
 		}
 	}
+}
+
+// stop interrupts the agent and waits for it.
+func (a *consulAgent) stop() {
+	if a.cmd == nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-a.exited:
+	case <-time.After(15 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.exited
+	}
+	a.cmd = nil
 }
 
 // consulCLI runs the consul CLI against addr (http://... direct, or
@@ -278,5 +295,29 @@ func TestConsulTokenInjection(t *testing.T) {
 	direct.token = root
 	if out, _, err := direct.run(t, "", "kv", "get", "acl/x"); err != nil || out != "1\n" {
 		t.Errorf("direct with the root token: %q %v", out, err)
+	}
+}
+
+// TestConsulAgentRestart: the agent restarts under a running gateway; the
+// gateway needs no restart.
+func TestConsulAgentRestart(t *testing.T) {
+	p := newPKI(t, "admin")
+	ec := startEtcd(t, p, 1)
+	agent := startConsul(t)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, "")
+	through := consulCLI{p: p, addr: gwAddr, who: "admin"}
+	if _, stderr, err := through.run(t, "", "kv", "put", "restart/a", "1"); err != nil {
+		t.Fatal(stderr)
+	}
+	agent.stop()
+	if _, stderr, err := through.run(t, "", "kv", "get", "restart/a"); err == nil || !strings.Contains(stderr, "502") {
+		t.Errorf("with the agent down: err=%v %s", err, stderr)
+	}
+	agent.start(t) // -dev keeps nothing: the key is gone, the gateway is not
+	if out, stderr, err := through.run(t, "", "kv", "put", "restart/b", "2"); err != nil || !strings.Contains(out, "Success!") {
+		t.Fatalf("after the restart: %v %s%s", err, out, stderr)
+	}
+	if out, _, err := through.run(t, "", "kv", "get", "restart/b"); err != nil || out != "2\n" {
+		t.Errorf("get after the restart: %q %v", out, err)
 	}
 }
