@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,25 +19,13 @@ import (
 // intentions scoped by service name apply, and the check's kind (the
 // shipped policy refuses script checks).
 func (s *Server) agentCheckRegister(q *request) error {
-	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxRegistrationBody+1))
-	if err != nil || len(body) > maxRegistrationBody {
-		return httpError{code: http.StatusRequestEntityTooLarge, msg: "storegate: check body unreadable or over 512 KiB"}
-	}
 	var reg api.AgentCheckRegistration
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&reg); err != nil {
-		return httpError{code: http.StatusBadRequest, msg: "Request decode failed: " + err.Error()}
+	if err := decodeCanonical(q, &reg, "check"); err != nil {
+		return err
 	}
 	if reg.Name == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Missing check name"}
 	}
-	canonical, err := json.Marshal(&reg)
-	if err != nil {
-		return err
-	}
-	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(canonical)), int64(len(canonical))
-	q.r.Header.Set("Content-Type", "application/json")
 
 	svc := &gate.Service{ID: reg.ServiceID, Checks: []string{agentCheckKind(&reg.AgentServiceCheck)}}
 	if reg.ServiceID != "" {

@@ -60,16 +60,10 @@ func (s *Server) kvPut(q *request) error {
 	}
 	// The value is read whole, within Consul's limit, so that policy sees
 	// its size and the forwarded body is exactly what was decided on.
-	body, err := io.ReadAll(io.LimitReader(q.r.Body, s.opts.MaxValueBytes+1))
+	body, err := readBody(q, s.opts.MaxValueBytes, "value")
 	if err != nil {
-		return httpError{code: http.StatusBadRequest, msg: "storegate: reading the value: " + err.Error()}
+		return err
 	}
-	if int64(len(body)) > s.opts.MaxValueBytes {
-		return httpError{code: http.StatusRequestEntityTooLarge,
-			msg: fmt.Sprintf("Request body too large, max size: %d bytes", s.opts.MaxValueBytes)}
-	}
-	q.r.Body = io.NopCloser(bytes.NewReader(body))
-	q.r.ContentLength = int64(len(body))
 
 	op := gate.Op{Resource: gate.ResourceKV, Action: gate.ActionWrite, Keys: gate.KeyRange{Key: opKey}, ValueSize: len(body)}
 	q.ops = append(q.ops, op)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 
@@ -22,25 +21,13 @@ const maxRegistrationBody = 512 << 10
 // for Consul to read differently. What a caller may register — name, tags,
 // meta, address, port, check kinds (script checks!) — is a policy question.
 func (s *Server) agentServiceRegister(q *request) error {
-	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxRegistrationBody+1))
-	if err != nil || len(body) > maxRegistrationBody {
-		return httpError{code: http.StatusRequestEntityTooLarge, msg: "storegate: registration body unreadable or over 512 KiB"}
-	}
 	var reg api.AgentServiceRegistration
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&reg); err != nil {
-		return httpError{code: http.StatusBadRequest, msg: "Request decode failed: " + err.Error()}
+	if err := decodeCanonical(q, &reg, "registration"); err != nil {
+		return err
 	}
 	if reg.Name == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Missing service name"}
 	}
-	canonical, err := json.Marshal(&reg)
-	if err != nil {
-		return err
-	}
-	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(canonical)), int64(len(canonical))
-	q.r.Header.Set("Content-Type", "application/json")
 
 	svc := &gate.Service{Name: reg.Name, ID: reg.ID, Tags: reg.Tags, Meta: reg.Meta, Address: reg.Address, Port: reg.Port}
 	if svc.ID == "" {
@@ -110,25 +97,13 @@ func (s *Server) agentServiceDeregister(q *request) error {
 // forwarded re-encoded. Registering the node is a node register; the
 // service, if any, a service register judged like an agent registration.
 func (s *Server) catalogRegister(q *request) error {
-	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxRegistrationBody+1))
-	if err != nil || len(body) > maxRegistrationBody {
-		return httpError{code: http.StatusRequestEntityTooLarge, msg: "storegate: registration body unreadable or over 512 KiB"}
-	}
 	var reg api.CatalogRegistration
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&reg); err != nil {
-		return httpError{code: http.StatusBadRequest, msg: "Request decode failed: " + err.Error()}
+	if err := decodeCanonical(q, &reg, "registration"); err != nil {
+		return err
 	}
 	if reg.Node == "" || reg.Address == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Must provide node and address"}
 	}
-	canonical, err := json.Marshal(&reg)
-	if err != nil {
-		return err
-	}
-	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(canonical)), int64(len(canonical))
-	q.r.Header.Set("Content-Type", "application/json")
 
 	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRegister, Datacenter: reg.Datacenter})
 	if sv := reg.Service; sv != nil {
@@ -157,25 +132,13 @@ func serviceNameOf(sv *api.AgentService) string {
 // service or check of it. A service is named by its ID only; its name is
 // read from the catalog, so that intentions scoped by service name apply.
 func (s *Server) catalogDeregister(q *request) error {
-	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxRegistrationBody+1))
-	if err != nil || len(body) > maxRegistrationBody {
-		return httpError{code: http.StatusRequestEntityTooLarge, msg: "storegate: body unreadable or over 512 KiB"}
-	}
 	var dr api.CatalogDeregistration
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&dr); err != nil {
-		return httpError{code: http.StatusBadRequest, msg: "Request decode failed: " + err.Error()}
+	if err := decodeCanonical(q, &dr, "deregistration"); err != nil {
+		return err
 	}
 	if dr.Node == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Must provide node"}
 	}
-	canonical, err := json.Marshal(&dr)
-	if err != nil {
-		return err
-	}
-	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(canonical)), int64(len(canonical))
-	q.r.Header.Set("Content-Type", "application/json")
 	switch {
 	case dr.ServiceID != "":
 		svc := &gate.Service{ID: dr.ServiceID}

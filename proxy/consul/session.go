@@ -31,11 +31,9 @@ const maxSessionBody = 64 << 10
 // recorded in Consul itself after the agent created the session; if that
 // fails the session is destroyed again, so no unowned session is handed out.
 func (s *Server) sessionCreate(q *request) error {
-	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxSessionBody+1))
-	if err != nil || len(body) > maxSessionBody {
-		return httpError{code: http.StatusBadRequest, msg: "storegate: session body unreadable or over 64 KiB"}
+	if _, err := readBody(q, maxSessionBody, "session"); err != nil {
+		return err
 	}
-	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceSession, Action: gate.ActionGrant})
 	dc := q.query.Get("dc")
 	q.after = func(resp *http.Response) error {

@@ -59,8 +59,7 @@ func (s *Server) txn(q *request) error {
 		return httpError{code: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("Request body too large, max size: %d bytes. See %s.", limit, txnLimitDoc)}
 	}
-	q.r.Body = io.NopCloser(bytes.NewReader(body))
-	q.r.ContentLength = int64(len(body))
+	setBody(q, body)
 
 	ops, err := decodeTxn(body)
 	if err != nil {
