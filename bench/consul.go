@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 )
@@ -136,55 +134,16 @@ func (t *consulTarget) measure(ctx context.Context, agent *proc, op opKind, conc
 }
 
 func (t *consulTarget) load(ctx context.Context, op opKind, conc int, d time.Duration) sample {
-	var (
-		stop  atomic.Bool
-		wg    sync.WaitGroup
-		lats  = make([][]time.Duration, conc)
-		first = make([]error, conc)
-	)
-	start := time.Now()
-	timer := time.AfterFunc(d, func() { stop.Store(true) })
-	defer timer.Stop()
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lat := make([]time.Duration, 0, 4096)
-			for i := w; !stop.Load() && ctx.Err() == nil; i += conc {
-				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				t0 := time.Now()
-				var err error
-				switch op {
-				case opRange:
-					_, err = t.do(rctx, http.MethodGet, "/v1/kv"+rangeKey, nil)
-				case opPut:
-					_, err = t.do(rctx, http.MethodPut, fmt.Sprintf("/v1/kv%s%d", rangeKey, i%putKeys), putBody)
-				}
-				el := time.Since(t0)
-				cancel()
-				if err != nil {
-					first[w] = err
-					stop.Store(true)
-					break
-				}
-				lat = append(lat, el)
-			}
-			lats[w] = lat
-		}()
-	}
-	wg.Wait()
-	s := sample{elapsed: time.Since(start)}
-	for w := range conc {
-		s.ops += len(lats[w])
-		s.lat = append(s.lat, lats[w]...)
-		if first[w] != nil {
-			s.errs++
-			if s.err == nil {
-				s.err = first[w]
-			}
+	return closedLoop(ctx, conc, d, func(ctx context.Context, _, i int) error {
+		var err error
+		switch op {
+		case opRange:
+			_, err = t.do(ctx, http.MethodGet, "/v1/kv"+rangeKey, nil)
+		case opPut:
+			_, err = t.do(ctx, http.MethodPut, fmt.Sprintf("/v1/kv%s%d", rangeKey, i%putKeys), putBody)
 		}
-	}
-	return s
+		return err
+	})
 }
 
 // reportConsul prints the Consul table and the goal line: storegate at

@@ -126,14 +126,30 @@ func (s *sample) perOp(d time.Duration) time.Duration {
 }
 
 // load runs op against t with conc workers for d; worker i uses client
-// i mod len(t.clients). Every worker sends its next request as soon as the
-// previous one returned (a closed loop).
+// i mod len(t.clients).
 func load(ctx context.Context, t *target, op opKind, conc int, d time.Duration) sample {
+	return closedLoop(ctx, conc, d, func(ctx context.Context, w, i int) error {
+		c := t.clients[w%len(t.clients)]
+		var err error
+		switch op {
+		case opRange:
+			_, err = c.Get(ctx, rangeKey)
+		case opPut:
+			_, err = c.Put(ctx, fmt.Sprintf("%s%d", rangeKey, i%putKeys), value)
+		}
+		return err
+	})
+}
+
+// closedLoop runs conc workers for d, each sending its next request (do,
+// worker w, request number i) as soon as the previous one returned. A
+// failed request spoils the run: it is recorded and every worker stops,
+// rather than measure a failing target.
+func closedLoop(ctx context.Context, conc int, d time.Duration, do func(ctx context.Context, w, i int) error) sample {
 	var (
 		stop  atomic.Bool
 		wg    sync.WaitGroup
 		lats  = make([][]time.Duration, conc)
-		errs  = make([]int, conc)
 		first = make([]error, conc)
 	)
 	start := time.Now()
@@ -143,24 +159,15 @@ func load(ctx context.Context, t *target, op opKind, conc int, d time.Duration) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := t.clients[w%len(t.clients)]
 			lat := make([]time.Duration, 0, 4096)
 			for i := w; !stop.Load() && ctx.Err() == nil; i += conc {
 				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				t0 := time.Now()
-				var err error
-				switch op {
-				case opRange:
-					_, err = c.Get(rctx, rangeKey)
-				case opPut:
-					_, err = c.Put(rctx, fmt.Sprintf("%s%d", rangeKey, i%putKeys), value)
-				}
+				err := do(rctx, w, i)
 				el := time.Since(t0)
 				cancel()
 				if err != nil {
-					// A failed request spoils the run: record it and stop
-					// every worker rather than measure a failing target.
-					first[w], errs[w] = err, 1
+					first[w] = err
 					stop.Store(true)
 					break
 				}
@@ -174,9 +181,11 @@ func load(ctx context.Context, t *target, op opKind, conc int, d time.Duration) 
 	for w := range conc {
 		s.ops += len(lats[w])
 		s.lat = append(s.lat, lats[w]...)
-		s.errs += errs[w]
-		if s.err == nil {
-			s.err = first[w]
+		if first[w] != nil {
+			s.errs++
+			if s.err == nil {
+				s.err = first[w]
+			}
 		}
 	}
 	return s
