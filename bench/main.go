@@ -59,7 +59,10 @@ type options struct {
 	intentions []int
 	nocache    bool
 	consul     bool
-	gateways   []gatewayVariant // derived from intentions and nocache
+	// consulProfile, when set, is where the gateway's CPU profile of the
+	// Consul storegate runs is written (pprof format).
+	consulProfile string
+	gateways      []gatewayVariant // derived from intentions and nocache
 }
 
 // gatewayVariant is one storegate process under test.
@@ -69,6 +72,7 @@ type gatewayVariant struct {
 	cache      bool // the policy decision cache (the gateway's default)
 	// consulListen and consulUpstream add the Consul front.
 	consulListen, consulUpstream string
+	pprof                        bool // serve /debug/pprof on the admin listener
 }
 
 func main() {
@@ -93,6 +97,7 @@ func run() int {
 	flag.StringVar(&concs, "conc", "1,32", "comma-separated concurrencies (requests in flight)")
 	flag.StringVar(&intentionCounts, "intentions", "20", "comma-separated policy sizes; storegate runs once per size")
 	flag.BoolVar(&o.consul, "consul", true, "also benchmark Consul KV GET and PUT, direct vs through storegate (needs bin/consul)")
+	flag.StringVar(&o.consulProfile, "consul-cpuprofile", "", "write the gateway's CPU profile over the Consul storegate runs to this file")
 	flag.BoolVar(&o.nocache, "nocache", true, "also run each storegate with its policy decision cache off (every op evaluated by OPA)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench [flags]\n\n"+
@@ -203,7 +208,7 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 		return false, fmt.Errorf("certificates: %w", err)
 	}
 	certs := map[string]svid{}
-	for _, name := range []string{"etcd", "grpc-proxy", "gateway", "bench"} {
+	for _, name := range []string{"etcd", "grpc-proxy", "gateway", "bench", "consul"} {
 		if certs[name], err = pk.issue(name); err != nil {
 			return false, fmt.Errorf("certificates: %w", err)
 		}
@@ -212,7 +217,7 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	ports, err := freePorts(3 + 2*len(o.gateways) + 7)
+	ports, err := freePorts(3 + 2*len(o.gateways) + 8)
 	if err != nil {
 		return false, err
 	}

@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/storegate/storegate/gate"
 )
@@ -28,7 +31,7 @@ type decisionCache struct {
 // cacheKey is every input field a decision may depend on, except the
 // service (ops with one are not cached).
 type cacheKey struct {
-	caller              string
+	caller              spiffeid.ID
 	protocol            gate.Protocol
 	resource            gate.Resource
 	action              gate.Action
@@ -46,13 +49,24 @@ func newDecisionCache(max int) *decisionCache {
 	return &decisionCache{m: make(map[cacheKey]gate.Decision, min(max, 4096)), max: max}
 }
 
+// keyOf is the cache key of an op. Its key and end alias the op's byte
+// slices (no copy on the hot path): a key is only stored after owned()
+// copies them.
 func keyOf(caller gate.Identity, op *gate.Op) cacheKey {
 	return cacheKey{
-		caller: caller.ID.String(), protocol: op.Protocol, resource: op.Resource, action: op.Action,
-		prevKV: op.PrevKV, method: op.Method, key: string(op.Keys.Key), end: string(op.Keys.End),
+		caller: caller.ID, protocol: op.Protocol, resource: op.Resource, action: op.Action,
+		prevKV: op.PrevKV, method: op.Method, key: unsafe.String(unsafe.SliceData(op.Keys.Key), len(op.Keys.Key)),
+		end:     unsafe.String(unsafe.SliceData(op.Keys.End), len(op.Keys.End)),
 		session: op.Session, datacenter: op.Datacenter, lease: op.Lease,
 		valueSize: op.ValueSize, txnIndex: op.TxnIndex,
 	}
+}
+
+// owned returns k with its key and end copied out of the op's memory.
+func (k *cacheKey) owned() cacheKey {
+	o := *k
+	o.key, o.end = strings.Clone(k.key), strings.Clone(k.end)
+	return o
 }
 
 func (c *decisionCache) get(k *cacheKey) (gate.Decision, bool) {
@@ -67,7 +81,7 @@ func (c *decisionCache) put(k *cacheKey, d gate.Decision) {
 	if len(c.m) >= c.max {
 		clear(c.m)
 	}
-	c.m[*k] = d
+	c.m[k.owned()] = d
 	c.mu.Unlock()
 }
 

@@ -25,6 +25,15 @@ type Config struct {
 	Upstreams UpstreamsConfig `yaml:"upstreams"`
 	Policy    PolicyConfig    `yaml:"policy"`
 	Telemetry TelemetryConfig `yaml:"telemetry"`
+	Debug     DebugConfig     `yaml:"debug"`
+}
+
+// DebugConfig turns on diagnostics that are off in production.
+type DebugConfig struct {
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the admin
+	// listener (as etcd's --enable-pprof does); off by default, because a
+	// profile costs CPU and shows internals.
+	Pprof bool `yaml:"pprof"`
 }
 
 // ListenConfig holds the gateway's listeners.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"strings"
@@ -95,7 +96,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		etcdLis.Close()
 		return fmt.Errorf("listen.admin: %w", err)
 	}
-	admin := &http.Server{Handler: adminMux(src, up, tel.MetricsHandler()), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: adminMux(src, up, tel.MetricsHandler(), cfg.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
 	consulSrv, consulLis, err := consulFront(cfg, g, authn.New(tds), src, log)
 	if err != nil {
 		etcdLis.Close()
@@ -237,9 +238,16 @@ func dialEtcd(e *EtcdUpstream, dialOpts []grpc.DialOption, log *slog.Logger) (*e
 
 // adminMux serves /healthz (the process is up), /readyz (the SVID is valid
 // and the upstream answers) and /metrics.
-func adminMux(src mtls.Source, up *etcdfront.Upstream, metrics http.Handler) *http.ServeMux {
+func adminMux(src mtls.Source, up *etcdfront.Upstream, metrics http.Handler, profiles bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
+	if profiles {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/storegate/storegate/gate"
@@ -246,7 +247,8 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 		ForceAttemptHTTP2:     up.Scheme == "https",
 	}
 	return &httputil.ReverseProxy{
-		Transport: tr,
+		Transport:  tr,
+		BufferPool: copyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(up)
 			pr.Out.Host = up.Host
@@ -286,6 +288,16 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 }
 
 type filterKey struct{}
+
+// copyBuffers recycles the buffers answers are copied through: without it
+// the reverse proxy allocates 32 KiB per request, three quarters of all the
+// front's allocation (and most of its GC) in a KV GET benchmark.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
 func (s *Server) forward(w http.ResponseWriter, q *request) {
 	r := q.r
