@@ -296,6 +296,22 @@ func TestConsulTokenInjection(t *testing.T) {
 	if out, _, err := direct.run(t, "", "kv", "get", "acl/x"); err != nil || out != "1\n" {
 		t.Errorf("direct with the root token: %q %v", out, err)
 	}
+
+	// With forward_caller_tokens the caller's token goes on to Consul (whose
+	// ACLs then judge it after policy); callers without one get the gateway's.
+	_, fwdAddr := gatewayWithConsul(t, p, ec, agent, "", tokenFile+", forward_caller_tokens: true")
+	fwd := consulCLI{p: p, addr: fwdAddr, who: "admin", token: "00000000-0000-0000-0000-000000000000"}
+	if _, stderr, err := fwd.run(t, "", "kv", "get", "acl/x"); err == nil || !strings.Contains(stderr, "403") || !strings.Contains(stderr, "ACL not found") {
+		t.Errorf("a bogus caller token, forwarded: err=%v %s", err, stderr)
+	}
+	fwd.token = root
+	if out, stderr, err := fwd.run(t, "", "kv", "get", "acl/x"); err != nil || out != "1\n" {
+		t.Errorf("the caller's root token, forwarded: %q %v %s", out, err, stderr)
+	}
+	fwd.token = ""
+	if out, stderr, err := fwd.run(t, "", "kv", "get", "acl/x"); err != nil || out != "1\n" {
+		t.Errorf("no caller token: the gateway's is sent: %q %v %s", out, err, stderr)
+	}
 }
 
 // TestConsulAgentRestart: the agent restarts under a running gateway; the

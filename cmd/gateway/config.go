@@ -71,9 +71,14 @@ type UpstreamsConfig struct {
 
 // ConsulUpstream is a Consul agent reached with the gateway's ACL token.
 type ConsulUpstream struct {
-	Address   string   `yaml:"address"` // http(s)://host:port of the agent
-	TokenFile string   `yaml:"token_file"`
-	TLS       TLSFiles `yaml:"tls"` // for an https address
+	Address   string `yaml:"address"` // http(s)://host:port of the agent
+	TokenFile string `yaml:"token_file"`
+	// ForwardCallerTokens passes a caller's own ACL token (X-Consul-Token,
+	// Authorization: Bearer, ?token=) on to Consul instead of stripping it;
+	// callers without one still get the gateway's. Off by default: with it
+	// a caller's token can reach what its own ACLs allow, on top of policy.
+	ForwardCallerTokens bool     `yaml:"forward_caller_tokens"`
+	TLS                 TLSFiles `yaml:"tls"` // for an https address
 	// MaxValueBytes bounds a KV value (default 512KiB, Consul's default).
 	MaxValueBytes ByteSize `yaml:"max_value_bytes"`
 }

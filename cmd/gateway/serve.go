@@ -157,7 +157,8 @@ func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, src 
 	if err != nil {
 		return nil, nil, fmt.Errorf("upstreams.consul.address: %w", err)
 	}
-	opts := consulfront.Options{Upstream: addr, MaxValueBytes: int64(cu.MaxValueBytes), Logger: log}
+	opts := consulfront.Options{Upstream: addr, MaxValueBytes: int64(cu.MaxValueBytes), Logger: log,
+		ForwardCallerTokens: cu.ForwardCallerTokens}
 	if cu.TokenFile != "" {
 		b, err := os.ReadFile(cu.TokenFile)
 		if err != nil {

@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -39,5 +40,38 @@ func TestCatalogRegistration(t *testing.T) {
 	// The service web deregistered is gone from the catalog.
 	if code, out := e.do(t, "", http.MethodGet, "/v1/catalog/service/web-ext", nil); code != 200 || strings.Contains(out, "web-ext-1") {
 		t.Errorf("catalog after deregister: %d %s", code, out)
+	}
+}
+
+// TestAgentRegistrationTakeover: re-registering an ID that belongs to a
+// service of another name replaces that instance, so it needs deregister
+// on the existing service too; re-registering one's own ID does not.
+func TestAgentRegistrationTakeover(t *testing.T) {
+	e := newEnv(t)
+	steps := []struct {
+		name, who, body string
+		code            int
+		want            string
+	}{
+		{"admin registers api with ID shared-1", "admin", `{"Name":"api","ID":"shared-1","Port":81}`, 200, ""},
+		{"web may not take shared-1 over", "web", `{"Name":"web-a","ID":"shared-1","Port":82}`, 403, "Permission denied: "},
+		{"web registers web-a", "web", `{"Name":"web-a","ID":"web-a-1","Port":83}`, 200, ""},
+		{"web re-registers its own ID", "web", `{"Name":"web-a","ID":"web-a-1","Port":84,"Tags":["v2"]}`, 200, ""},
+		{"admin may take web-a-1 over", "admin", `{"Name":"api","ID":"web-a-1","Port":85}`, 200, ""},
+	}
+	for _, st := range steps {
+		code, out := e.do(t, st.who, http.MethodPut, "/v1/agent/service/register", []byte(st.body))
+		if code != st.code || !strings.Contains(out, st.want) {
+			t.Fatalf("%s: %d %q; want %d %q", st.name, code, out, st.code, st.want)
+		}
+	}
+	// shared-1 is still api's, on its own port.
+	code, out := e.do(t, "admin", http.MethodGet, "/v1/agent/service/shared-1", nil)
+	var cur struct {
+		Service string
+		Port    int
+	}
+	if err := json.Unmarshal([]byte(out), &cur); code != 200 || err != nil || cur.Service != "api" || cur.Port != 81 {
+		t.Errorf("shared-1 after the refused takeover: %d %s (%v)", code, out, err)
 	}
 }

@@ -39,6 +39,34 @@ func (s *Server) agentServiceRegister(q *request) error {
 		}
 	}
 	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc})
+	return s.takeover(q, svc, "", func(out *bytes.Buffer) (*api.AgentService, error) {
+		err := s.upstream(q.r.Context(), http.MethodGet, "/v1/agent/service/"+url.PathEscape(svc.ID), "", nil, out)
+		if err != nil {
+			return nil, err
+		}
+		var cur api.AgentService
+		return &cur, json.Unmarshal(out.Bytes(), &cur)
+	})
+}
+
+// takeover adds the op a registration implies when its ID is already taken
+// by a service of another name: Consul replaces that instance, so the
+// caller must also be allowed to deregister it (Consul's own ACLs likewise
+// ask for write on the existing service). Without this a caller allowed to
+// register "api" could replace "web"'s instance by reusing its ID.
+func (s *Server) takeover(q *request, svc *gate.Service, dc string, lookup func(*bytes.Buffer) (*api.AgentService, error)) error {
+	var out bytes.Buffer
+	cur, err := lookup(&out)
+	switch {
+	case err == errNotFound || (err == nil && cur == nil):
+		return nil
+	case err != nil:
+		return httpError{code: http.StatusBadGateway, msg: "storegate: looking up service " + svc.ID + ": " + err.Error()}
+	case cur.Service == svc.Name:
+		return nil
+	}
+	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Datacenter: dc,
+		Service: &gate.Service{Name: cur.Service, ID: cur.ID, Tags: cur.Tags, Meta: cur.Meta, Address: cur.Address, Port: cur.Port}})
 	return nil
 }
 
@@ -112,6 +140,11 @@ func (s *Server) catalogRegister(q *request) error {
 			svc.ID = svc.Name
 		}
 		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: reg.Datacenter})
+		if err := s.takeover(q, svc, reg.Datacenter, func(out *bytes.Buffer) (*api.AgentService, error) {
+			return nodeService(q, s, reg.Node, svc.ID, reg.Datacenter, out)
+		}); err != nil {
+			return err
+		}
 	}
 	if reg.Check != nil || len(reg.Checks) > 0 {
 		// Catalog checks are status records, not checks the agent runs.
@@ -143,17 +176,10 @@ func (s *Server) catalogDeregister(q *request) error {
 	case dr.ServiceID != "":
 		svc := &gate.Service{ID: dr.ServiceID}
 		var out bytes.Buffer
-		switch err := s.upstream(q.r.Context(), http.MethodGet, "/v1/catalog/node-services/"+url.PathEscape(dr.Node), dr.Datacenter, nil, &out); {
-		case err == nil:
-			var ns struct{ Services []api.AgentService }
-			if json.Unmarshal(out.Bytes(), &ns) == nil {
-				for _, sv := range ns.Services {
-					if sv.ID == dr.ServiceID {
-						svc.Name = sv.Service
-					}
-				}
-			}
-		case err != errNotFound:
+		switch cur, err := nodeService(q, s, dr.Node, dr.ServiceID, dr.Datacenter, &out); {
+		case err == nil && cur != nil:
+			svc.Name = cur.Service
+		case err != nil && err != errNotFound:
 			return httpError{code: http.StatusBadGateway, msg: "storegate: looking up node " + dr.Node + ": " + err.Error()}
 		}
 		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc, Datacenter: dr.Datacenter})
@@ -163,4 +189,22 @@ func (s *Server) catalogDeregister(q *request) error {
 		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceNode, Action: gate.ActionDeregister, Datacenter: dr.Datacenter})
 	}
 	return nil
+}
+
+// nodeService reads service id of a node from the catalog: nil if the node
+// has no such service, errNotFound if there is no such node.
+func nodeService(q *request, s *Server, node, id, dc string, out *bytes.Buffer) (*api.AgentService, error) {
+	if err := s.upstream(q.r.Context(), http.MethodGet, "/v1/catalog/node-services/"+url.PathEscape(node), dc, nil, out); err != nil {
+		return nil, err
+	}
+	var ns struct{ Services []*api.AgentService }
+	if err := json.Unmarshal(out.Bytes(), &ns); err != nil {
+		return nil, fmt.Errorf("reading node %s: %w", node, err)
+	}
+	for _, sv := range ns.Services {
+		if sv != nil && sv.ID == id {
+			return sv, nil
+		}
+	}
+	return nil, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,10 @@ type Options struct {
 	// Token is the gateway's own ACL token, sent with every forwarded
 	// request (empty: the agent's default token).
 	Token string
+	// ForwardCallerTokens passes a caller's own token on instead of
+	// stripping it; the gateway's token is then sent only for callers
+	// without one. Policy still judges every request first.
+	ForwardCallerTokens bool
 	// MaxValueBytes bounds a KV value (default 512 KiB, Consul's default
 	// kv_max_value_size); larger bodies are refused before forwarding.
 	MaxValueBytes int64
@@ -252,13 +257,17 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(up)
 			pr.Out.Host = up.Host
-			pr.Out.Header.Del("X-Consul-Token")
-			pr.Out.Header.Del("Authorization")
-			if q := pr.Out.URL.Query(); q.Has("token") {
-				q.Del("token")
-				pr.Out.URL.RawQuery = q.Encode()
+			if !s.opts.ForwardCallerTokens {
+				pr.Out.Header.Del("X-Consul-Token")
+				pr.Out.Header.Del("Authorization")
+				if strings.Contains(pr.Out.URL.RawQuery, "token") {
+					if q := pr.Out.URL.Query(); q.Has("token") {
+						q.Del("token")
+						pr.Out.URL.RawQuery = q.Encode()
+					}
+				}
 			}
-			if s.opts.Token != "" {
+			if s.opts.Token != "" && !hasCallerToken(pr.Out) {
 				pr.Out.Header.Set("X-Consul-Token", s.opts.Token)
 			}
 			if pr.In.Context().Value(filterKey{}) != nil {
@@ -288,6 +297,18 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 }
 
 type filterKey struct{}
+
+// hasCallerToken reports whether a request carries an ACL token in any of
+// the places Consul reads one.
+func hasCallerToken(r *http.Request) bool {
+	if r.Header.Get("X-Consul-Token") != "" {
+		return true
+	}
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return true
+	}
+	return strings.Contains(r.URL.RawQuery, "token") && r.URL.Query().Get("token") != ""
+}
 
 // copyBuffers recycles the buffers answers are copied through: without it
 // the reverse proxy allocates 32 KiB per request, three quarters of all the
