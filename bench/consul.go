@@ -26,6 +26,11 @@ type consulTarget struct {
 	c    *http.Client
 }
 
+// consulPorts is how many ports consulBench takes: the agent's HTTP, serf
+// LAN and WAN, server and HTTPS ports, and the gateway's Consul front, etcd
+// front and admin listener.
+const consulPorts = 8
+
 // consulBench measures Consul KV GET (one key) and PUT (100 bytes over 1000
 // keys) direct to a Consul agent and through storegate's Consul front, side
 // by side, and prints its own table.
@@ -36,7 +41,7 @@ func consulBench(ctx context.Context, o options, dir string, ports []int, consul
 	agentTLS := fmt.Sprintf(`ports { https = %d }
 tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = true } }`,
 		httpsPort, pk.caFile(), certs["consul"].cert, certs["consul"].key)
-	agent, err := startProc("consul", filepath.Join(dir, "consul.log"), consulBin, "agent", "-dev", "-hcl", agentTLS,
+	agent, err := startProc("consul", filepath.Join(dir, "consul.log"), consulBin, nil, "agent", "-dev", "-hcl", agentTLS,
 		"-bind=127.0.0.1", "-client=127.0.0.1", "-http-port="+strconv.Itoa(httpPort),
 		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1", "-log-level=error", "-node=storegate-bench",
 		"-serf-lan-port="+strconv.Itoa(ports[1]), "-serf-wan-port="+strconv.Itoa(ports[2]), "-server-port="+strconv.Itoa(ports[3]))

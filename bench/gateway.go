@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // gatewayProc writes a policy directory with n intentions and a config file
@@ -23,6 +25,10 @@ func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, a
 	if g.consulListen != "" {
 		consulListen = "\n  consul: " + g.consulListen
 		consulUpstream = fmt.Sprintf("\n  consul: {address: %q}", g.consulUpstream)
+	}
+	telemetry := ""
+	if t := g.traces; t != nil {
+		telemetry = fmt.Sprintf("telemetry: {traces: {exporter: %s, sampling: %g}}\n", t.exporter, t.sampling)
 	}
 	policyDir := filepath.Join(dir, name+"-policy")
 	if err := writePolicyDir(policyDir, policies, n); err != nil {
@@ -42,14 +48,44 @@ upstreams:
     tls: {cert: %q, key: %q, ca: %q}%s
 policy: {dir: %q, mode: enforce%s}
 debug: {pprof: %t}
-`, front, admin, consulListen, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
-		etcdEndpoint, cert.cert, cert.key, pk.caFile(), consulUpstream, policyDir, cacheSize, g.pprof)
+%s`, front, admin, consulListen, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
+		etcdEndpoint, cert.cert, cert.key, pk.caFile(), consulUpstream, policyDir, cacheSize, g.pprof, telemetry)
 	configFile := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		return nil, "", "", err
 	}
-	p, err := startProc(name, filepath.Join(dir, name+".log"), bin, "serve", "--config", configFile)
+	p, err := startProc(name, filepath.Join(dir, name+".log"), bin, g.env, "serve", "--config", configFile)
 	return p, "https://" + front, "http://" + admin, err
+}
+
+// startGateway starts the gateway variant g (see gatewayProc), waits until
+// it is ready, connects conns clients to its etcd front and checks that a
+// Range as the bench passes: from then on a failed request is the
+// gateway's or the policy's, not a race with its start. On error it has
+// closed and stopped what it started; otherwise the caller closes the
+// target, then stops the process.
+func startGateway(ctx context.Context, bin, dir string, g gatewayVariant, policies string, etcdPort, adminPort int,
+	etcdEndpoint string, pk *pki, cert svid, conns int, clientTLS *tls.Config) (*proc, *target, error) {
+	p, endpoint, admin, err := gatewayProc(bin, dir, g, policies, etcdPort, adminPort, etcdEndpoint, pk, cert)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := p.waitReady(ctx, 60*time.Second, readyz(admin)); err != nil {
+		p.stop()
+		return nil, nil, err
+	}
+	t := &target{name: g.name, endpoint: endpoint, hop: p}
+	if err := t.connect(conns, clientTLS); err != nil {
+		t.close()
+		p.stop()
+		return nil, nil, err
+	}
+	if err := probe(t.clients[0])(ctx); err != nil {
+		t.close()
+		p.stop()
+		return nil, nil, p.failure(fmt.Errorf("ready, but a Range of %s as spiffe://%s/bench failed: %w", rangeKey, trustDomain, err))
+	}
+	return p, t, nil
 }
 
 // readyz checks the gateway's admin readiness endpoint.

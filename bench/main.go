@@ -7,12 +7,23 @@
 // gateway) spends per request, and the ratios to direct and to the gRPC
 // proxy.
 //
+// With -tracing (the default) it then measures what tracing costs: etcd
+// Range through storegate with tracing off (exporter none), and with the
+// OTLP exporter sampling 1% and 100% of requests, one gateway process
+// each. The spans go over OTLP/gRPC to a trace receiver inside the bench,
+// which counts and discards them, so that the table shows the spans each
+// variant really exported per request next to its throughput, latency and
+// CPU, and a goal line says whether 1% sampling costs under 5% of
+// throughput. With -consul (the default) it last measures Consul KV GET and
+// PUT directly and through storegate's Consul front.
+//
 // Run it from the repository root after `make tools build`:
 //
 //	go run ./bench                       # what `make bench` runs
 //	go run ./bench -duration 10s -rounds 3
 //	go run ./bench -targets direct,grpc-proxy   # without the gateway
 //	go run ./bench -intentions 20,1000  # storegate with both policy sizes
+//	go run ./bench -tracing=false -consul=false  # the etcd table only
 //
 // The bench makes its own CA and SPIFFE X.509-SVIDs (trust domain
 // example.org), starts a one-member etcd, the gRPC proxy and the gateway as
@@ -59,6 +70,9 @@ type options struct {
 	intentions []int
 	nocache    bool
 	consul     bool
+	// tracing adds the tracing table: etcd Range through storegate with
+	// tracing off, sampled at 1% and at 100%, spans sent over OTLP/gRPC.
+	tracing bool
 	// consulProfile, when set, is where the gateway's CPU profile of the
 	// Consul storegate runs is written (pprof format).
 	consulProfile string
@@ -73,6 +87,12 @@ type gatewayVariant struct {
 	// consulListen and consulUpstream add the Consul front.
 	consulListen, consulUpstream string
 	pprof                        bool // serve /debug/pprof on the admin listener
+	// traces, when set, writes the config's telemetry.traces section;
+	// nil leaves the gateway's default (no span exporter).
+	traces *traceConfig
+	// env, when not nil, is the OTEL_* environment of this gateway process
+	// only (see startProc); nil: the bench's environment.
+	env []string
 }
 
 func main() {
@@ -98,10 +118,13 @@ func run() int {
 	flag.StringVar(&intentionCounts, "intentions", "20", "comma-separated policy sizes; storegate runs once per size")
 	flag.BoolVar(&o.consul, "consul", true, "also benchmark Consul KV GET and PUT, direct vs through storegate (needs bin/consul)")
 	flag.StringVar(&o.consulProfile, "consul-cpuprofile", "", "write the gateway's CPU profile over the Consul storegate runs to this file")
+	flag.BoolVar(&o.tracing, "tracing", true, "also measure tracing's cost: etcd Range through storegate with tracing off, sampled at 1% and at 100% (OTLP/gRPC to a receiver in the bench)")
 	flag.BoolVar(&o.nocache, "nocache", true, "also run each storegate with its policy decision cache off (every op evaluated by OPA)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench [flags]\n\n"+
-			"Benchmarks etcd Range and Put directly, through etcd's gRPC proxy and through storegate.\n\n")
+			"Benchmarks etcd Range and Put directly, through etcd's gRPC proxy and through storegate;\n"+
+			"then etcd Range through storegate with tracing off, sampled at 1%% and at 100%% (-tracing);\n"+
+			"then Consul KV GET and PUT directly and through storegate (-consul).\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -217,10 +240,14 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	ports, err := freePorts(3 + 2*len(o.gateways) + 8)
+	// etcd's two, the gRPC proxy's, two per gateway, then the Consul
+	// bench's and the tracing bench's.
+	ports, err := freePorts(3 + 2*len(o.gateways) + consulPorts + tracingPorts())
 	if err != nil {
 		return false, err
 	}
+	consulPortsAt := ports[3+2*len(o.gateways):]
+	tracingPortsAt := consulPortsAt[consulPorts:]
 	connect := func(name, endpoint string, hop *proc) (*target, error) {
 		t := &target{name: name, endpoint: endpoint, hop: hop}
 		cleanup = append(cleanup, t.close)
@@ -267,25 +294,12 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 
 	if slices.Contains(o.targets, storegate) {
 		for i, g := range o.gateways {
-			name := g.name
-			p, endpoint, admin, err := gatewayProc(gatewayBin, dir, g, o.policies,
-				ports[3+2*i], ports[4+2*i], etcdURL, pk, certs["gateway"])
+			p, t, err := startGateway(ctx, gatewayBin, dir, g, o.policies,
+				ports[3+2*i], ports[4+2*i], etcdURL, pk, certs["gateway"], o.conns, clientTLS)
 			if err != nil {
 				return false, err
 			}
-			cleanup = append(cleanup, p.stop)
-			if err := p.waitReady(ctx, 60*time.Second, readyz(admin)); err != nil {
-				return false, err
-			}
-			t, err := connect(name, endpoint, p)
-			if err != nil {
-				return false, err
-			}
-			// Ready, so the bench's requests must pass from now on; a
-			// failure here is the gateway's or the policy's, not a race.
-			if err := probe(t.clients[0])(ctx); err != nil {
-				return false, p.failure(fmt.Errorf("ready, but a Range of %s as spiffe://%s/bench failed: %w", rangeKey, trustDomain, err))
-			}
+			cleanup = append(cleanup, p.stop, t.close)
 			targets = append(targets, t)
 		}
 	}
@@ -326,12 +340,19 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 		names[i] = t.name
 	}
 	failed = report(os.Stdout, o, names, results, time.Since(start))
+	if o.tracing && slices.Contains(o.targets, storegate) {
+		tf, err := tracingBench(ctx, o, dir, tracingPortsAt, gatewayBin, etcd, etcdURL, pk, certs)
+		if err != nil {
+			return true, err
+		}
+		failed = failed || tf
+	}
 	if o.consul && slices.Contains(o.targets, storegate) {
 		consulBin := filepath.Join(o.bin, "consul")
 		if _, err := os.Stat(consulBin); err != nil {
 			return true, fmt.Errorf("%s not found: run make tools, or pass -consul=false", consulBin)
 		}
-		cf, err := consulBench(ctx, o, dir, ports[3+2*len(o.gateways):], consulBin, gatewayBin, etcdURL, pk, certs)
+		cf, err := consulBench(ctx, o, dir, consulPortsAt, consulBin, gatewayBin, etcdURL, pk, certs)
 		if err != nil {
 			return true, err
 		}

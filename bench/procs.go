@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,14 +30,21 @@ type proc struct {
 	err  error         // its exit status, set before done is closed
 }
 
-// startProc starts bin with args; stdout and stderr go to logPath.
-func startProc(name, logPath, bin string, args ...string) (*proc, error) {
+// startProc starts bin with args; stdout and stderr go to logPath. A nil
+// env leaves the child the bench's environment; otherwise the child gets
+// the bench's environment without its OTEL_* variables, plus env, so that
+// only what the bench sets configures the child's OpenTelemetry SDK. The
+// bench's own environment is never changed.
+func startProc(name, logPath, bin string, env []string, args ...string) (*proc, error) {
 	out, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
+	if env != nil {
+		cmd.Env = append(withoutOTel(os.Environ()), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		out.Close()
@@ -49,6 +57,11 @@ func startProc(name, logPath, bin string, args ...string) (*proc, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// withoutOTel returns environ without its OTEL_* variables.
+func withoutOTel(environ []string) []string {
+	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return strings.HasPrefix(kv, "OTEL_") })
 }
 
 // exited reports whether the process has exited, and how.
@@ -226,7 +239,7 @@ func etcdProc(bin, dir string, clientPort, peerPort int, pk *pki, cert svid, fsy
 	if !fsync {
 		args = append(args, "--unsafe-no-fsync")
 	}
-	p, err := startProc("etcd", filepath.Join(dir, "etcd.log"), bin, args...)
+	p, err := startProc("etcd", filepath.Join(dir, "etcd.log"), bin, nil, args...)
 	return p, client, err
 }
 
@@ -250,6 +263,6 @@ func grpcProxyProc(bin, dir string, port int, etcdEndpoint string, pk *pki, cert
 		"--key-file", cert.key,
 		"--trusted-ca-file", pk.caFile(),
 	}
-	p, err := startProc("grpc-proxy", filepath.Join(dir, "grpc-proxy.log"), bin, args...)
+	p, err := startProc("grpc-proxy", filepath.Join(dir, "grpc-proxy.log"), bin, nil, args...)
 	return p, "https://" + addr, err
 }

@@ -25,6 +25,9 @@ type Config struct {
 	// turns the cache off. Policies that call non-deterministic builtins
 	// (time, http.send, rand) are never cached.
 	CacheSize int
+	// OnReload, if not nil, is told the outcome of every reload that found
+	// a changed directory (err nil: the new version is in use).
+	OnReload func(revision string, err error)
 }
 
 // Engine decides ops with the policies of one directory. It is safe for
@@ -35,6 +38,7 @@ type Engine struct {
 	mode      Mode
 	log       *slog.Logger
 	cacheSize int
+	onReload  func(string, error)
 
 	current   atomic.Pointer[version]
 	reloading sync.Mutex // serializes Reload
@@ -54,7 +58,7 @@ func Load(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Mode != ModeEnforce && cfg.Mode != ModeShadow {
 		return nil, fmt.Errorf("policy: unknown mode %v", cfg.Mode)
 	}
-	e := &Engine{dir: cfg.Dir, mode: cfg.Mode, log: cfg.Logger, cacheSize: cfg.CacheSize}
+	e := &Engine{dir: cfg.Dir, mode: cfg.Mode, log: cfg.Logger, cacheSize: cfg.CacheSize, onReload: cfg.OnReload}
 	if e.log == nil {
 		e.log = slog.Default()
 	}

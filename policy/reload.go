@@ -29,11 +29,17 @@ func (e *Engine) Reload(ctx context.Context) error {
 	if err != nil {
 		e.log.Error("policy reload failed, keeping the last good version",
 			"dir", e.dir, "revision", old.revision, "err", err)
+		if e.onReload != nil {
+			e.onReload(old.revision, err)
+		}
 		return err
 	}
 	e.current.Store(v)
 	e.warn(v, src)
 	e.log.Info("policy reloaded", "dir", e.dir, "revision", v.revision, "previous", old.revision, "files", v.files)
+	if e.onReload != nil {
+		e.onReload(v.revision, nil)
+	}
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -79,7 +80,10 @@ type Config struct {
 	// Logger, if not nil, receives the errors OTel cannot return to a
 	// caller (failed exports, dropped spans).
 	Logger *slog.Logger
-	Traces struct {
+	// SVIDExpiry, if not nil, reports the gateway's current SVID's NotAfter
+	// (storegate_svid_expiry_timestamp_seconds).
+	SVIDExpiry func() (time.Time, bool)
+	Traces     struct {
 		Exporter Exporter
 		// Sampling is the ratio of root spans kept, in [0, 1]; spans whose
 		// parent is sampled are always kept (parent-based sampling).
@@ -94,6 +98,7 @@ type Telemetry struct {
 	meter      *sdkmetric.MeterProvider
 	propagator propagation.TextMapPropagator
 	registry   *prometheus.Registry
+	metrics    *Metrics
 }
 
 // Setup builds the tracer and meter providers described by cfg and the
@@ -134,6 +139,10 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
 	}
 	t.meter = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(reader))
+	if t.metrics, err = NewMetrics(t.meter, cfg.SVIDExpiry); err != nil {
+		t.shutdownTracer(ctx)
+		return nil, fmt.Errorf("telemetry: metrics: %w", err)
+	}
 
 	otel.SetTracerProvider(t.tracer)
 	otel.SetMeterProvider(t.meter)
@@ -198,16 +207,33 @@ func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.tracer }
 // MeterProvider returns the meter provider whose metrics /metrics serves.
 func (t *Telemetry) MeterProvider() metric.MeterProvider { return t.meter }
 
+// Metrics returns the gateway's own instruments.
+func (t *Telemetry) Metrics() *Metrics { return t.metrics }
+
+// Tracer returns the tracer the gateway's own spans (authn, policy,
+// plugins) are made with.
+func (t *Telemetry) Tracer() trace.Tracer { return t.tracer.Tracer("github.com/storegate/storegate") }
+
 // ServerOptions trace and count every RPC a gRPC server serves, continuing
-// the caller's trace context.
+// the caller's trace context, time unary calls (stage total) and count
+// open streams.
 func (t *Telemetry) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(t.handlerOptions()...))}
+	return []grpc.ServerOption{
+		grpc.StatsHandler(otelgrpc.NewServerHandler(t.handlerOptions()...)),
+		grpc.ChainUnaryInterceptor(t.metrics.unaryServer),
+		grpc.ChainStreamInterceptor(t.metrics.streamServer),
+	}
 }
 
 // DialOptions trace and count every RPC a gRPC client sends, and send the
-// current trace context with it.
+// current trace context with it; unary calls are timed (stage upstream)
+// and failures counted as upstream errors.
 func (t *Telemetry) DialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(t.handlerOptions()...))}
+	return []grpc.DialOption{
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(t.handlerOptions()...)),
+		grpc.WithChainUnaryInterceptor(t.metrics.unaryClient),
+		grpc.WithChainStreamInterceptor(t.metrics.streamClient),
+	}
 }
 
 func (t *Telemetry) handlerOptions() []otelgrpc.Option {

@@ -26,6 +26,18 @@ type Config struct {
 	Policy    PolicyConfig    `yaml:"policy"`
 	Telemetry TelemetryConfig `yaml:"telemetry"`
 	Debug     DebugConfig     `yaml:"debug"`
+	// DecisionLog, when set, writes one JSON line per policy decision.
+	DecisionLog *DecisionLogConfig `yaml:"decision_log"`
+}
+
+// DecisionLogConfig is where the decision log goes and how a file of it
+// rotates.
+type DecisionLogConfig struct {
+	Output     string `yaml:"output"` // stdout | stderr | a file path
+	MaxSizeMB  int    `yaml:"max_size_mb"`
+	MaxBackups int    `yaml:"max_backups"`
+	MaxAgeDays int    `yaml:"max_age_days"`
+	Compress   bool   `yaml:"compress"`
 }
 
 // DebugConfig turns on diagnostics that are off in production.
@@ -227,6 +239,9 @@ func (c *Config) resolve(dir string) {
 		abs(&e.PasswordFile)
 	}
 	abs(&c.Policy.Dir)
+	if dl := c.DecisionLog; dl != nil && dl.Output != "stdout" && dl.Output != "stderr" {
+		abs(&dl.Output)
+	}
 }
 
 func (c *Config) validate() error {
@@ -314,6 +329,14 @@ func (c *Config) validate() error {
 	}
 	if r := *c.Telemetry.Traces.Sampling; !telemetry.ValidSampling(r) {
 		bad("telemetry.traces.sampling: %v is not a ratio in [0, 1]", r)
+	}
+	if dl := c.DecisionLog; dl != nil {
+		if dl.Output == "" {
+			bad("decision_log.output: stdout, stderr or a file path is required")
+		}
+		if dl.MaxSizeMB < 0 || dl.MaxBackups < 0 || dl.MaxAgeDays < 0 {
+			bad("decision_log: max_size_mb, max_backups and max_age_days must not be negative")
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -34,7 +34,7 @@ type devSetup struct {
 	etcdctl    string // printed etcdctl path; default bin/etcdctl or $PATH
 	// The local Consul agent and the gateway's Consul front.
 	consul, consulBin, listenConsul, consulHTTP string
-	traces                                      string // trace exporter; none keeps the printed help readable
+	traces                                      string // trace exporter: stdout by default
 }
 
 func devCmd() *cobra.Command {
@@ -83,7 +83,7 @@ func devCmd() *cobra.Command {
 	f.StringVar(&d.consul, "consul", "", "consul binary for the local agent (default: bin/consul, else consul on $PATH; \"none\": no Consul)")
 	f.StringVar(&d.listenConsul, "listen-consul", "127.0.0.1:8501", "the gateway's Consul front")
 	f.StringVar(&d.consulHTTP, "consul-http", "127.0.0.1:18500", "HTTP address of the local Consul agent")
-	f.StringVar(&d.traces, "traces", "none", "trace exporter, sampling every request: none, stdout, or otlp (to $OTEL_EXPORTER_OTLP_ENDPOINT)")
+	f.StringVar(&d.traces, "traces", "stdout", "trace exporter, sampling every request: stdout (this terminal), none, or otlp (to $OTEL_EXPORTER_OTLP_ENDPOINT)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -170,6 +170,7 @@ func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
 	// like tracing does not work.
 	sampleAll := 1.0
 	cfg.Telemetry.Traces = TracesConfig{Exporter: d.traces, Sampling: &sampleAll}
+	cfg.DecisionLog = &DecisionLogConfig{Output: filepath.Join(d.dir, "decisions.log"), MaxSizeMB: 10, MaxBackups: 3}
 	cfg.defaults()
 	if err := cfg.validate(); err != nil {
 		etcd.Close()
@@ -212,10 +213,23 @@ Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admi
   %[6]s member list -w table
   %[6]s endpoint status -w table
 %[8]s
+  # every decision is a JSON line in %[9]s/decisions.log; metrics: curl http://%[2]s/metrics
+  # spans of every request: %[10]s
   # explain a decision:
   %[7]s policy eval --dir %[4]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
 
-`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"), self(), d.consulHelp())
+`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"), self(), d.consulHelp(), d.dir, d.tracesHelp())
+}
+
+// tracesHelp says where spans go.
+func (d *devSetup) tracesHelp() string {
+	switch d.traces {
+	case "stdout":
+		return "printed below as JSON (--traces none to quiet them)"
+	case "otlp":
+		return "sent over OTLP as the OTEL_EXPORTER_OTLP_* environment says"
+	}
+	return "not recorded (--traces stdout to see them)"
 }
 
 // consulHelp prints consul CLI commands for the Consul front, if it runs.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/storegate/storegate/authn"
+	"github.com/storegate/storegate/decisionlog"
 	"github.com/storegate/storegate/gate"
 	"github.com/storegate/storegate/mtls"
 	"github.com/storegate/storegate/policy"
@@ -46,19 +47,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	}
 	defer src.Close()
 
-	mode, _ := policy.ParseMode(cfg.Policy.Mode) // validated already
-	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize})
-	if err != nil {
-		return err
-	}
-	go func() {
-		if err := engine.Watch(ctx); err != nil && ctx.Err() == nil {
-			log.Error("policy watch stopped; policies will not be reloaded", "err", err)
+	tc := cfg.telemetryConfig(log)
+	tc.SVIDExpiry = func() (time.Time, bool) {
+		svid, err := src.GetX509SVID()
+		if err != nil || len(svid.Certificates) == 0 {
+			return time.Time{}, false
 		}
-	}()
-	g := gate.New(engine, log)
-
-	tel, err := telemetry.Setup(ctx, cfg.telemetryConfig(log))
+		return svid.Certificates[0].NotAfter, true
+	}
+	tel, err := telemetry.Setup(ctx, tc)
 	if err != nil {
 		return err
 	}
@@ -71,6 +68,30 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 			log.Warn("telemetry shutdown", "err", err)
 		}
 	}()
+
+	mode, _ := policy.ParseMode(cfg.Policy.Mode) // validated already
+	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize,
+		OnReload: func(_ string, err error) { tel.Metrics().PolicyReloaded(err) }})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := engine.Watch(ctx); err != nil && ctx.Err() == nil {
+			log.Error("policy watch stopped; policies will not be reloaded", "err", err)
+		}
+	}()
+	observers := gate.Observers{tel.Metrics()}
+	if dc := cfg.DecisionLog; dc != nil {
+		dl, err := decisionlog.Open(decisionlog.Config{Output: dc.Output, MaxSizeMB: dc.MaxSizeMB, MaxBackups: dc.MaxBackups,
+			MaxAgeDays: dc.MaxAgeDays, Compress: dc.Compress,
+			OnError: func(err error) { log.Error("decision log: a line was not written", "err", err) }})
+		if err != nil {
+			return fmt.Errorf("decision_log: %w", err)
+		}
+		defer dl.Close()
+		observers = append(observers, dl)
+	}
+	g := gate.New(engine, log, gate.WithTracer(tel.Tracer()), gate.WithObserver(observers))
 
 	up, err := dialEtcd(cfg.Upstreams.Etcd, tel.DialOptions(), log)
 	if err != nil {
@@ -96,13 +117,17 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		etcdLis.Close()
 		return fmt.Errorf("listen.admin: %w", err)
 	}
-	admin := &http.Server{Handler: adminMux(src, up, tel.MetricsHandler(), cfg.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
-	consulSrv, consulLis, err := consulFront(cfg, g, authn.New(tds), src, log)
+	consulSrv, consulLis, consul, err := consulFront(cfg, g, authn.New(tds), src, tel, log)
 	if err != nil {
 		etcdLis.Close()
 		adminLis.Close()
 		return err
 	}
+	checks := readiness{src: src, etcd: up}
+	if consul != nil {
+		checks.consul = consul
+	}
+	admin := &http.Server{Handler: adminMux(checks, tel.MetricsHandler(), cfg.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
@@ -148,48 +173,49 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 
 // consulFront builds the Consul front's HTTPS server and listener, or
 // nothing when no Consul front is configured.
-func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, src mtls.Source, log *slog.Logger) (*http.Server, net.Listener, error) {
+func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, src mtls.Source, tel *telemetry.Telemetry, log *slog.Logger) (*http.Server, net.Listener, *consulfront.Server, error) {
 	cu := cfg.Upstreams.Consul
 	if cu == nil {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	addr, err := url.Parse(cu.Address)
 	if err != nil {
-		return nil, nil, fmt.Errorf("upstreams.consul.address: %w", err)
+		return nil, nil, nil, fmt.Errorf("upstreams.consul.address: %w", err)
 	}
 	opts := consulfront.Options{Upstream: addr, MaxValueBytes: int64(cu.MaxValueBytes), Logger: log,
-		ForwardCallerTokens: cu.ForwardCallerTokens}
+		ForwardCallerTokens: cu.ForwardCallerTokens,
+		WrapTransport:       func(rt http.RoundTripper) http.RoundTripper { return tel.HTTPTransport(rt, gate.ProtocolConsul) }}
 	if cu.TokenFile != "" {
 		b, err := os.ReadFile(cu.TokenFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("upstreams.consul.token_file: %w", err)
+			return nil, nil, nil, fmt.Errorf("upstreams.consul.token_file: %w", err)
 		}
 		opts.Token = strings.TrimSpace(string(b))
 	}
 	if addr.Scheme == "https" {
 		c, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: cu.TLS.Cert, Key: cu.TLS.Key, CA: cu.TLS.CA, ServerName: cu.TLS.ServerName})
 		if err != nil {
-			return nil, nil, fmt.Errorf("upstreams.consul.tls: %w", err)
+			return nil, nil, nil, fmt.Errorf("upstreams.consul.tls: %w", err)
 		}
 		opts.UpstreamTLS = c
 	}
 	front, err := consulfront.New(g, auth, opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	lis, err := net.Listen("tcp", cfg.Listen.Consul)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listen.consul: %w", err)
+		return nil, nil, nil, fmt.Errorf("listen.consul: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           front.Handler(),
+		Handler:           tel.HTTPHandler(front.Handler(), gate.ProtocolConsul),
 		TLSConfig:         mtls.ServerConfig(src, cfg.trustDomains(), log),
 		ReadHeaderTimeout: 10 * time.Second,
 		// No write timeout: blocking queries are held up to ~10m40s.
 		IdleTimeout: 5 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	return srv, lis, nil
+	return srv, lis, front, nil
 }
 
 func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identitySource, error) {
@@ -237,9 +263,38 @@ func dialEtcd(e *EtcdUpstream, dialOpts []grpc.DialOption, log *slog.Logger) (*e
 	})
 }
 
+// readiness is what /readyz checks: the gateway's SVID is valid and every
+// upstream answers. The policy needs no check: the gateway does not start
+// without a loaded one, and a failed reload keeps the last good version.
+type readiness struct {
+	src    mtls.Source
+	etcd   interface{ Ready(context.Context) error }
+	consul interface{ Ready(context.Context) error } // nil: no Consul front
+}
+
+func (c readiness) problems(ctx context.Context) []string {
+	var problems []string
+	if svid, err := c.src.GetX509SVID(); err != nil {
+		problems = append(problems, "svid: "+err.Error())
+	} else if time.Now().After(svid.Certificates[0].NotAfter) {
+		problems = append(problems, "svid: expired")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.etcd.Ready(ctx); err != nil {
+		problems = append(problems, "upstream etcd: "+err.Error())
+	}
+	if c.consul != nil {
+		if err := c.consul.Ready(ctx); err != nil {
+			problems = append(problems, "upstream consul: "+err.Error())
+		}
+	}
+	return problems
+}
+
 // adminMux serves /healthz (the process is up), /readyz (the SVID is valid
-// and the upstream answers) and /metrics.
-func adminMux(src mtls.Source, up *etcdfront.Upstream, metrics http.Handler, profiles bool) *http.ServeMux {
+// and the upstreams answer) and /metrics.
+func adminMux(ready readiness, metrics http.Handler, profiles bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
 	if profiles {
@@ -253,18 +308,7 @@ func adminMux(src mtls.Source, up *etcdfront.Upstream, metrics http.Handler, pro
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		var problems []string
-		if svid, err := src.GetX509SVID(); err != nil {
-			problems = append(problems, "svid: "+err.Error())
-		} else if time.Now().After(svid.Certificates[0].NotAfter) {
-			problems = append(problems, "svid: expired")
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := up.Ready(ctx); err != nil {
-			problems = append(problems, "upstream etcd: "+err.Error())
-		}
-		if len(problems) > 0 {
+		if problems := ready.problems(r.Context()); len(problems) > 0 {
 			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
 			return
 		}

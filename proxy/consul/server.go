@@ -13,6 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/storegate/storegate/gate"
 )
 
@@ -34,6 +37,9 @@ type Options struct {
 	// stripping it; the gateway's token is then sent only for callers
 	// without one. Policy still judges every request first.
 	ForwardCallerTokens bool
+	// WrapTransport, if not nil, wraps the transport to the agent (for
+	// client spans, trace propagation and upstream metrics).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// MaxValueBytes bounds a KV value (default 512 KiB, Consul's default
 	// kv_max_value_size); larger bodies are refused before forwarding.
 	MaxValueBytes int64
@@ -107,6 +113,10 @@ type route struct {
 
 func (s *Server) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+			span.SetName(rt.name)
+			span.SetAttributes(attribute.String("http.route", rt.pattern[strings.IndexByte(rt.pattern, ' ')+1:]))
+		}
 		id, ok := s.identify(w, r)
 		if !ok {
 			return
@@ -190,7 +200,7 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (gate.Identity
 		deny(w, "an X.509-SVID over TLS is required")
 		return gate.Identity{}, false
 	}
-	id, err := s.auth.Identify(r.TLS)
+	id, err := s.gate.Authenticate(r.Context(), gate.ProtocolConsul, func() (gate.Identity, error) { return s.auth.Identify(r.TLS) })
 	if err != nil {
 		deny(w, err.Error())
 		return gate.Identity{}, false
@@ -251,8 +261,12 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 		ResponseHeaderTimeout: 0,
 		ForceAttemptHTTP2:     up.Scheme == "https",
 	}
+	var rt http.RoundTripper = tr
+	if s.opts.WrapTransport != nil {
+		rt = s.opts.WrapTransport(tr)
+	}
 	return &httputil.ReverseProxy{
-		Transport:  tr,
+		Transport:  rt,
 		BufferPool: copyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(up)

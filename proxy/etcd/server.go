@@ -118,7 +118,7 @@ func (s *Server) identify(ctx context.Context) (gate.Identity, error) {
 }
 
 func (s *Server) unaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	id, err := s.identify(ctx)
+	id, err := s.gate.Authenticate(ctx, gate.ProtocolEtcd, func() (gate.Identity, error) { return s.identify(ctx) })
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,8 @@ func (s *Server) unaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 }
 
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	id, err := s.identify(ss.Context())
+	ctx := ss.Context()
+	id, err := s.gate.Authenticate(ctx, gate.ProtocolEtcd, func() (gate.Identity, error) { return s.identify(ctx) })
 	if err != nil {
 		return err
 	}

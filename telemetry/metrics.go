@@ -1,0 +1,197 @@
+package telemetry
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/storegate/storegate/gate"
+)
+
+// The stages a front times besides those the gate times itself.
+const (
+	StageAuthn    = gate.StageAuthn
+	StagePolicy   = gate.StagePolicy
+	StagePlugin   = gate.StagePlugin
+	StageUpstream = gate.StageUpstream
+	StageTotal    = gate.StageTotal
+)
+
+// Metrics are the gateway's own instruments, on the meter provider whose
+// metrics /metrics serves. Prometheus names (the OTel exporter adds the
+// unit and _total suffixes):
+//
+//	storegate_decisions_total{protocol,resource,action,decision}
+//	storegate_stage_duration_seconds{protocol,stage}            histogram
+//	storegate_streams_open{protocol,method}                      watch, keep-alive, ... streams now open
+//	storegate_policy_reloads_total{outcome="success"|"failure"}
+//	storegate_upstream_errors_total{protocol,code}
+//	storegate_plugin_failures_total{plugin,kind}
+//	storegate_svid_expiry_timestamp_seconds                      the gateway's SVID's NotAfter
+//
+// Every method is safe for concurrent use and allocates nothing once the
+// label combination has been seen.
+type Metrics struct {
+	decisions      metric.Int64Counter
+	stages         metric.Float64Histogram
+	streams        metric.Int64UpDownCounter
+	reloads        metric.Int64Counter
+	upstreamErrors metric.Int64Counter
+	pluginFailures metric.Int64Counter
+
+	mu   sync.RWMutex
+	opts map[any]metric.MeasurementOption // label set -> option, built once
+}
+
+// stageBuckets span a cached decision (~1µs) to a slow upstream (10s).
+var stageBuckets = []float64{0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+	0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// NewMetrics creates the instruments on mp. expiry, if not nil, reports
+// the current SVID's NotAfter for the certificate expiry gauge.
+func NewMetrics(mp metric.MeterProvider, expiry func() (time.Time, bool)) (*Metrics, error) {
+	m := &Metrics{opts: map[any]metric.MeasurementOption{}}
+	meter := mp.Meter("github.com/storegate/storegate")
+	var err error
+	if m.decisions, err = meter.Int64Counter("storegate.decisions",
+		metric.WithDescription("Policy decisions on requested operations, by protocol, resource, action and decision.")); err != nil {
+		return nil, err
+	}
+	if m.stages, err = meter.Float64Histogram("storegate.stage.duration", metric.WithUnit("s"),
+		metric.WithDescription("Latency of each stage of the request path: authn, policy (per op), plugin, upstream, total."),
+		metric.WithExplicitBucketBoundaries(stageBuckets...)); err != nil {
+		return nil, err
+	}
+	if m.streams, err = meter.Int64UpDownCounter("storegate.streams.open",
+		metric.WithDescription("Long-lived streams (watch, lease keep-alive, snapshot, ...) open now, by method.")); err != nil {
+		return nil, err
+	}
+	if m.reloads, err = meter.Int64Counter("storegate.policy.reloads",
+		metric.WithDescription("Policy reloads, by outcome (a failed reload keeps the last good policy).")); err != nil {
+		return nil, err
+	}
+	if m.upstreamErrors, err = meter.Int64Counter("storegate.upstream.errors",
+		metric.WithDescription("Forwarded calls that failed in the upstream or on the way to it, by protocol and code.")); err != nil {
+		return nil, err
+	}
+	if m.pluginFailures, err = meter.Int64Counter("storegate.plugin.failures",
+		metric.WithDescription("Plugin calls that failed, by plugin and kind (trap, timeout, memory, malformed).")); err != nil {
+		return nil, err
+	}
+	if expiry != nil {
+		if _, err = meter.Int64ObservableGauge("storegate.svid.expiry_timestamp", metric.WithUnit("s"),
+			metric.WithDescription("When the gateway's own X.509-SVID expires, as a Unix time."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				if t, ok := expiry(); ok {
+					o.Observe(t.Unix())
+				}
+				return nil
+			})); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// option returns the measurement option for one label set, built once.
+func (m *Metrics) option(key any, attrs func() []attribute.KeyValue) metric.MeasurementOption {
+	m.mu.RLock()
+	o, ok := m.opts[key]
+	m.mu.RUnlock()
+	if ok {
+		return o
+	}
+	o = metric.WithAttributeSet(attribute.NewSet(attrs()...))
+	m.mu.Lock()
+	m.opts[key] = o
+	m.mu.Unlock()
+	return o
+}
+
+type decisionKey struct {
+	proto    gate.Protocol
+	resource gate.Resource
+	action   gate.Action
+	result   gate.Effect
+}
+
+// Observe counts one decision and times its evaluation (gate.Observer).
+func (m *Metrics) Observe(ctx context.Context, rec *gate.Record) {
+	k := decisionKey{rec.Op.Protocol, rec.Op.Resource, rec.Op.Action, rec.Result()}
+	m.decisions.Add(ctx, 1, m.option(k, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("protocol", k.proto.String()), attribute.String("resource", k.resource.String()),
+			attribute.String("action", k.action.String()), attribute.String("decision", k.result.String())}
+	}))
+	m.ObserveStage(ctx, rec.Op.Protocol, StagePolicy, rec.Duration)
+}
+
+type stageKey struct {
+	proto gate.Protocol
+	stage gate.Stage
+}
+
+// ObserveStage records how long one stage took.
+func (m *Metrics) ObserveStage(ctx context.Context, proto gate.Protocol, stage gate.Stage, d time.Duration) {
+	m.stages.Record(ctx, d.Seconds(), m.option(stageKey{proto, stage}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("protocol", proto.String()), attribute.String("stage", string(stage))}
+	}))
+}
+
+type streamKey struct {
+	proto  gate.Protocol
+	method string
+}
+
+// StreamOpened counts a long-lived stream as open until StreamClosed.
+func (m *Metrics) StreamOpened(ctx context.Context, proto gate.Protocol, method string) {
+	m.streams.Add(ctx, 1, m.streamOption(proto, method))
+}
+
+// StreamClosed ends what StreamOpened counted.
+func (m *Metrics) StreamClosed(ctx context.Context, proto gate.Protocol, method string) {
+	m.streams.Add(ctx, -1, m.streamOption(proto, method))
+}
+
+func (m *Metrics) streamOption(proto gate.Protocol, method string) metric.MeasurementOption {
+	return m.option(streamKey{proto, method}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("protocol", proto.String()), attribute.String("method", method)}
+	})
+}
+
+type reloadKey bool
+
+// PolicyReloaded counts a policy reload and its outcome.
+func (m *Metrics) PolicyReloaded(err error) {
+	ok := reloadKey(err == nil)
+	m.reloads.Add(context.Background(), 1, m.option(ok, func() []attribute.KeyValue {
+		if ok {
+			return []attribute.KeyValue{attribute.String("outcome", "success")}
+		}
+		return []attribute.KeyValue{attribute.String("outcome", "failure")}
+	}))
+}
+
+type upstreamKey struct {
+	proto gate.Protocol
+	code  string
+}
+
+// UpstreamError counts a forwarded call that failed: code is the gRPC code
+// name or the HTTP status, or "unreachable".
+func (m *Metrics) UpstreamError(ctx context.Context, proto gate.Protocol, code string) {
+	m.upstreamErrors.Add(ctx, 1, m.option(upstreamKey{proto, code}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("protocol", proto.String()), attribute.String("code", code)}
+	}))
+}
+
+type pluginKey struct{ plugin, kind string }
+
+// PluginFailed counts a failed plugin call by plugin and kind.
+func (m *Metrics) PluginFailed(ctx context.Context, plugin, kind string) {
+	m.pluginFailures.Add(ctx, 1, m.option(pluginKey{plugin, kind}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("plugin", plugin), attribute.String("kind", kind)}
+	}))
+}
