@@ -1,8 +1,18 @@
 // Package telemetry owns the gateway's OpenTelemetry setup: the tracer
 // provider and its exporter (none, OTLP or stdout), the meter provider and
-// the Prometheus registry behind /metrics, the W3C propagators, and the gRPC
-// stats handlers that trace and count every RPC the gateway serves and every
-// RPC it sends upstream.
+// the Prometheus registry behind /metrics, the W3C propagators, the gRPC
+// stats handlers and the HTTP handler and transport (otelhttp) that trace
+// every request the gateway serves and every call it sends upstream, and
+// the gateway's own instruments (Metrics: decisions, stage latencies, open
+// streams, policy reloads, upstream errors, plugin failures, SVID expiry).
+//
+// The spans of the gateway's own stages — storegate.authn and one
+// storegate.policy per op — are made by the gate (gate.WithTracer) as
+// children of the request's server span, and only when that span is
+// recorded: an unsampled request pays for no span and no attribute. The
+// gate hands every decision to Metrics (and to the decision log) through
+// gate.Observer; Metrics caches one attribute set per label combination, so
+// counting a decision allocates nothing.
 //
 // # Why it is built this way
 //
@@ -29,6 +39,11 @@
 //     prometheus.DefaultRegisterer, so nothing a dependency registers
 //     globally appears on /metrics, and tests can run several Telemetry side
 //     by side.
+//   - Stage latencies are one histogram, storegate_stage_duration_seconds,
+//     with a stage label, and buckets from 5µs (a cached decision) to 10s.
+//     Streams (watch, keep-alive) and Consul blocking queries are not timed
+//     as "total" or "upstream": how long a client holds them open is not a
+//     latency; open streams are a gauge instead.
 //   - RPC spans and metrics come from otelgrpc's stats handlers, which follow
 //     the OTel RPC semantic conventions (span name and rpc.method
 //     "package.Service/Method", rpc.server.call.duration in seconds); the
