@@ -23,7 +23,8 @@
 //     always explains result;
 //   - policy_revision: the policy version that decided;
 //   - trace_id, span_id: the request's span, when the context carries a
-//     valid one, to join a line to its trace.
+//     sampled one (an unsampled trace is recorded nowhere), to join a line
+//     to its trace.
 //
 // # Why it is built this way
 //

@@ -89,7 +89,9 @@ func appendRecord(b []byte, ctx context.Context, rec *gate.Record) []byte {
 	b = append(b, `,"duration_us":`...)
 	b = strconv.AppendInt(b, rec.Duration.Microseconds(), 10)
 
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+	// Only a sampled trace is recorded anywhere: an unsampled one has IDs
+	// too, but pointing at them would send auditors to a trace no one kept.
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && sc.IsSampled() {
 		tid, sid := sc.TraceID(), sc.SpanID()
 		b = append(b, `,"trace_id":"`...)
 		b = hex.AppendEncode(b, tid[:])

@@ -123,7 +123,9 @@ type etcdCluster struct {
 	endpoints []string
 }
 
-func startEtcd(t *testing.T, p *pki, n int) *etcdCluster {
+// startEtcd starts n members; each option, if any, adjusts every member's
+// config before it starts (e.g. to turn on distributed tracing).
+func startEtcd(t *testing.T, p *pki, n int, opts ...func(*embed.Config)) *etcdCluster {
 	t.Helper()
 	c := &etcdCluster{}
 	var initial []string
@@ -147,6 +149,9 @@ func startEtcd(t *testing.T, p *pki, n int) *etcdCluster {
 		cfg.ClientTLSInfo.KeyFile = p.path("etcd-key.pem")
 		cfg.ClientTLSInfo.TrustedCAFile = p.bundle()
 		cfg.ClientTLSInfo.ClientCertAuth = true
+		for _, o := range opts {
+			o(cfg)
+		}
 		c.cfgs = append(c.cfgs, cfg)
 	}
 	var wg sync.WaitGroup
@@ -213,6 +218,11 @@ type gatewayOpts struct {
 	mode      string
 	// consulListen and consulUpstream add the Consul front.
 	consulListen, consulUpstream string
+	// extraConfig is appended to the YAML config as it is (top-level
+	// sections such as telemetry: or decision_log:).
+	extraConfig string
+	// env is added to the gateway process's environment (OTEL_* settings).
+	env []string
 }
 
 // copyPolicies copies the shipped Rego (not its tests) and writes
@@ -275,15 +285,18 @@ upstreams:
     endpoints: [%s]
     tls: {cert: %s, key: %s, ca: %s}%s
 policy: {dir: %s, mode: %s}
-`, g.addr, g.admin, consulListen, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
+%s`, g.addr, g.admin, consulListen, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
 		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(), consulUpstream,
-		o.policyDir, o.mode)
+		o.policyDir, o.mode, o.extraConfig)
 	cfgPath := filepath.Join(t.TempDir(), "storegate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	g.cmd = exec.Command(gatewayBin, "serve", "--config", cfgPath, "--log-level", "debug")
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
+	if len(o.env) > 0 {
+		g.cmd.Env = append(os.Environ(), o.env...)
+	}
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

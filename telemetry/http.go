@@ -30,8 +30,15 @@ func (t *Telemetry) HTTPHandler(h http.Handler, proto gate.Protocol) http.Handle
 		otelhttp.WithTracerProvider(t.tracer),
 		otelhttp.WithMeterProvider(t.meter),
 		otelhttp.WithPropagators(t.propagator),
-		// The front renames the span to its route once it is known.
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
+		// Named "METHOD /route" once the front's mux has matched a route
+		// (otelhttp renames the span after the handler with this), the
+		// method alone before that or for an unknown route.
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+			if r.Pattern != "" && r.Pattern != "/" {
+				return r.Pattern
+			}
+			return r.Method
+		}),
 	)
 }
 
