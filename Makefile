@@ -5,10 +5,15 @@ TOOLS_MOD := tools/etcd
 CONSUL_MOD := tools/consul
 GOTESTFLAGS ?=
 
-.PHONY: run test bench build tools consul check policy-test clean
+.PHONY: run test bench build tools consul check policy-test plugins clang clean
 
-## run: start the gateway on its embedded default (in-process etcd, dev CA, example policies)
-run: build tools
+PLUGIN_BIN := $(BIN)/plugins
+GO_PLUGINS := schema namespace encrypt registration
+# clang for wasm32-wasi, from Debian's packages (installed when missing).
+CLANG_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32
+
+## run: start the gateway on its embedded default (in-process etcd, dev CA, example policies and plugins)
+run: build tools plugins
 	$(BIN)/gateway dev --dir .storegate-dev --policies policies
 
 ## build: the gateway binary
@@ -30,9 +35,27 @@ consul: $(BIN)/consul
 $(BIN)/consul: $(CONSUL_MOD)/go.mod $(CONSUL_MOD)/go.sum
 	cd $(CONSUL_MOD) && $(GO) build -o $(BIN)/consul github.com/hashicorp/consul
 
+## plugins: the example WebAssembly plugins (Go, GOOS=wasip1; C, clang + wasi-libc) into bin/plugins
+plugins: $(addprefix $(PLUGIN_BIN)/,$(addsuffix .wasm,$(GO_PLUGINS))) $(PLUGIN_BIN)/limits.wasm
+
+$(PLUGIN_BIN)/%.wasm: plugins/examples/%/*.go plugins/examples/go.mod plugins/sdk/*.go plugins/sdk/go.mod
+	cd plugins/examples && GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $@ ./$*
+
+$(PLUGIN_BIN)/limits.wasm: plugins/examples/limits/limits.c plugins/sdk/c/storegate.h | clang
+	@mkdir -p $(PLUGIN_BIN)
+	clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wl,--strip-debug -I plugins/sdk/c -o $@ plugins/examples/limits/limits.c
+
+## clang: install clang, lld and wasi-libc from Debian's packages if clang cannot build for wasm32-wasi
+clang:
+	@echo 'int main(void){return 0;}' | clang --target=wasm32-wasi -x c -o /dev/null - 2>/dev/null || \
+		{ echo "installing $(CLANG_PKGS) (apt-get)"; apt-get install -y -q $(CLANG_PKGS) >/dev/null || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q $(CLANG_PKGS) >/dev/null; }; }
+
 ## test: every test — OPA policy tests, unit tests and end-to-end tests, with the race detector
-test: tools policy-test
+test: tools plugins policy-test
 	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+	cd plugins/sdk && $(GO) test -count=1 ./...
+	cd plugins/examples && $(GO) test -count=1 ./...
 
 ## policy-test: the shipped policies' _test.rego, run by OPA's test runner
 policy-test:
@@ -51,6 +74,8 @@ check:
 	$(GO) mod tidy -diff
 	cd $(TOOLS_MOD) && $(GO) mod tidy -diff
 	cd $(CONSUL_MOD) && $(GO) mod tidy -diff
+	cd plugins/sdk && $(GO) mod tidy -diff && $(GO) vet ./... && GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
+	cd plugins/examples && $(GO) mod tidy -diff && GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 
 clean:
 	rm -rf $(BIN) .storegate-dev

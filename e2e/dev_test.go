@@ -22,7 +22,7 @@ func TestDevCommandsWork(t *testing.T) {
 		"--policies", filepath.Join(repoRoot, "policies"),
 		"--listen-etcd", freePort(t), "--listen-admin", freePort(t),
 		"--etcd-client", freePort(t), "--etcd-peer", freePort(t),
-		"--etcdctl", etcdctlBin,
+		"--etcdctl", etcdctlBin, "--plugins", filepath.Join(repoRoot, "bin", "plugins"),
 		"--consul", consulBin(t), "--listen-consul", freePort(t), "--consul-http", freePort(t))
 	logs := &syncBuffer{}
 	cmd.Stderr = logs

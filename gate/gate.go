@@ -18,6 +18,8 @@ type Gate struct {
 	log    *slog.Logger
 	tracer trace.Tracer // nil: no spans
 	obs    Observer     // nil: nobody observes
+	// plugins, when set, run over every allowed op and every answer.
+	plugins Transformer
 }
 
 // Option configures a Gate.
@@ -27,6 +29,10 @@ type Option func(*Gate)
 // request's span (only when that span is recorded, so an unsampled request
 // costs nothing).
 func WithTracer(t trace.Tracer) Option { return func(g *Gate) { g.tracer = t } }
+
+// WithPlugins lets fronts run t's request chain over the ops Check allowed
+// (Transform) and its response chain over what goes back (Response).
+func WithPlugins(t Transformer) Option { return func(g *Gate) { g.plugins = t } }
 
 // WithObserver hands every decision of Check to o (metrics, decision log).
 func WithObserver(o Observer) Option { return func(g *Gate) { g.obs = o } }

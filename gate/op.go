@@ -132,7 +132,11 @@ type Op struct {
 
 	Lease     int64 // lease attached to or named by the op (0: none)
 	ValueSize int   // bytes of value the op writes
-	PrevKV    bool  // the op asks for the previous key-value (a read)
+	// Value is the value the op writes (a Put's, a Consul KV PUT's body, a
+	// registration's JSON), for plugins, which may rewrite it. Policy sees
+	// only ValueSize; the decision log never sees it.
+	Value  []byte
+	PrevKV bool // the op asks for the previous key-value (a read)
 	// TxnIndex is the op's position in a transaction, counted from 1 in
 	// walk order (compares, then success, then failure, depth first); 0
 	// when the op is not part of a transaction.

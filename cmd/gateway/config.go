@@ -28,6 +28,9 @@ type Config struct {
 	Debug     DebugConfig     `yaml:"debug"`
 	// DecisionLog, when set, writes one JSON line per policy decision.
 	DecisionLog *DecisionLogConfig `yaml:"decision_log"`
+	// Plugins run, in this order (mutators before validators), over every
+	// op they match after policy allowed it, and over what goes back.
+	Plugins []PluginConfig `yaml:"plugins"`
 }
 
 // DecisionLogConfig is where the decision log goes and how a file of it
@@ -242,6 +245,9 @@ func (c *Config) resolve(dir string) {
 	if dl := c.DecisionLog; dl != nil && dl.Output != "stdout" && dl.Output != "stderr" {
 		abs(&dl.Output)
 	}
+	for i := range c.Plugins {
+		abs(&c.Plugins[i].Path)
+	}
 }
 
 func (c *Config) validate() error {
@@ -330,6 +336,8 @@ func (c *Config) validate() error {
 	if r := *c.Telemetry.Traces.Sampling; !telemetry.ValidSampling(r) {
 		bad("telemetry.traces.sampling: %v is not a ratio in [0, 1]", r)
 	}
+	_, perrs := c.pluginSpecs()
+	errs = append(errs, perrs...)
 	if dl := c.DecisionLog; dl != nil {
 		if dl.Output == "" {
 			bad("decision_log.output: stdout, stderr or a file path is required")

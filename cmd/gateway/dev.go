@@ -35,6 +35,8 @@ type devSetup struct {
 	// The local Consul agent and the gateway's Consul front.
 	consul, consulBin, listenConsul, consulHTTP string
 	traces                                      string // trace exporter: stdout by default
+	plugins                                     string // directory of the example plugins
+	pluginsOn                                   bool   // they were found and are loaded
 }
 
 func devCmd() *cobra.Command {
@@ -57,6 +59,16 @@ func devCmd() *cobra.Command {
 				return err
 			}
 			defer etcd.Close()
+			if d.plugins != "none" {
+				ps, missing, err := d.devPlugins(d.plugins)
+				if err != nil {
+					return err
+				}
+				if len(missing) > 0 {
+					log.Warn("example plugins missing (make plugins): running without them", "missing", missing)
+				}
+				cfg.Plugins, d.pluginsOn = ps, len(ps) > 0
+			}
 			if bin := findConsul(d.consul); bin != "" && d.consul != "none" {
 				agent, err := startConsulAgent(cmd.Context(), bin, d.consulHTTP, os.Stderr)
 				if err != nil {
@@ -84,6 +96,7 @@ func devCmd() *cobra.Command {
 	f.StringVar(&d.listenConsul, "listen-consul", "127.0.0.1:8501", "the gateway's Consul front")
 	f.StringVar(&d.consulHTTP, "consul-http", "127.0.0.1:18500", "HTTP address of the local Consul agent")
 	f.StringVar(&d.traces, "traces", "stdout", "trace exporter, sampling every request: stdout (this terminal), none, or otlp (to $OTEL_EXPORTER_OTLP_ENDPOINT)")
+	f.StringVar(&d.plugins, "plugins", "bin/plugins", "directory of the example plugins (make plugins); \"none\": no plugins")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -212,13 +225,28 @@ Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admi
   # admin may do everything:
   %[6]s member list -w table
   %[6]s endpoint status -w table
-%[8]s
+%[8]s%[11]s
   # every decision is a JSON line in %[9]s/decisions.log; metrics: curl http://%[2]s/metrics
   # spans of every request: %[10]s
   # explain a decision:
   %[7]s policy eval --dir %[4]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
 
-`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"), self(), d.consulHelp(), d.dir, d.tracesHelp())
+`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"), self(), d.consulHelp(), d.dir, d.tracesHelp(), d.pluginHelp(as("web")))
+}
+
+// pluginHelp shows what the example plugins do, if they run.
+func (d *devSetup) pluginHelp(web string) string {
+	if !d.pluginsOn {
+		return ""
+	}
+	return fmt.Sprintf(`
+  # plugins (WebAssembly): values under /app/config/ must be JSON objects with a name,
+  # values under /app/private/ are stored encrypted and read back in plain text:
+  %[1]s put /app/config/db '{"name":"db","port":5432}'
+  %[1]s put /app/config/db 'port=5432'          # Error: etcdserver: permission denied
+  %[1]s put /app/private/token s3cr3t
+  %[1]s get /app/private/token --print-value-only
+`, web)
 }
 
 // tracesHelp says where spans go.

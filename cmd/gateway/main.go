@@ -30,7 +30,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), devCmd(), certsCmd(), policyCmd())
+	root.AddCommand(serveCmd(), devCmd(), certsCmd(), policyCmd(), pluginCmd())
 	return root
 }
 

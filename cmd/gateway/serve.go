@@ -91,7 +91,21 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		defer dl.Close()
 		observers = append(observers, dl)
 	}
-	g := gate.New(engine, log, gate.WithTracer(tel.Tracer()), gate.WithObserver(observers))
+	gopts := []gate.Option{gate.WithTracer(tel.Tracer()), gate.WithObserver(observers)}
+	host, err := loadPlugins(ctx, cfg, tel.Metrics(), tel.Tracer(), log)
+	if err != nil {
+		return err
+	}
+	if host != nil {
+		defer host.Close(context.Background())
+		go func() {
+			if err := host.Watch(ctx); err != nil && ctx.Err() == nil {
+				log.Error("plugin watch stopped; plugins will not be reloaded", "err", err)
+			}
+		}()
+		gopts = append(gopts, gate.WithPlugins(host))
+	}
+	g := gate.New(engine, log, gopts...)
 
 	up, err := dialEtcd(cfg.Upstreams.Etcd, tel.DialOptions(), log)
 	if err != nil {

@@ -47,6 +47,7 @@ func decodeCanonical(q *request, v any, what string) error {
 		return err
 	}
 	setBody(q, canonical)
+	q.body = canonical
 	q.r.Header.Set("Content-Type", "application/json")
 	return nil
 }

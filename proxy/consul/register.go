@@ -38,7 +38,9 @@ func (s *Server) agentServiceRegister(q *request) error {
 			svc.Checks = append(svc.Checks, agentCheckKind(c))
 		}
 	}
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc})
+	q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: registrationRewrite(&api.AgentServiceRegistration{})})
+	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc,
+		Value: q.body, ValueSize: len(q.body)})
 	return s.takeover(q, svc, "", func(out *bytes.Buffer) (*api.AgentService, error) {
 		err := s.upstream(q.r.Context(), http.MethodGet, "/v1/agent/service/"+url.PathEscape(svc.ID), "", nil, out)
 		if err != nil {
@@ -47,6 +49,33 @@ func (s *Server) agentServiceRegister(q *request) error {
 		var cur api.AgentService
 		return &cur, json.Unmarshal(out.Bytes(), &cur)
 	})
+}
+
+// registrationRewrite writes back a registration a plugin rewrote: the new
+// JSON is decoded as strictly as the caller's was, into Consul's own type,
+// and forwarded re-encoded. (The name policy judged cannot change: a plugin
+// that renames the service is refused.)
+func registrationRewrite(into any) func(q *request, op *gate.Op) error {
+	return func(q *request, op *gate.Op) error {
+		if bytes.Equal(op.Value, q.body) {
+			return nil
+		}
+		dec := json.NewDecoder(bytes.NewReader(op.Value))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(into); err != nil {
+			return denial("a plugin's rewritten registration does not decode: " + err.Error())
+		}
+		var name struct{ Name string }
+		if json.Unmarshal(op.Value, &name) != nil || name.Name != op.Service.Name {
+			return denial("a plugin may not rename the service it registers")
+		}
+		b, err := json.Marshal(into)
+		if err != nil {
+			return err
+		}
+		setBody(q, b)
+		return nil
+	}
 }
 
 // takeover adds the op a registration implies when its ID is already taken

@@ -101,6 +101,12 @@ type request struct {
 	// after, when set, runs on the upstream's response (e.g. to record a
 	// new session's owner).
 	after func(*http.Response) error
+	// rewrites are the ops plugins may change; respond, when set, runs the
+	// response chain over the answer (before filter).
+	rewrites []rewrite
+	respond  func(*http.Response) error
+	// body is the canonical body decodeCanonical forwards.
+	body []byte
 }
 
 // route is one entry of the route table: a ServeMux pattern and the
@@ -181,6 +187,10 @@ func (s *Server) handle(rt route) http.Handler {
 			}
 		} else if !anyFilter(effects) && !forceFilter {
 			q.filter = nil
+		}
+		if err := s.runPlugins(q); err != nil {
+			s.refuse(w, err)
+			return
 		}
 		s.forward(w, q)
 	})
@@ -304,6 +314,11 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
+			if ge := gate.AsError(err); ge != nil {
+				// A response plugin refused the answer: nothing of it is sent.
+				s.refuse(w, err)
+				return
+			}
 			s.log.Warn("consul upstream error", "path", r.URL.Path, "err", err)
 			http.Error(w, "storegate: Consul agent unreachable: "+err.Error(), http.StatusBadGateway)
 		},
@@ -342,18 +357,46 @@ func (s *Server) forward(w http.ResponseWriter, q *request) {
 	s.proxy.ServeHTTP(w, r)
 }
 
-// responseHook combines the request's filter and after hooks, or nil.
+// responseHook chains the request's response hooks — plugins (so that
+// filtering judges keys as the caller knows them), filter, after — or nil.
 func (q *request) responseHook() func(*http.Response) error {
-	switch {
-	case q.filter == nil:
-		return q.after
-	case q.after == nil:
-		return q.filter
+	var hooks []func(*http.Response) error
+	for _, h := range []func(*http.Response) error{q.respond, q.filter, q.after} {
+		if h != nil {
+			hooks = append(hooks, h)
+		}
+	}
+	switch len(hooks) {
+	case 0:
+		return nil
+	case 1:
+		return hooks[0]
 	}
 	return func(resp *http.Response) error {
-		if err := q.filter(resp); err != nil {
-			return err
+		for _, h := range hooks {
+			if err := h(resp); err != nil {
+				return err
+			}
 		}
-		return q.after(resp)
+		return nil
 	}
+}
+
+// refuse answers a request the gate refused after policy (a plugin's
+// denial or failure): 403 as a policy denial, other errors as 500.
+func (s *Server) refuse(w http.ResponseWriter, err error) {
+	var dn denialError
+	if errors.As(err, &dn) {
+		deny(w, string(dn))
+		return
+	}
+	if ge := gate.AsError(err); ge != nil {
+		reason := ge.Reason
+		if ge.Err != nil {
+			reason += ": " + ge.Err.Error()
+		}
+		deny(w, reason)
+		return
+	}
+	http.Error(w, "storegate: "+err.Error(), http.StatusInternalServerError)
 }

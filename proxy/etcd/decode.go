@@ -41,6 +41,7 @@ func putOp(r *pb.PutRequest, method string) gate.Op {
 	op.Keys = gate.KeyRange{Key: r.Key}
 	op.Lease = r.Lease
 	op.ValueSize = len(r.Value)
+	op.Value = r.Value
 	op.PrevKV = r.PrevKv
 	return op
 }
@@ -61,6 +62,8 @@ type opsDecoder struct {
 	// to; ranges maps each range request of a txn to its op's index.
 	compares []int
 	ranges   map[*pb.RangeRequest]int
+	// rewrites are the ops the request carries, for plugins.
+	rewrites []rewrite
 }
 
 // put adds the ops of a Put: write the key; a prev_kv read of the same key;
@@ -68,6 +71,7 @@ type opsDecoder struct {
 func (d *opsDecoder) put(r *pb.PutRequest, method string, txnIndex int) error {
 	op := putOp(r, method)
 	op.TxnIndex = txnIndex
+	putRewrite(d, r)
 	d.ops = append(d.ops, op)
 	d.prevKV(&op)
 	return d.leaseAttach(r.Lease, method, txnIndex)
@@ -106,6 +110,7 @@ func (d *opsDecoder) leaseAttach(lease int64, method string, txnIndex int) error
 func (d *opsDecoder) del(r *pb.DeleteRangeRequest, method string, txnIndex int) {
 	op := deleteOp(r, method)
 	op.TxnIndex = txnIndex
+	deleteRewrite(d, r)
 	d.ops = append(d.ops, op)
 	d.prevKV(&op)
 }
@@ -120,6 +125,7 @@ func (d *opsDecoder) txn(r *pb.TxnRequest) error {
 		op.Keys = gate.KeyRange{Key: c.Key, End: c.RangeEnd}
 		op.TxnIndex = d.txnOps
 		d.compares = append(d.compares, len(d.ops))
+		compareRewrite(d, c)
 		d.ops = append(d.ops, op)
 	}
 	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
@@ -139,6 +145,7 @@ func (d *opsDecoder) txn(r *pb.TxnRequest) error {
 					d.ranges = map[*pb.RangeRequest]int{}
 				}
 				d.ranges[x.RequestRange] = len(d.ops)
+				rangeRewrite(d, x.RequestRange)
 				d.ops = append(d.ops, op)
 			case *pb.RequestOp_RequestPut:
 				if x.RequestPut == nil {

@@ -28,16 +28,44 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if err := k.s.check(ctx, ops[:], eff[:]); err != nil {
 		return nil, err
 	}
-	if eff[0] == gate.Filter {
-		return k.filteredRange(ctx, r, mRange)
+	asked, r, err := k.s.transformRange(ctx, ops[:], r)
+	if err != nil {
+		return nil, err
 	}
-	return k.s.up.kv.Range(upstreamCtx(ctx), r)
+	if eff[0] == gate.Filter {
+		return k.filteredRange(ctx, r, mRange, asked)
+	}
+	resp, err := k.s.up.kv.Range(upstreamCtx(ctx), r)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.s.respondKVs(ctx, asked, resp.Kvs...); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// transformRange runs the request chain over a range's op; the request is
+// copied before plugins rewrite it, so that the caller's stays as sent. It
+// returns the op as asked (nil without plugins) and the request to send.
+func (s *Server) transformRange(ctx context.Context, ops []gate.Op, r *pb.RangeRequest) (*gate.Op, *pb.RangeRequest, error) {
+	if !s.gate.Plugins() {
+		return nil, r, nil
+	}
+	up := proto.Clone(r).(*pb.RangeRequest)
+	d := opsDecoder{ops: ops[:0]}
+	rangeRewrite(&d, up)
+	orig, err := s.transform(ctx, ops, d.rewrites)
+	if err != nil {
+		return nil, nil, err
+	}
+	return orig[up], up, nil
 }
 
 // filteredRange serves a range the caller may read only in part: it asks for
 // every key of the range (limit and count computed here, so that neither
 // counts nor "more" reveal hidden keys) and keeps the readable ones.
-func (k *kvServer) filteredRange(ctx context.Context, r *pb.RangeRequest, method string) (*pb.RangeResponse, error) {
+func (k *kvServer) filteredRange(ctx context.Context, r *pb.RangeRequest, method string, asked *gate.Op) (*pb.RangeResponse, error) {
 	up := proto.Clone(r).(*pb.RangeRequest)
 	up.Limit = 0
 	if up.CountOnly {
@@ -46,6 +74,10 @@ func (k *kvServer) filteredRange(ctx context.Context, r *pb.RangeRequest, method
 	}
 	resp, err := k.s.up.kv.Range(upstreamCtx(ctx), up)
 	if err != nil {
+		return nil, err
+	}
+	// Plugins first, so that narrowing judges keys as the caller knows them.
+	if err := k.s.respondKVs(ctx, asked, resp.Kvs...); err != nil {
 		return nil, err
 	}
 	k.s.narrowRange(ctx, r, resp, method)
@@ -84,8 +116,12 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingSe
 	if err := k.s.check(ctx, ops[:], eff[:]); err != nil {
 		return err
 	}
+	asked, r, err := k.s.transformRange(ctx, ops[:], r)
+	if err != nil {
+		return err
+	}
 	if eff[0] == gate.Filter {
-		resp, err := k.filteredRange(ctx, r, mRangeStream)
+		resp, err := k.filteredRange(ctx, r, mRangeStream, asked)
 		if err != nil {
 			return err
 		}
@@ -94,6 +130,16 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingSe
 	up, err := k.s.up.kv.RangeStream(upstreamCtx(ctx), r)
 	if err != nil {
 		return err
+	}
+	if asked != nil && k.s.gate.Responds(asked) {
+		return relay(ctx, up.Recv, func(m *pb.RangeStreamResponse) error {
+			if rr := m.GetRangeResponse(); rr != nil {
+				if err := k.s.respondKVs(ctx, asked, rr.Kvs...); err != nil {
+					return err
+				}
+			}
+			return stream.Send(m)
+		})
 	}
 	return relay(ctx, up.Recv, stream.Send)
 }
@@ -109,7 +155,18 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if err := k.s.check(ctx, d.ops, nil); err != nil {
 		return nil, err
 	}
-	return k.s.up.kv.Put(upstreamCtx(ctx), r)
+	asked, err := k.s.transform(ctx, d.ops, d.rewrites)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := k.s.up.kv.Put(upstreamCtx(ctx), r)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.s.respondKVs(ctx, asked[r], resp.PrevKv); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
@@ -122,8 +179,15 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 	if err := k.s.check(ctx, d.ops, eff); err != nil {
 		return nil, err
 	}
+	asked, err := k.s.transform(ctx, d.ops, d.rewrites)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := k.s.up.kv.DeleteRange(upstreamCtx(ctx), r)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.s.respondKVs(ctx, asked[r], resp.PrevKvs...); err != nil {
 		return nil, err
 	}
 	if anyFilter(eff) {
@@ -158,8 +222,15 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 			}
 		}
 	}
+	asked, err := k.s.transform(ctx, d.ops, d.rewrites)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := k.s.up.kv.Txn(upstreamCtx(ctx), r)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.s.respondTxn(ctx, r, resp, asked); err != nil {
 		return nil, err
 	}
 	if anyFilter(eff) {

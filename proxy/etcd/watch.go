@@ -30,6 +30,9 @@ var _ pb.WatchServer = (*watchServer)(nil)
 type pendingCreate struct {
 	filter bool
 	denied *pb.WatchResponse
+	// asked is the create's op as the caller sent it, when plugins answer
+	// its events (the response chain runs over every event).
+	asked *gate.Op
 }
 
 type watchStream struct {
@@ -43,6 +46,8 @@ type watchStream struct {
 	mu       sync.Mutex
 	pending  []pendingCreate
 	filtered map[int64]*fragmentState // watch IDs whose events are filtered
+	// answered maps watch IDs whose events plugins see to their create op.
+	answered map[int64]*gate.Op
 	// midFragment: the last response sent was a part of a fragmented
 	// response and more parts follow; nothing else may be sent until then.
 	midFragment bool
@@ -138,8 +143,20 @@ func (ws *watchStream) create(up grpc.BidiStreamingClient[pb.WatchRequest, pb.Wa
 		defer ws.sendMu.Unlock()
 		return ws.client.Send(denied)
 	}
+	pc := pendingCreate{filter: eff[0] == gate.Filter}
+	if ws.s.gate.Plugins() {
+		asked := ops[0]
+		op := asked
+		if err := ws.s.gate.Transform(ws.ctx, ws.caller, &op); err != nil {
+			return ws.s.grpcError(ws.ctx, err)
+		}
+		cr.Key, cr.RangeEnd = op.Keys.Key, op.Keys.End
+		if ws.s.gate.Responds(&asked) {
+			pc.asked = &asked
+		}
+	}
 	ws.mu.Lock()
-	ws.pending = append(ws.pending, pendingCreate{filter: eff[0] == gate.Filter})
+	ws.pending = append(ws.pending, pc)
 	ws.mu.Unlock()
 	return up.Send(req)
 }
@@ -162,10 +179,29 @@ func (ws *watchStream) fromUpstream(up grpc.BidiStreamingClient[pb.WatchRequest,
 			if head.filter && !resp.Canceled {
 				ws.filtered[resp.WatchId] = &fragmentState{}
 			}
+			if head.asked != nil && !resp.Canceled {
+				if ws.answered == nil {
+					ws.answered = map[int64]*gate.Op{}
+				}
+				ws.answered[resp.WatchId] = head.asked
+			}
 		} else {
 			fs, filtered := ws.filtered[resp.WatchId]
+			asked := ws.answered[resp.WatchId]
 			if resp.Canceled {
 				delete(ws.filtered, resp.WatchId)
+				delete(ws.answered, resp.WatchId)
+			}
+			if asked != nil {
+				// Plugins first, so that filtering judges keys as the
+				// caller knows them. A refused event ends the stream:
+				// it is never sent as stored.
+				for _, ev := range resp.Events {
+					if err := ws.s.respondKVs(ws.ctx, asked, ev.Kv, ev.PrevKv); err != nil {
+						ws.mu.Unlock()
+						return err
+					}
+				}
 			}
 			if filtered {
 				send = ws.filterEvents(resp, fs)

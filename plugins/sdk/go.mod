@@ -1,0 +1,3 @@
+module github.com/storegate/storegate/plugins/sdk
+
+go 1.26
