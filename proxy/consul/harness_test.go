@@ -103,7 +103,7 @@ func (r *recorder) count(what string) int {
 	return n
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...gate.Option) *env {
 	t.Helper()
 	e := &env{consul: "http://" + startAgent(t), rec: &recorder{}}
 
@@ -141,7 +141,7 @@ func newEnv(t *testing.T) *env {
 	}
 	trust := []spiffeid.TrustDomain{ca.TrustDomain}
 	recURL, _ := url.Parse(recSrv.URL)
-	front, err := New(gate.New(eng, nil), authn.New(trust), Options{Upstream: recURL})
+	front, err := New(gate.New(eng, nil, opts...), authn.New(trust), Options{Upstream: recURL})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/storegate/storegate/gate"
 )
 
@@ -40,6 +42,11 @@ func (s *Server) runPlugins(q *request) error {
 			return err
 		}
 		if err := rw.apply(q, &op); err != nil {
+			return err
+		}
+	}
+	for _, f := range q.afterPlugins {
+		if err := f(s, q); err != nil {
 			return err
 		}
 	}
@@ -150,4 +157,132 @@ func writeRaw(resp *http.Response, b []byte) error {
 	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
 	resp.Header.Del("Content-Encoding")
 	return nil
+}
+
+// txnPlugins carries a transaction's KV ops through plugins: each one's
+// op as the caller asked it and the key it is stored under, so that the
+// results (which Consul gives by stored key, without saying which op made
+// them) find the op that asked for them.
+type txnPlugins struct {
+	ops     api.TxnOps
+	kvs     []txnKVRef
+	changed bool
+}
+
+type txnKVRef struct {
+	asked  gate.Op
+	stored []byte // the op key (leading "/") after plugins
+	tree   bool   // get-tree or delete-tree: every key under stored
+}
+
+// kv registers a KV op of the transaction (q.ops[i] is its gate op).
+func (t *txnPlugins) kv(q *request, i int, in *api.KVTxnOp) {
+	j := len(t.kvs)
+	t.kvs = append(t.kvs, txnKVRef{tree: in.Verb == api.KVGetTree || in.Verb == api.KVDeleteTree})
+	q.rewrites = append(q.rewrites, rewrite{op: i, apply: func(q *request, op *gate.Op) error {
+		t.kvs[j].asked = q.ops[i]
+		t.kvs[j].stored = op.Keys.Key
+		k := string(op.Keys.Key)
+		if !strings.HasPrefix(k, "/") {
+			return denial(fmt.Sprintf("a plugin rewrote the key to %q, which lacks the leading /", k))
+		}
+		if k[1:] != in.Key || !bytes.Equal(op.Value, in.Value) {
+			in.Key, in.Value, t.changed = k[1:], op.Value, true
+		}
+		return nil
+	}})
+}
+
+// finish forwards the transaction re-encoded if a plugin changed it, and
+// sets up the response chain over its results.
+func (t *txnPlugins) finish(s *Server, q *request) error {
+	if t.changed {
+		b, err := json.Marshal(t.ops)
+		if err != nil {
+			return err
+		}
+		setBody(q, b)
+	}
+	for _, kv := range t.kvs {
+		if s.gate.Responds(&kv.asked) {
+			q.respond = t.respond(s, q)
+			break
+		}
+	}
+	return nil
+}
+
+// asking finds the op a result's stored key answers.
+func (t *txnPlugins) asking(key []byte) *gate.Op {
+	for i := range t.kvs {
+		kv := &t.kvs[i]
+		if bytes.Equal(kv.stored, key) || kv.tree && bytes.HasPrefix(key, kv.stored) {
+			return &kv.asked
+		}
+	}
+	return nil
+}
+
+// respond runs the response chain over every KV result of the answer.
+func (t *txnPlugins) respond(s *Server, q *request) func(*http.Response) error {
+	return func(resp *http.Response) error {
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusConflict {
+			return nil
+		}
+		var out map[string]json.RawMessage
+		if err := readJSON(resp, &out); err != nil {
+			return err
+		}
+		var results []map[string]map[string]json.RawMessage
+		if raw, ok := out["Results"]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &results); err != nil {
+				return fmt.Errorf("storegate: decoding transaction results: %w", err)
+			}
+		}
+		for _, r := range results {
+			e := r["KV"]
+			if e == nil {
+				continue
+			}
+			var k string
+			var v []byte
+			if err := json.Unmarshal(e["Key"], &k); err != nil {
+				return fmt.Errorf("storegate: decoding a KV result: %w", err)
+			}
+			key := append([]byte("/"), k...)
+			asked := t.asking(key)
+			if asked == nil || !s.gate.Responds(asked) {
+				continue
+			}
+			if raw, ok := e["Value"]; ok && string(raw) != "null" {
+				if err := json.Unmarshal(raw, &v); err != nil {
+					return fmt.Errorf("storegate: decoding a KV value: %w", err)
+				}
+			}
+			nk, nv, err := s.gate.Response(q.r.Context(), q.caller, asked, key, v)
+			if err != nil {
+				return err
+			}
+			if len(nk) == 0 || nk[0] != '/' {
+				return errors.New("storegate: a plugin answered a key without the leading /")
+			}
+			e["Key"], _ = json.Marshal(string(nk[1:]))
+			if v != nil || nv != nil {
+				e["Value"], _ = json.Marshal(nv)
+			}
+		}
+		if results != nil {
+			b, err := json.Marshal(results)
+			if err != nil {
+				return err
+			}
+			out["Results"] = b
+		}
+		status := resp.StatusCode
+		if err := writeJSON(resp, out, false); err != nil {
+			return err
+		}
+		resp.StatusCode = status
+		return nil
+	}
 }

@@ -38,7 +38,7 @@ func (s *Server) agentServiceRegister(q *request) error {
 			svc.Checks = append(svc.Checks, agentCheckKind(c))
 		}
 	}
-	q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: registrationRewrite(&api.AgentServiceRegistration{})})
+	q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: registrationRewrite(&api.AgentServiceRegistration{}, true)})
 	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc,
 		Value: q.body, ValueSize: len(q.body)})
 	return s.takeover(q, svc, "", func(out *bytes.Buffer) (*api.AgentService, error) {
@@ -55,7 +55,7 @@ func (s *Server) agentServiceRegister(q *request) error {
 // JSON is decoded as strictly as the caller's was, into Consul's own type,
 // and forwarded re-encoded. (The name policy judged cannot change: a plugin
 // that renames the service is refused.)
-func registrationRewrite(into any) func(q *request, op *gate.Op) error {
+func registrationRewrite(into any, sameName bool) func(q *request, op *gate.Op) error {
 	return func(q *request, op *gate.Op) error {
 		if bytes.Equal(op.Value, q.body) {
 			return nil
@@ -65,9 +65,11 @@ func registrationRewrite(into any) func(q *request, op *gate.Op) error {
 		if err := dec.Decode(into); err != nil {
 			return denial("a plugin's rewritten registration does not decode: " + err.Error())
 		}
-		var name struct{ Name string }
-		if json.Unmarshal(op.Value, &name) != nil || name.Name != op.Service.Name {
-			return denial("a plugin may not rename the service it registers")
+		if sameName {
+			var name struct{ Name string }
+			if json.Unmarshal(op.Value, &name) != nil || name.Name != op.Service.Name {
+				return denial("a plugin may not rename the service it registers")
+			}
 		}
 		b, err := json.Marshal(into)
 		if err != nil {
@@ -168,7 +170,20 @@ func (s *Server) catalogRegister(q *request) error {
 		if svc.ID == "" {
 			svc.ID = svc.Name
 		}
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: reg.Datacenter})
+		// A plugin sees the whole registration (the node's too) as the
+		// service op's value, and may not change the service's name.
+		q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: func(q *request, op *gate.Op) error {
+			var in api.CatalogRegistration
+			if err := registrationRewrite(&in, false)(q, op); err != nil {
+				return err
+			}
+			if !bytes.Equal(op.Value, q.body) && (in.Service == nil || in.Service.Service != svc.Name) {
+				return denial("a plugin may not rename the service it registers")
+			}
+			return nil
+		}})
+		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: reg.Datacenter,
+			Value: q.body, ValueSize: len(q.body)})
 		if err := s.takeover(q, svc, reg.Datacenter, func(out *bytes.Buffer) (*api.AgentService, error) {
 			return nodeService(q, s, reg.Node, svc.ID, reg.Datacenter, out)
 		}); err != nil {

@@ -105,6 +105,8 @@ type request struct {
 	// response chain over the answer (before filter).
 	rewrites []rewrite
 	respond  func(*http.Response) error
+	// afterPlugins run once the request chain has run over every op.
+	afterPlugins []func(s *Server, q *request) error
 	// body is the canonical body decodeCanonical forwards.
 	body []byte
 }

@@ -65,6 +65,8 @@ func (s *Server) txn(q *request) error {
 	if err != nil {
 		return httpError{code: http.StatusBadRequest, msg: fmt.Sprintf("Failed to parse body: %v", err)}
 	}
+	tx := &txnPlugins{ops: ops}
+	q.afterPlugins = append(q.afterPlugins, tx.finish)
 	if len(ops) > txnMaxOps {
 		return httpError{code: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("Transaction contains too many operations (%d > %d)", len(ops), txnMaxOps)}
@@ -79,6 +81,7 @@ func (s *Server) txn(q *request) error {
 				return httpError{code: http.StatusRequestEntityTooLarge,
 					msg: fmt.Sprintf("Value for key %q is too large (%d > %d bytes)", in.KV.Key, size, s.opts.MaxValueBytes)}
 			}
+			tx.kv(q, len(q.ops), in.KV)
 			q.ops, err = txnKV(q.ops, in.KV)
 			if err == nil && (in.KV.Verb == api.KVLock || in.KV.Verb == api.KVUnlock) {
 				// As with ?acquire and ?release: the session must be the
@@ -134,7 +137,7 @@ func txnKV(ops []gate.Op, kv *api.KVTxnOp) ([]gate.Op, error) {
 	tree := gate.KeyRange{Key: key, End: gate.PrefixEnd(key)}
 	// Consul keeps a key's session on set and cas and reads it only for
 	// lock, unlock and check-session.
-	op := gate.Op{Resource: gate.ResourceKV, Keys: one, ValueSize: len(kv.Value)}
+	op := gate.Op{Resource: gate.ResourceKV, Keys: one, ValueSize: len(kv.Value), Value: kv.Value}
 	switch kv.Verb {
 	case api.KVGet, api.KVGetOrEmpty, api.KVCheckIndex, api.KVCheckSession, api.KVCheckNotExists:
 		// The checks reveal whether the key exists, its index or its
