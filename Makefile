@@ -62,7 +62,7 @@ policy-test:
 	$(GO) run ./cmd/gateway policy test --dir policies
 
 ## bench: etcd Range/Put direct vs storegate vs etcd grpc-proxy, tracing cost (off / 1% / 100% over OTLP), Consul KV, and policy evaluation cost
-bench: build tools
+bench: build tools plugins
 	$(GO) test -run '^$$' -bench 'BenchmarkAuthorize$$' -benchmem ./policy/
 	$(GO) test -run '^$$' -bench 'BenchmarkAuthorizeLatency' -benchtime 1x ./policy/
 	$(GO) run ./bench

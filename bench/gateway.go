@@ -30,6 +30,10 @@ func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, a
 	if t := g.traces; t != nil {
 		telemetry = fmt.Sprintf("telemetry: {traces: {exporter: %s, sampling: %g}}\n", t.exporter, t.sampling)
 	}
+	pluginsSection := ""
+	if g.plugins != "" {
+		pluginsSection = "plugins: " + g.plugins + "\n"
+	}
 	policyDir := filepath.Join(dir, name+"-policy")
 	if err := writePolicyDir(policyDir, policies, n); err != nil {
 		return nil, "", "", err
@@ -48,8 +52,8 @@ upstreams:
     tls: {cert: %q, key: %q, ca: %q}%s
 policy: {dir: %q, mode: enforce%s}
 debug: {pprof: %t}
-%s`, front, admin, consulListen, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
-		etcdEndpoint, cert.cert, cert.key, pk.caFile(), consulUpstream, policyDir, cacheSize, g.pprof, telemetry)
+%s%s`, front, admin, consulListen, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
+		etcdEndpoint, cert.cert, cert.key, pk.caFile(), consulUpstream, policyDir, cacheSize, g.pprof, telemetry, pluginsSection)
 	configFile := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		return nil, "", "", err

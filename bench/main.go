@@ -14,8 +14,14 @@
 // which counts and discards them, so that the table shows the spans each
 // variant really exported per request next to its throughput, latency and
 // CPU, and a goal line says whether 1% sampling costs under 5% of
-// throughput. With -consul (the default) it last measures Consul KV GET and
-// PUT directly and through storegate's Consul front.
+// throughput. With -consul (the default) it then measures Consul KV GET and
+// PUT directly and through storegate's Consul front. With -plugins (the
+// default) it last measures the example WebAssembly plugins of
+// bin/plugins (`make plugins`): an etcd Put through storegate with no
+// plugin, with limits and with limits, encrypt and schema; the cost of one
+// call of limits (C) and schema (Go) in process, with the real host, in
+// time and in host allocations, against the goal of under 3µs and none for
+// a 100-byte value; and their guest memory over a million calls.
 //
 // Run it from the repository root after `make tools build`:
 //
@@ -23,7 +29,7 @@
 //	go run ./bench -duration 10s -rounds 3
 //	go run ./bench -targets direct,grpc-proxy   # without the gateway
 //	go run ./bench -intentions 20,1000  # storegate with both policy sizes
-//	go run ./bench -tracing=false -consul=false  # the etcd table only
+//	go run ./bench -tracing=false -consul=false -plugins=false  # the etcd table only
 //
 // The bench makes its own CA and SPIFFE X.509-SVIDs (trust domain
 // example.org), starts a one-member etcd, the gRPC proxy and the gateway as
@@ -76,7 +82,9 @@ type options struct {
 	// consulProfile, when set, is where the gateway's CPU profile of the
 	// Consul storegate runs is written (pprof format).
 	consulProfile string
-	gateways      []gatewayVariant // derived from intentions and nocache
+	// plugins adds the plugins table (see pluginsBench).
+	plugins  bool
+	gateways []gatewayVariant // derived from intentions and nocache
 }
 
 // gatewayVariant is one storegate process under test.
@@ -93,6 +101,9 @@ type gatewayVariant struct {
 	// env, when not nil, is the OTEL_* environment of this gateway process
 	// only (see startProc); nil: the bench's environment.
 	env []string
+	// plugins, when set, is the config's plugins section (YAML); "" loads
+	// none.
+	plugins string
 }
 
 func main() {
@@ -119,12 +130,14 @@ func run() int {
 	flag.BoolVar(&o.consul, "consul", true, "also benchmark Consul KV GET and PUT, direct vs through storegate (needs bin/consul)")
 	flag.StringVar(&o.consulProfile, "consul-cpuprofile", "", "write the gateway's CPU profile over the Consul storegate runs to this file")
 	flag.BoolVar(&o.tracing, "tracing", true, "also measure tracing's cost: etcd Range through storegate with tracing off, sampled at 1% and at 100% (OTLP/gRPC to a receiver in the bench)")
+	flag.BoolVar(&o.plugins, "plugins", true, "also measure the example WebAssembly plugins of -bin/plugins (make plugins): etcd Put through storegate with none, one and three, per-call cost in process, guest memory over 1M calls")
 	flag.BoolVar(&o.nocache, "nocache", true, "also run each storegate with its policy decision cache off (every op evaluated by OPA)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench [flags]\n\n"+
 			"Benchmarks etcd Range and Put directly, through etcd's gRPC proxy and through storegate;\n"+
 			"then etcd Range through storegate with tracing off, sampled at 1%% and at 100%% (-tracing);\n"+
-			"then Consul KV GET and PUT directly and through storegate (-consul).\n\n")
+			"then Consul KV GET and PUT directly and through storegate (-consul);\n"+
+			"then the example WebAssembly plugins: Put through storegate with none, one and three, per-call cost, guest memory (-plugins).\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -206,6 +219,11 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 			return false, err
 		}
 	}
+	if o.plugins {
+		if err := checkPluginFiles(o.bin); err != nil {
+			return false, err
+		}
+	}
 
 	dir, err := os.MkdirTemp("", "storegate-bench-")
 	if err != nil {
@@ -241,13 +259,14 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 		return false, err
 	}
 	// etcd's two, the gRPC proxy's, two per gateway, then the Consul
-	// bench's and the tracing bench's.
-	ports, err := freePorts(3 + 2*len(o.gateways) + consulPorts + tracingPorts())
+	// bench's, the tracing bench's and the plugins bench's.
+	ports, err := freePorts(3 + 2*len(o.gateways) + consulPorts + tracingPorts() + pluginsPorts())
 	if err != nil {
 		return false, err
 	}
 	consulPortsAt := ports[3+2*len(o.gateways):]
 	tracingPortsAt := consulPortsAt[consulPorts:]
+	pluginsPortsAt := tracingPortsAt[tracingPorts():]
 	connect := func(name, endpoint string, hop *proc) (*target, error) {
 		t := &target{name: name, endpoint: endpoint, hop: hop}
 		cleanup = append(cleanup, t.close)
@@ -357,6 +376,13 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 			return true, err
 		}
 		failed = failed || cf
+	}
+	if o.plugins {
+		pf, err := pluginsBench(ctx, o, dir, pluginsPortsAt, gatewayBin, etcdURL, etcd, pk, certs)
+		if err != nil {
+			return true, err
+		}
+		failed = failed || pf
 	}
 	return failed, nil
 }
