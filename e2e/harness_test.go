@@ -314,7 +314,9 @@ policy: {dir: %s, mode: %s}
 			t.Logf("gateway logs:\n%s", g.logs.String())
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
+	// Up to 3 minutes: a race-built gateway compiles a large Go plugin in
+	// about 50 s the first time (later starts read the compilation cache).
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		resp, err := http.Get("http://" + g.admin + "/readyz")
 		if err == nil {
@@ -329,7 +331,7 @@ policy: {dir: %s, mode: %s}
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready in 60s:\n%s", g.logs.String())
+			t.Fatalf("gateway not ready in 3m:\n%s", g.logs.String())
 		}
 	}
 }

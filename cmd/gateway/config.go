@@ -31,6 +31,9 @@ type Config struct {
 	// Plugins run, in this order (mutators before validators), over every
 	// op they match after policy allowed it, and over what goes back.
 	Plugins []PluginConfig `yaml:"plugins"`
+	// PluginCacheDir keeps plugins' compiled code across restarts (default:
+	// the user's cache directory, storegate/wazero; "none": memory only).
+	PluginCacheDir string `yaml:"plugin_cache_dir"`
 }
 
 // DecisionLogConfig is where the decision log goes and how a file of it
@@ -247,6 +250,9 @@ func (c *Config) resolve(dir string) {
 	}
 	for i := range c.Plugins {
 		abs(&c.Plugins[i].Path)
+	}
+	if c.PluginCacheDir != "none" {
+		abs(&c.PluginCacheDir)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -111,5 +113,21 @@ func loadPlugins(ctx context.Context, cfg *Config, m plugins.Metrics, tr trace.T
 	if len(errs) > 0 {
 		return nil, errs[0]
 	}
-	return plugins.New(ctx, specs, plugins.Options{Logger: log, Metrics: m, Tracer: tr})
+	return plugins.New(ctx, specs, plugins.Options{Logger: log, Metrics: m, Tracer: tr, CacheDir: pluginCacheDir(cfg.PluginCacheDir)})
+}
+
+// pluginCacheDir is where compiled plugins are kept: compiling a large Go
+// plugin takes seconds, so a restart should not pay it again. wazero keys
+// the cache by module and runtime version.
+func pluginCacheDir(configured string) string {
+	switch configured {
+	case "none":
+		return ""
+	case "":
+		if d, err := os.UserCacheDir(); err == nil {
+			return filepath.Join(d, "storegate", "wazero")
+		}
+		return ""
+	}
+	return configured
 }

@@ -123,6 +123,15 @@ func (d *opsDecoder) txn(r *pb.TxnRequest) error {
 		d.txnOps++
 		op := etcdOp(gate.ResourceKV, gate.ActionRead, mTxn)
 		op.Keys = gate.KeyRange{Key: c.Key, End: c.RangeEnd}
+		if c.Target == pb.Compare_VALUE {
+			// For plugins: a compare of values compares stored bytes, so a
+			// plugin that rewrites values must see (and may rewrite or
+			// refuse) the value compared. Policy sees a read.
+			op.Value = c.GetValue()
+			if op.Value == nil {
+				op.Value = []byte{}
+			}
+		}
 		op.TxnIndex = d.txnOps
 		d.compares = append(d.compares, len(d.ops))
 		compareRewrite(d, c)

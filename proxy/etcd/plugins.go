@@ -125,5 +125,8 @@ func deleteRewrite(d *opsDecoder, r *pb.DeleteRangeRequest) {
 func compareRewrite(d *opsDecoder, c *pb.Compare) {
 	d.rewrites = append(d.rewrites, rewrite{op: len(d.ops), req: c, apply: func(op *gate.Op) {
 		c.Key, c.RangeEnd = op.Keys.Key, op.Keys.End
+		if c.Target == pb.Compare_VALUE {
+			c.TargetUnion = &pb.Compare_Value{Value: op.Value}
+		}
 	}})
 }
