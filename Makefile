@@ -3,9 +3,11 @@ GO        ?= go
 BIN       := $(CURDIR)/bin
 TOOLS_MOD := tools/etcd
 CONSUL_MOD := tools/consul
+SPIRE_MOD := tools/spire
+SPIRE_LDFLAGS := -X github.com/spiffe/spire/pkg/common/version.gittag=1.13.3
 GOTESTFLAGS ?=
 
-.PHONY: run test bench build tools consul check policy-test plugins clang clean
+.PHONY: run test bench build tools consul spire check policy-test plugins clang clean
 
 PLUGIN_BIN := $(BIN)/plugins
 GO_PLUGINS := schema namespace encrypt registration
@@ -51,8 +53,18 @@ clang:
 		{ echo "installing $(CLANG_PKGS) (apt-get)"; apt-get install -y -q $(CLANG_PKGS) >/dev/null || \
 		  { apt-get update -q >/dev/null && apt-get install -y -q $(CLANG_PKGS) >/dev/null; }; }
 
+## spire: the SPIRE 1.13.3 server and agent, for the SPIFFE tests (~20 CPU-min the first time)
+spire: $(BIN)/spire-server $(BIN)/spire-agent
+
+# spire-server's sqlite3 datastore needs cgo: without it SPIRE builds, then refuses sqlite3 at run time.
+$(BIN)/spire-server: $(SPIRE_MOD)/go.mod $(SPIRE_MOD)/go.sum
+	cd $(SPIRE_MOD) && CGO_ENABLED=1 $(GO) build -ldflags '$(SPIRE_LDFLAGS)' -o $(BIN)/spire-server github.com/spiffe/spire/cmd/spire-server
+
+$(BIN)/spire-agent: $(SPIRE_MOD)/go.mod $(SPIRE_MOD)/go.sum
+	cd $(SPIRE_MOD) && $(GO) build -ldflags '$(SPIRE_LDFLAGS)' -o $(BIN)/spire-agent github.com/spiffe/spire/cmd/spire-agent
+
 ## test: every test — OPA policy tests, unit tests and end-to-end tests, with the race detector
-test: tools plugins policy-test
+test: tools spire plugins policy-test
 	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 	cd plugins/sdk && $(GO) test -count=1 ./...
 	cd plugins/examples && $(GO) test -count=1 ./...
@@ -74,6 +86,7 @@ check:
 	$(GO) mod tidy -diff
 	cd $(TOOLS_MOD) && $(GO) mod tidy -diff
 	cd $(CONSUL_MOD) && $(GO) mod tidy -diff
+	cd $(SPIRE_MOD) && $(GO) mod tidy -diff
 	cd plugins/sdk && $(GO) mod tidy -diff && $(GO) vet ./... && GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 	cd plugins/examples && $(GO) mod tidy -diff && GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 
