@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 )
 
@@ -140,4 +141,21 @@ func (kp *keyPair) reloadLocked() error {
 	}
 	kp.current, kp.stamp = &pair, stamp
 	return nil
+}
+
+// SourceClientConfig is the client side of an upstream that trusts the
+// gateway's own trust domain: the gateway presents its current SVID (from
+// src, so rotations apply to the next handshake) and accepts the upstream
+// when its SVID verifies against src's bundles and names peer — a SPIFFE ID,
+// or a trust domain (spiffe://example.org) to accept any of its members.
+func SourceClientConfig(src Source, peer string) (*tls.Config, error) {
+	var authz tlsconfig.Authorizer
+	if id, err := spiffeid.FromString(peer); err == nil && id.Path() != "" {
+		authz = tlsconfig.AuthorizeID(id)
+	} else if td, err := spiffeid.TrustDomainFromString(peer); err == nil {
+		authz = tlsconfig.AuthorizeMemberOf(td)
+	} else {
+		return nil, fmt.Errorf("mtls: %q is neither a SPIFFE ID nor a trust domain", peer)
+	}
+	return ClientConfig(src, authz), nil
 }

@@ -1,12 +1,10 @@
 package mtls_test
 
 import (
-	"context"
 	"crypto/tls"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -141,29 +139,48 @@ func TestFileClientConfigErrors(t *testing.T) {
 	}
 }
 
-func TestNewWorkloadSource(t *testing.T) {
-	tests := []struct {
-		name string
-		addr string
-	}{
-		{"invalid address", "tcp://not-an-ip:8081"},
-		{"unreachable agent", "unix://" + t.TempDir() + "/agent.sock"},
-		{"no address", ""},
+func TestStartWorkloadSource(t *testing.T) {
+	unsetenv(t, "SPIFFE_ENDPOINT_SOCKET")
+	for _, addr := range []string{"tcp://not-an-ip:8081", ""} {
+		if src, err := mtls.StartWorkloadSource(t.Context(), addr, nil); err == nil {
+			src.Close()
+			t.Errorf("%q: no error", addr)
+		} else if !strings.HasPrefix(err.Error(), "mtls: ") {
+			t.Errorf("error %q lacks the package prefix", err)
+		}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			defer cancel()
-			unsetenv(t, "SPIFFE_ENDPOINT_SOCKET")
-			src, err := mtls.NewWorkloadSource(ctx, tt.addr)
-			if err == nil {
-				src.Close()
-				t.Fatal("no error")
-			}
-			if !strings.HasPrefix(err.Error(), "mtls: ") {
-				t.Errorf("error %q lacks the package prefix", err)
-			}
-			t.Log(err)
-		})
+	// An agent that is not there (yet): the source starts, says why it has
+	// no SVID, and keeps trying.
+	sock := "unix://" + t.TempDir() + "/agent.sock"
+	src, err := mtls.StartWorkloadSource(t.Context(), sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.GetX509SVID(); err == nil || !strings.Contains(err.Error(), "no SVID yet from the workload API at "+sock) {
+		t.Errorf("GetX509SVID before the agent answers: %v", err)
+	}
+	select {
+	case <-src.Ready():
+		t.Error("ready without an agent")
+	default:
+	}
+}
+
+// TestSourceClientConfigPeer: the upstream is named by a SPIFFE ID or a
+// trust domain; anything else is a configuration error.
+func TestSourceClientConfigPeer(t *testing.T) {
+	ca := mtlstest.NewCA(t, "example.org")
+	gw := ca.SVID(t, "gateway", "/gateway")
+	src := newFileSource(t, mtls.FileConfig{Cert: gw.Cert, Key: gw.Key, Bundle: ca.Bundle()}, nil)
+	for _, ok := range []string{"spiffe://example.org/etcd", "spiffe://example.org", "example.org"} {
+		if _, err := mtls.SourceClientConfig(src, ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "https://etcd:2379", "spiffe://"} {
+		if _, err := mtls.SourceClientConfig(src, bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
 	}
 }

@@ -112,8 +112,14 @@ type EtcdUpstream struct {
 	MaxRequest   ByteSize `yaml:"max_request_bytes"`
 }
 
-// TLSFiles are conventional client TLS files for an upstream.
+// TLSFiles are conventional client TLS files for an upstream, or, with
+// SPIFFE set, the gateway's own SVID and bundles (from files or the Workload
+// API, rotating) for an upstream in a trust domain the gateway trusts.
 type TLSFiles struct {
+	// SPIFFE is the upstream's SPIFFE ID, or a trust domain
+	// (spiffe://example.org) to accept any of its members; set, it replaces
+	// cert, key and ca.
+	SPIFFE     string `yaml:"spiffe"`
 	Cert       string `yaml:"cert"`
 	Key        string `yaml:"key"`
 	CA         string `yaml:"ca"`
@@ -279,6 +285,9 @@ func (c *Config) validate() error {
 		if (cu.TLS.Cert == "") != (cu.TLS.Key == "") {
 			bad("upstreams.consul.tls: cert and key go together")
 		}
+		if cu.TLS.SPIFFE != "" && (cu.TLS.Cert != "" || cu.TLS.CA != "") {
+			bad("upstreams.consul.tls: spiffe replaces cert, key and ca")
+		}
 	}
 	for _, u := range c.Listen.EtcdAdvertise {
 		if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" {
@@ -322,6 +331,9 @@ func (c *Config) validate() error {
 		}
 		if (e.TLS.Cert == "") != (e.TLS.Key == "") {
 			bad("upstreams.etcd.tls: cert and key go together")
+		}
+		if e.TLS.SPIFFE != "" && (e.TLS.Cert != "" || e.TLS.CA != "") {
+			bad("upstreams.etcd.tls: spiffe replaces cert, key and ca")
 		}
 		if (e.Username == "") != (e.PasswordFile == "") {
 			bad("upstreams.etcd: username and password_file go together")

@@ -107,7 +107,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	}
 	g := gate.New(engine, log, gopts...)
 
-	up, err := dialEtcd(cfg.Upstreams.Etcd, tel.DialOptions(), log)
+	up, err := dialEtcd(cfg.Upstreams.Etcd, src, tel.DialOptions(), log)
 	if err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, src 
 		opts.Token = strings.TrimSpace(string(b))
 	}
 	if addr.Scheme == "https" {
-		c, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: cu.TLS.Cert, Key: cu.TLS.Key, CA: cu.TLS.CA, ServerName: cu.TLS.ServerName})
+		c, err := upstreamTLS(cu.TLS, src)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("upstreams.consul.tls: %w", err)
 		}
@@ -244,18 +244,27 @@ func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identityS
 		}
 		return src, nil
 	}
-	src, err := mtls.NewWorkloadSource(ctx, cfg.Identity.WorkloadAPI)
+	src, err := mtls.StartWorkloadSource(ctx, cfg.Identity.WorkloadAPI, log)
 	if err != nil {
 		return nil, err
 	}
 	return src, nil
 }
 
-func dialEtcd(e *EtcdUpstream, dialOpts []grpc.DialOption, log *slog.Logger) (*etcdfront.Upstream, error) {
+// upstreamTLS is the client TLS config for an upstream: the gateway's own
+// SVID when tls.spiffe names the upstream, else the files.
+func upstreamTLS(t TLSFiles, src mtls.Source) (*tls.Config, error) {
+	if t.SPIFFE != "" {
+		return mtls.SourceClientConfig(src, t.SPIFFE)
+	}
+	return mtls.FileClientConfig(mtls.ClientFiles{Cert: t.Cert, Key: t.Key, CA: t.CA, ServerName: t.ServerName})
+}
+
+func dialEtcd(e *EtcdUpstream, src mtls.Source, dialOpts []grpc.DialOption, log *slog.Logger) (*etcdfront.Upstream, error) {
 	var tlsCfg *tls.Config
 	for _, ep := range e.Endpoints {
 		if strings.HasPrefix(ep, "https://") {
-			c, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: e.TLS.Cert, Key: e.TLS.Key, CA: e.TLS.CA, ServerName: e.TLS.ServerName})
+			c, err := upstreamTLS(e.TLS, src)
 			if err != nil {
 				return nil, fmt.Errorf("upstreams.etcd.tls: %w", err)
 			}
