@@ -90,6 +90,13 @@ func (r *recorder) add(s string) {
 	r.seen = append(r.seen, s)
 }
 
+// all returns what reached the agent, in order.
+func (r *recorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.seen...)
+}
+
 // count reports how many requests for "METHOD /path" reached the agent.
 func (r *recorder) count(what string) int {
 	r.mu.Lock()
