@@ -50,7 +50,7 @@ $(PLUGIN_BIN)/limits.wasm: plugins/examples/limits/limits.c plugins/sdk/c/storeg
 ## clang: install clang, lld and wasi-libc from Debian's packages if clang cannot build for wasm32-wasi
 clang:
 	@echo 'int main(void){return 0;}' | clang --target=wasm32-wasi -x c -o /dev/null - 2>/dev/null || \
-		{ echo "installing $(CLANG_PKGS) (apt-get)"; apt-get install -y -q $(CLANG_PKGS) >/dev/null || \
+		{ echo "installing $(CLANG_PKGS) (apt-get)"; export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q $(CLANG_PKGS) >/dev/null || \
 		  { apt-get update -q >/dev/null && apt-get install -y -q $(CLANG_PKGS) >/dev/null; }; }
 
 ## spire: the SPIRE 1.13.3 server and agent, for the SPIFFE tests (~20 CPU-min the first time)
