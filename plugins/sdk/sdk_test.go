@@ -376,9 +376,6 @@ func TestNoAllocs(t *testing.T) {
 // TestMillionCallsFlat runs a million request and response calls and checks
 // that the heap saw no allocation at all: guest memory stays flat.
 func TestMillionCallsFlat(t *testing.T) {
-	if testing.Short() {
-		t.Skip("long")
-	}
 	withPlugin(t, prefixPlugin)
 	op := sampleOp()
 	write := AppendOpEnvelope(nil, &op)
