@@ -330,3 +330,16 @@ func TestCacheDir(t *testing.T) {
 		t.Errorf("cache dir: %v entries, %v", len(entries), err)
 	}
 }
+
+// TestMatchRefusesUnpluggedResources: a plugin matched to a resource the
+// fronts never give to plugins (locks, leases, ...) would never run; it is
+// refused at load rather than silently skipped.
+func TestMatchRefusesUnpluggedResources(t *testing.T) {
+	_, err := Match{Resources: []gate.Resource{gate.ResourceKV, gate.ResourceLock}}.compile()
+	if err == nil || !strings.Contains(err.Error(), "resource lock does not go through plugins") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := (Match{Resources: []gate.Resource{gate.ResourceKV, gate.ResourceWatch, gate.ResourceService, gate.ResourceCheck}}).compile(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -29,8 +29,18 @@ type matcher struct {
 	keys      []glob
 }
 
+// Resources the fronts give to plugins in ABI v1 (ABI.md): a match naming
+// only others would select nothing, and a validator configured for, say,
+// locks would silently never run. Such a match is refused instead.
+var pluggable = []gate.Resource{gate.ResourceKV, gate.ResourceWatch, gate.ResourceService, gate.ResourceCheck}
+
 // compile checks m and compiles its globs.
 func (m Match) compile() (matcher, error) {
+	for _, r := range m.Resources {
+		if !slices.Contains(pluggable, r) {
+			return matcher{}, fmt.Errorf("resource %s does not go through plugins (kv, watch, service and check do)", r)
+		}
+	}
 	c := matcher{
 		protocols: slices.Clone(m.Protocols),
 		resources: slices.Clone(m.Resources),
