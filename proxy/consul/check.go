@@ -35,7 +35,7 @@ func (s *Server) agentCheckRegister(q *request) error {
 		}
 		svc.Name = name
 	}
-	q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: registrationRewrite(&api.AgentCheckRegistration{}, false)})
+	s.carry(q, rewrite{apply: registrationRewrite(&api.AgentCheckRegistration{}, false)})
 	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Service: svc,
 		Value: q.body, ValueSize: len(q.body)})
 	return nil

@@ -41,7 +41,7 @@ func (s *Server) kvGet(q *request) error {
 	default:
 		op.Keys = gate.KeyRange{Key: opKey}
 	}
-	q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: kvRewrite, respond: kvResponse})
+	s.carry(q, rewrite{apply: kvRewrite, respond: kvResponse})
 	q.ops = append(q.ops, op)
 	return nil
 }
@@ -67,7 +67,7 @@ func (s *Server) kvPut(q *request) error {
 	}
 
 	op := gate.Op{Resource: gate.ResourceKV, Action: gate.ActionWrite, Keys: gate.KeyRange{Key: opKey}, ValueSize: len(body), Value: body}
-	q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: kvRewrite})
+	s.carry(q, rewrite{apply: kvRewrite})
 	q.ops = append(q.ops, op)
 	// Locking with a session: the lock must be allowed, and the session
 	// must be the caller's own.
@@ -99,7 +99,7 @@ func (s *Server) kvDelete(q *request) error {
 	case key == "":
 		return errMissingKey
 	}
-	q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: kvRewrite})
+	s.carry(q, rewrite{apply: kvRewrite})
 	q.ops = append(q.ops, op)
 	return nil
 }

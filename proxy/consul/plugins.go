@@ -26,6 +26,16 @@ type rewrite struct {
 	respond func(s *Server, q *request, op gate.Op) func(*http.Response) error
 }
 
+// carry records that the op about to be appended to q.ops may be
+// rewritten by plugins, and how; without plugins it records nothing, so a
+// request pays nothing for them.
+func (s *Server) carry(q *request, rw rewrite) {
+	if s.gate.Plugins() {
+		rw.op = len(q.ops)
+		q.rewrites = append(q.rewrites, rw)
+	}
+}
+
 // runPlugins runs the request chain over every op the request carries, after
 // policy allowed the request, writes back what the chain changed, and sets
 // up the response chain for what goes back.

@@ -38,7 +38,7 @@ func (s *Server) agentServiceRegister(q *request) error {
 			svc.Checks = append(svc.Checks, agentCheckKind(c))
 		}
 	}
-	q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: registrationRewrite(&api.AgentServiceRegistration{}, true)})
+	s.carry(q, rewrite{apply: registrationRewrite(&api.AgentServiceRegistration{}, true)})
 	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc,
 		Value: q.body, ValueSize: len(q.body)})
 	return s.takeover(q, svc, "", func(out *bytes.Buffer) (*api.AgentService, error) {
@@ -172,7 +172,7 @@ func (s *Server) catalogRegister(q *request) error {
 		}
 		// A plugin sees the whole registration (the node's too) as the
 		// service op's value, and may not change the service's name.
-		q.rewrites = append(q.rewrites, rewrite{op: len(q.ops), apply: func(q *request, op *gate.Op) error {
+		s.carry(q, rewrite{apply: func(q *request, op *gate.Op) error {
 			var in api.CatalogRegistration
 			if err := registrationRewrite(&in, false)(q, op); err != nil {
 				return err

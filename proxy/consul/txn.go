@@ -65,8 +65,11 @@ func (s *Server) txn(q *request) error {
 	if err != nil {
 		return httpError{code: http.StatusBadRequest, msg: fmt.Sprintf("Failed to parse body: %v", err)}
 	}
-	tx := &txnPlugins{ops: ops}
-	q.afterPlugins = append(q.afterPlugins, tx.finish)
+	var tx *txnPlugins // plugins' view of the KV ops, only when plugins run
+	if s.gate.Plugins() {
+		tx = &txnPlugins{ops: ops}
+		q.afterPlugins = append(q.afterPlugins, tx.finish)
+	}
 	if len(ops) > txnMaxOps {
 		return httpError{code: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("Transaction contains too many operations (%d > %d)", len(ops), txnMaxOps)}
@@ -81,7 +84,9 @@ func (s *Server) txn(q *request) error {
 				return httpError{code: http.StatusRequestEntityTooLarge,
 					msg: fmt.Sprintf("Value for key %q is too large (%d > %d bytes)", in.KV.Key, size, s.opts.MaxValueBytes)}
 			}
-			tx.kv(q, len(q.ops), in.KV)
+			if tx != nil {
+				tx.kv(q, len(q.ops), in.KV)
+			}
 			q.ops, err = txnKV(q.ops, in.KV)
 			if err == nil && (in.KV.Verb == api.KVLock || in.KV.Verb == api.KVUnlock) {
 				// As with ?acquire and ?release: the session must be the

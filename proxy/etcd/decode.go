@@ -62,7 +62,9 @@ type opsDecoder struct {
 	// to; ranges maps each range request of a txn to its op's index.
 	compares []int
 	ranges   map[*pb.RangeRequest]int
-	// rewrites are the ops the request carries, for plugins.
+	// plugins: record rewrites (the ops the request carries) for them;
+	// without plugins a request pays nothing for them.
+	plugins  bool
 	rewrites []rewrite
 }
 

@@ -53,7 +53,7 @@ func (s *Server) transformRange(ctx context.Context, ops []gate.Op, r *pb.RangeR
 		return nil, r, nil
 	}
 	up := proto.Clone(r).(*pb.RangeRequest)
-	d := opsDecoder{ops: ops[:0]}
+	d := opsDecoder{ops: ops[:0], plugins: true}
 	rangeRewrite(&d, up)
 	orig, err := s.transform(ctx, ops, d.rewrites)
 	if err != nil {
@@ -148,7 +148,7 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if len(r.Key) == 0 {
 		return nil, errEmptyKey
 	}
-	d := opsDecoder{ctx: ctx, leaseKeys: k.s.leaseKeys}
+	d := opsDecoder{ctx: ctx, leaseKeys: k.s.leaseKeys, plugins: k.s.gate.Plugins()}
 	if err := d.put(r, mPut, 0); err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 	if len(r.Key) == 0 {
 		return nil, errEmptyKey
 	}
-	d := opsDecoder{ctx: ctx}
+	d := opsDecoder{ctx: ctx, plugins: k.s.gate.Plugins()}
 	d.del(r, mDeleteRange, 0)
 	eff := make([]gate.Effect, len(d.ops))
 	if err := k.s.check(ctx, d.ops, eff); err != nil {
@@ -197,7 +197,7 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 }
 
 func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
-	d := opsDecoder{ctx: ctx, leaseKeys: k.s.leaseKeys, maxTxnOps: k.s.opts.MaxTxnOps}
+	d := opsDecoder{ctx: ctx, leaseKeys: k.s.leaseKeys, maxTxnOps: k.s.opts.MaxTxnOps, plugins: k.s.gate.Plugins()}
 	if err := d.txn(r); err != nil {
 		return nil, err
 	}

@@ -105,24 +105,36 @@ func (s *Server) respondTxn(ctx context.Context, req *pb.TxnRequest, resp *pb.Tx
 // Write-backs for each request message that carries keys or a value.
 
 func putRewrite(d *opsDecoder, r *pb.PutRequest) {
+	if !d.plugins {
+		return
+	}
 	d.rewrites = append(d.rewrites, rewrite{op: len(d.ops), req: r, apply: func(op *gate.Op) {
 		r.Key, r.Value = op.Keys.Key, op.Value
 	}})
 }
 
 func rangeRewrite(d *opsDecoder, r *pb.RangeRequest) {
+	if !d.plugins {
+		return
+	}
 	d.rewrites = append(d.rewrites, rewrite{op: len(d.ops), req: r, apply: func(op *gate.Op) {
 		r.Key, r.RangeEnd = op.Keys.Key, op.Keys.End
 	}})
 }
 
 func deleteRewrite(d *opsDecoder, r *pb.DeleteRangeRequest) {
+	if !d.plugins {
+		return
+	}
 	d.rewrites = append(d.rewrites, rewrite{op: len(d.ops), req: r, apply: func(op *gate.Op) {
 		r.Key, r.RangeEnd = op.Keys.Key, op.Keys.End
 	}})
 }
 
 func compareRewrite(d *opsDecoder, c *pb.Compare) {
+	if !d.plugins {
+		return
+	}
 	d.rewrites = append(d.rewrites, rewrite{op: len(d.ops), req: c, apply: func(op *gate.Op) {
 		c.Key, c.RangeEnd = op.Keys.Key, op.Keys.End
 		if c.Target == pb.Compare_VALUE {
