@@ -36,6 +36,13 @@ type Observer interface {
 	Observe(ctx context.Context, rec *Record)
 }
 
+// Auditor is an Observer whose record is a condition of the decision: when
+// Audit returns an error (e.g. the decision log cannot take the record), the
+// op is denied. It must not block: a full queue is an error, not a wait.
+type Auditor interface {
+	Audit(ctx context.Context, rec *Record) error
+}
+
 // Observers calls each of its elements in turn.
 type Observers []Observer
 

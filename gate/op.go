@@ -142,6 +142,14 @@ type Op struct {
 	// when the op is not part of a transaction.
 	TxnIndex int
 
+	// Foreign marks an op on a thing another identity owns (a lease the
+	// gateway recorded as granted by Owner, or one with no owner on record,
+	// Owner then empty). The gateway derives such ops after the caller's own
+	// request was allowed; policy allows them only through an intention that
+	// names owners.
+	Foreign bool
+	Owner   string
+
 	// Consul targets.
 	Service    *Service
 	Session    string
