@@ -61,8 +61,12 @@ const (
 type Error struct {
 	Kind   ErrorKind
 	Reason string // said to operators and, where the protocol allows, to callers
-	Op     *Op    // the op that failed, if any
-	Err    error  // underlying cause, if any
+	// Detail is the full reason, for the decision log and spans only, when
+	// Reason says less (a derived op's denial must not name what the caller
+	// cannot read).
+	Detail string
+	Op     *Op   // the op that failed, if any
+	Err    error // underlying cause, if any
 }
 
 func (e *Error) Error() string {

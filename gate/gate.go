@@ -1,9 +1,10 @@
 package gate
 
 import (
+	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -20,6 +21,12 @@ type Gate struct {
 	obs    Observer     // nil: nobody observes
 	// plugins, when set, run over every allowed op and every answer.
 	plugins Transformer
+	// reserved is the key prefix no caller reaches (the gateway's own
+	// records in the stores).
+	reserved []byte
+
+	changeMu sync.Mutex
+	changed  chan struct{} // closed and replaced on every policy change
 }
 
 // Option configures a Gate.
@@ -37,50 +44,62 @@ func WithPlugins(t Transformer) Option { return func(g *Gate) { g.plugins = t } 
 // WithObserver hands every decision of Check to o (metrics, decision log).
 func WithObserver(o Observer) Option { return func(g *Gate) { g.obs = o } }
 
+// WithReserved keeps every caller away from keys starting with prefix, in
+// both stores: ops on them are denied, reads and watches over them narrowed.
+func WithReserved(prefix []byte) Option {
+	return func(g *Gate) { g.reserved = bytes.Clone(prefix) }
+}
+
 // New returns a Gate that asks authz about every op.
 func New(authz Authorizer, log *slog.Logger, opts ...Option) *Gate {
 	if log == nil {
 		log = slog.Default()
 	}
-	g := &Gate{authz: authz, log: log}
+	g := &Gate{authz: authz, log: log, changed: make(chan struct{})}
 	for _, o := range opts {
 		o(g)
 	}
 	return g
 }
 
-// Check authorizes every op for caller and returns the effect for each op in
-// effects (which must be at least len(ops) long, or nil when the caller
-// needs no per-op effects). Any denial denies the request as a whole: the
-// returned error is a *Error of KindDenied naming the first denied op.
+// Check authorizes ops for caller as one request of asked ops, reads and
+// watches narrowable, and stores their effects in effects (nil, or at least
+// len(ops) long).
+//
+// Deprecated: fronts drive a Request (Begin), which also knows derived ops.
 func (g *Gate) Check(ctx context.Context, caller Identity, ops []Op, effects []Effect) error {
-	if caller.IsZero() {
-		return &Error{Kind: KindUnauthenticated, Reason: "no authenticated caller"}
-	}
+	r := g.Begin(caller)
 	for i := range ops {
-		op := &ops[i]
-		d, err := g.decide(ctx, caller, op)
-		if err != nil {
-			g.log.Warn("policy error, denying", "caller", caller.String(), "method", op.Method,
-				"resource", op.Resource.String(), "action", op.Action.String(), "err", err)
-			return &Error{Kind: KindDenied, Reason: "policy evaluation failed", Op: op, Err: err}
+		j := r.Ask(ops[i])
+		if ops[i].Action == ActionRead || ops[i].Action == ActionWatch {
+			r.Narrow(j)
 		}
-		if d.Shadow {
-			g.log.Info("shadow deny", "caller", caller.String(), "method", op.Method,
-				"resource", op.Resource.String(), "action", op.Action.String(),
-				"key", fmt.Sprintf("%q", op.Keys.Key), "reason", d.Reason)
-		}
-		if d.Effect == Deny {
-			g.log.Info("deny", "caller", caller.String(), "method", op.Method,
-				"resource", op.Resource.String(), "action", op.Action.String(),
-				"key", fmt.Sprintf("%q", op.Keys.Key), "reason", d.Reason)
-			return Denied(op, d.Reason)
-		}
-		if effects != nil {
-			effects[i] = d.Effect
+	}
+	if err := r.Authorize(ctx); err != nil {
+		return err
+	}
+	if effects != nil {
+		for i := range ops {
+			effects[i] = r.Effect(i)
 		}
 	}
 	return nil
+}
+
+// PolicyChanged returns a channel closed when the policy next changes: the
+// signal for open streams to judge what they carry again.
+func (g *Gate) PolicyChanged() <-chan struct{} {
+	g.changeMu.Lock()
+	defer g.changeMu.Unlock()
+	return g.changed
+}
+
+// NotifyPolicyChange tells open streams that a new policy version is in use.
+func (g *Gate) NotifyPolicyChange() {
+	g.changeMu.Lock()
+	close(g.changed)
+	g.changed = make(chan struct{})
+	g.changeMu.Unlock()
 }
 
 // Authenticate runs identify, the front's authentication of the caller,
@@ -123,14 +142,16 @@ func (g *Gate) decide(ctx context.Context, caller Identity, op *Op) (Decision, e
 	start := time.Now()
 	d, err := g.authz.Authorize(ctx, caller, op)
 	took := time.Since(start)
-	if err == nil && d.Effect == Filter && op.Action != ActionRead && op.Action != ActionWatch {
-		// Only reads can be narrowed after the fact; anything else that is
-		// not wholly allowed is denied.
-		d = Decision{Effect: Deny, Reason: "only part of the range is allowed", Revision: d.Revision}
-	}
 	if g.obs != nil {
 		rec := Record{Time: start, Caller: caller, Op: op, Decision: d, Err: err, Duration: took}
-		g.obs.Observe(ctx, &rec)
+		if a, ok := g.obs.(Auditor); ok {
+			if aerr := a.Audit(ctx, &rec); aerr != nil && err == nil {
+				// A decision that cannot be recorded is not taken.
+				err = aerr
+			}
+		} else {
+			g.obs.Observe(ctx, &rec)
+		}
 	}
 	if span != nil {
 		result, reason := d.Effect, d.Reason
@@ -158,6 +179,9 @@ func (g *Gate) decide(ctx context.Context, caller Identity, op *Op) (Decision, e
 // Readable reports whether caller may read the single key key: the check a
 // front applies to every key and event of a filtered range. Errors deny.
 func (g *Gate) Readable(ctx context.Context, caller Identity, proto Protocol, res Resource, method string, key []byte) bool {
+	if g.Reserved(key) {
+		return false
+	}
 	op := Op{Protocol: proto, Resource: res, Action: ActionRead, Method: method, Keys: KeyRange{Key: key}}
 	if res == ResourceWatch {
 		op.Action = ActionWatch

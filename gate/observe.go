@@ -53,6 +53,22 @@ func (os Observers) Observe(ctx context.Context, rec *Record) {
 	}
 }
 
+// Audit implements Auditor: it audits with the elements that are Auditors
+// and observes with the others; the first audit error is returned.
+func (os Observers) Audit(ctx context.Context, rec *Record) error {
+	var first error
+	for _, o := range os {
+		if a, ok := o.(Auditor); ok {
+			if err := a.Audit(ctx, rec); err != nil && first == nil {
+				first = err
+			}
+			continue
+		}
+		o.Observe(ctx, rec)
+	}
+	return first
+}
+
 // ObserveStage implements StageObserver for the elements that do.
 func (os Observers) ObserveStage(ctx context.Context, proto Protocol, stage Stage, d time.Duration) {
 	for _, o := range os {
