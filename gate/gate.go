@@ -176,6 +176,17 @@ func (g *Gate) decide(ctx context.Context, caller Identity, op *Op) (Decision, e
 	return d, err
 }
 
+// Allows reports whether policy allows op for caller outright (Allow, not
+// Filter), outside any request: for narrowing answers item by item (e.g.
+// the leases a list shows). It is not observed; errors deny.
+func (g *Gate) Allows(ctx context.Context, caller Identity, op *Op) bool {
+	if g.touchesReserved(op) {
+		return false
+	}
+	d, err := g.authz.Authorize(ctx, caller, op)
+	return err == nil && d.Effect == Allow
+}
+
 // Readable reports whether caller may read the single key key: the check a
 // front applies to every key and event of a filtered range. Errors deny.
 func (g *Gate) Readable(ctx context.Context, caller Identity, proto Protocol, res Resource, method string, key []byte) bool {

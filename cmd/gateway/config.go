@@ -31,6 +31,8 @@ type Config struct {
 	// Plugins run, in this order (mutators before validators), over every
 	// op they match after policy allowed it, and over what goes back.
 	Plugins []PluginConfig `yaml:"plugins"`
+	// Limits bound what callers may hold open at once.
+	Limits LimitsConfig `yaml:"limits"`
 	// PluginCacheDir keeps plugins' compiled code across restarts (default:
 	// the user's cache directory, storegate/wazero; "none": memory only).
 	PluginCacheDir string `yaml:"plugin_cache_dir"`
@@ -44,6 +46,16 @@ type DecisionLogConfig struct {
 	MaxBackups int    `yaml:"max_backups"`
 	MaxAgeDays int    `yaml:"max_age_days"`
 	Compress   bool   `yaml:"compress"`
+}
+
+// LimitsConfig bounds the streams and watches callers hold open, per caller
+// and in total (0: the default, sized for a 2-core gateway). Beyond them
+// callers get etcd's "etcdserver: too many requests".
+type LimitsConfig struct {
+	StreamsPerCaller int `yaml:"streams_per_caller"` // default 1024
+	Streams          int `yaml:"streams"`            // default 16384
+	WatchesPerCaller int `yaml:"watches_per_caller"` // default 8192
+	Watches          int `yaml:"watches"`            // default 65536
 }
 
 // DebugConfig turns on diagnostics that are off in production.
@@ -341,6 +353,9 @@ func (c *Config) validate() error {
 		if e.MaxTxnOps < 0 {
 			bad("upstreams.etcd.max_txn_ops: must not be negative")
 		}
+	}
+	if l := c.Limits; l.StreamsPerCaller < 0 || l.Streams < 0 || l.WatchesPerCaller < 0 || l.Watches < 0 {
+		bad("limits: negative bounds are not allowed (0 is the default)")
 	}
 	if *c.Policy.CacheSize < 0 {
 		bad("policy.cache_size: must not be negative")

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -70,8 +71,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	}()
 
 	mode, _ := policy.ParseMode(cfg.Policy.Mode) // validated already
+	// Open streams are judged again whenever a new policy version is in use.
+	var changed atomic.Pointer[gate.Gate]
 	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize,
-		OnReload: func(_ string, err error) { tel.Metrics().PolicyReloaded(err) }})
+		OnReload: func(_ string, err error) {
+			tel.Metrics().PolicyReloaded(err)
+			if g := changed.Load(); g != nil && err == nil {
+				g.NotifyPolicyChange()
+			}
+		}})
 	if err != nil {
 		return err
 	}
@@ -91,7 +99,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		defer dl.Close()
 		observers = append(observers, dl)
 	}
-	gopts := []gate.Option{gate.WithTracer(tel.Tracer()), gate.WithObserver(observers)}
+	gopts := []gate.Option{gate.WithTracer(tel.Tracer()), gate.WithObserver(observers),
+		gate.WithReserved([]byte(etcdfront.ReservedPrefix))}
 	host, err := loadPlugins(ctx, cfg, tel.Metrics(), tel.Tracer(), log)
 	if err != nil {
 		return err
@@ -106,6 +115,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		gopts = append(gopts, gate.WithPlugins(host))
 	}
 	g := gate.New(engine, log, gopts...)
+	changed.Store(g)
 
 	up, err := dialEtcd(cfg.Upstreams.Etcd, src, tel.DialOptions(), log)
 	if err != nil {
@@ -118,7 +128,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		AdvertiseURLs:   cfg.Listen.EtcdAdvertise,
 		MaxRequestBytes: int(cfg.Upstreams.Etcd.MaxRequest),
 		MaxTxnOps:       cfg.Upstreams.Etcd.MaxTxnOps,
-		Logger:          log,
+		Limits: etcdfront.Limits{StreamsPerCaller: cfg.Limits.StreamsPerCaller, Streams: cfg.Limits.Streams,
+			WatchesPerCaller: cfg.Limits.WatchesPerCaller, Watches: cfg.Limits.Watches},
+		Logger: log,
 	})
 	gs := front.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)), tel.ServerOptions()...)
 

@@ -22,7 +22,7 @@ var _ pb.AuthServer = (*authServer)(nil)
 func forward[Req, Resp any](ctx context.Context, s *Server, res gate.Resource, act gate.Action, method string, r Req,
 	call func(context.Context, Req, ...grpc.CallOption) (Resp, error)) (Resp, error) {
 	ops := [1]gate.Op{etcdOp(res, act, method)}
-	if err := s.check(ctx, ops[:], nil); err != nil {
+	if err := s.allow(ctx, ops[0]); err != nil {
 		var zero Resp
 		return zero, err
 	}

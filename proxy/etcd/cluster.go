@@ -21,7 +21,7 @@ var _ pb.ClusterServer = (*clusterServer)(nil)
 
 func (c *clusterServer) authorize(ctx context.Context, act gate.Action, method string) error {
 	ops := [1]gate.Op{etcdOp(gate.ResourceCluster, act, method)}
-	return c.s.check(ctx, ops[:], nil)
+	return c.s.allow(ctx, ops[0])
 }
 
 func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
@@ -79,14 +79,14 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 	return resp, err
 }
 
-// advertise replaces members' client URLs with the gateway's. Members that
-// have not started (no client URLs yet) are left as they are.
+// advertise replaces members' client URLs with the gateway's, and hides
+// their peer URLs: callers reach the cluster only through the gateway, and
+// the members' own addresses are not theirs to learn. Members that have not
+// started (no client URLs yet) keep their empty client URLs.
 func (s *Server) advertise(members []*pb.Member) {
-	if len(s.opts.AdvertiseURLs) == 0 {
-		return
-	}
 	for _, m := range members {
-		if len(m.ClientURLs) > 0 {
+		m.PeerURLs = nil
+		if len(m.ClientURLs) > 0 && len(s.opts.AdvertiseURLs) > 0 {
 			m.ClientURLs = append([]string(nil), s.opts.AdvertiseURLs...)
 		}
 	}

@@ -32,8 +32,10 @@ func TestClusterMemberList(t *testing.T) {
 				t.Fatalf("client URLs %q, want %q", m.ClientURLs, want)
 			}
 			d := direct.Members[0]
-			if m.ID != d.ID || m.Name != d.Name || !slices.Equal(m.PeerURLs, d.PeerURLs) {
-				t.Fatalf("member %v, want etcd's %v but for client URLs", m, d)
+			// Peer URLs are the members' own addresses: hidden, as client
+			// URLs are replaced.
+			if m.ID != d.ID || m.Name != d.Name || len(m.PeerURLs) != 0 || len(d.PeerURLs) == 0 {
+				t.Fatalf("member %v, want etcd's %v but for client URLs and without peer URLs", m, d)
 			}
 		})
 	}

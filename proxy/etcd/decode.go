@@ -46,81 +46,86 @@ func putOp(r *pb.PutRequest, method string) gate.Op {
 	return op
 }
 
-// leaseKeys returns the keys attached to lease id, for the rule (etcd's own)
-// that attaching to or revoking a lease needs write access to every key
-// already on it.
-type leaseKeys func(ctx context.Context, id int64) ([][]byte, error)
+// prefixRange is every key under name + "/": what etcd's elections and
+// locks named name act on.
+func prefixRange(name []byte) gate.KeyRange {
+	pfx := make([]byte, len(name)+1)
+	copy(pfx, name)
+	pfx[len(name)] = '/'
+	return gate.KeyRange{Key: pfx, End: gate.PrefixEnd(pfx)}
+}
 
-// opsDecoder turns requests into gate ops.
-type opsDecoder struct {
-	ctx       context.Context
-	leaseKeys leaseKeys
+// decoder fills a gate request with the ops of etcd requests.
+type decoder struct {
+	s         *Server
+	q         *gate.Request
 	maxTxnOps int
-	ops       []gate.Op
-	txnOps    int
-	// compares are the indexes in ops of the reads that compares decode
-	// to; ranges maps each range request of a txn to its op's index.
+	txnOps    int // ops walked, compares included: the next op's TxnIndex
+	requests  int // requests walked, nested ones included
+	// compares are the indexes of the reads that compares decode to;
+	// ranges maps each range request of a txn to its op's index.
 	compares []int
 	ranges   map[*pb.RangeRequest]int
-	// plugins: record rewrites (the ops the request carries) for them;
-	// without plugins a request pays nothing for them.
-	plugins  bool
-	rewrites []rewrite
+}
+
+func (s *Server) decoder(q *gate.Request) *decoder {
+	return &decoder{s: s, q: q, maxTxnOps: s.opts.MaxTxnOps}
+}
+
+// rangeReq adds a range's read; its answer can be narrowed.
+func (d *decoder) rangeReq(r *pb.RangeRequest, method string, txnIndex int) int {
+	op := rangeOp(r, method)
+	op.TxnIndex = txnIndex
+	i := d.q.Ask(op)
+	d.q.Narrow(i)
+	d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.RangeEnd = op.Keys.Key, op.Keys.End })
+	return i
 }
 
 // put adds the ops of a Put: write the key; a prev_kv read of the same key;
-// write access to every key already on an attached lease.
-func (d *opsDecoder) put(r *pb.PutRequest, method string, txnIndex int) error {
+// the use of an attached lease, which must be the caller's, and write
+// access to every key already on it (etcd's own rule).
+func (d *decoder) put(r *pb.PutRequest, method string, txnIndex int) {
 	op := putOp(r, method)
 	op.TxnIndex = txnIndex
-	putRewrite(d, r)
-	d.ops = append(d.ops, op)
-	d.prevKV(&op)
-	return d.leaseAttach(r.Lease, method, txnIndex)
+	i := d.q.Ask(op)
+	d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.Value = op.Keys.Key, op.Value })
+	d.prevKV(&op, false)
+	if r.Lease != 0 {
+		d.s.useLease(d.q, gate.ActionWrite, method, r.Lease, txnIndex, true)
+	}
 }
 
 // prevKV adds, for an op that asks for the previous key-values, a read of
-// the same keys.
-func (d *opsDecoder) prevKV(op *gate.Op) {
+// the same keys (narrowable when the answer is a list of them).
+func (d *decoder) prevKV(op *gate.Op, narrow bool) {
 	if !op.PrevKV {
 		return
 	}
 	rd := etcdOp(gate.ResourceKV, gate.ActionRead, op.Method)
 	rd.Keys = op.Keys
 	rd.TxnIndex = op.TxnIndex
-	d.ops = append(d.ops, rd)
+	i := d.q.Ask(rd)
+	if narrow {
+		d.q.Narrow(i)
+	}
 }
 
-func (d *opsDecoder) leaseAttach(lease int64, method string, txnIndex int) error {
-	if lease == 0 || d.leaseKeys == nil {
-		return nil
-	}
-	keys, err := d.leaseKeys(d.ctx, lease)
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		w := etcdOp(gate.ResourceKV, gate.ActionWrite, method)
-		w.Keys = gate.KeyRange{Key: k}
-		w.Lease = lease
-		w.TxnIndex = txnIndex
-		d.ops = append(d.ops, w)
-	}
-	return nil
-}
-
-func (d *opsDecoder) del(r *pb.DeleteRangeRequest, method string, txnIndex int) {
+func (d *decoder) del(r *pb.DeleteRangeRequest, method string, txnIndex int) {
 	op := deleteOp(r, method)
 	op.TxnIndex = txnIndex
-	deleteRewrite(d, r)
-	d.ops = append(d.ops, op)
-	d.prevKV(&op)
+	i := d.q.Ask(op)
+	d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.RangeEnd = op.Keys.Key, op.Keys.End })
+	d.prevKV(&op, true)
 }
 
 // txn walks a transaction: every compare is a read of its key range; every
 // request of both branches, recursing into nested transactions. It fails
 // when the transaction holds more than maxTxnOps requests in all.
-func (d *opsDecoder) txn(r *pb.TxnRequest) error {
+func (d *decoder) txn(r *pb.TxnRequest) error {
+	if len(r.Compare) > d.maxTxnOps {
+		return errTooManyOps // etcd's own bound, per transaction
+	}
 	for _, c := range r.Compare {
 		d.txnOps++
 		op := etcdOp(gate.ResourceKV, gate.ActionRead, mTxn)
@@ -134,15 +139,24 @@ func (d *opsDecoder) txn(r *pb.TxnRequest) error {
 				op.Value = []byte{}
 			}
 		}
+		if c.Target == pb.Compare_LEASE && c.GetLease() != 0 {
+			op.Lease = c.GetLease()
+		}
 		op.TxnIndex = d.txnOps
-		d.compares = append(d.compares, len(d.ops))
-		compareRewrite(d, c)
-		d.ops = append(d.ops, op)
+		// A compare reads its whole range: it is never narrowed.
+		i := d.q.Ask(op)
+		d.compares = append(d.compares, i)
+		d.q.Carry(i, c, func(op *gate.Op) {
+			c.Key, c.RangeEnd = op.Keys.Key, op.Keys.End
+			if c.Target == pb.Compare_VALUE {
+				c.TargetUnion = &pb.Compare_Value{Value: op.Value}
+			}
+		})
 	}
 	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
 		for _, ro := range branch {
 			d.txnOps++
-			if d.txnOps > d.maxTxnOps {
+			if d.requests++; d.requests > d.maxTxnOps {
 				return errTooManyOps
 			}
 			switch x := ro.Request.(type) {
@@ -150,24 +164,27 @@ func (d *opsDecoder) txn(r *pb.TxnRequest) error {
 				if x.RequestRange == nil {
 					return errEmptyRequestOp
 				}
-				op := rangeOp(x.RequestRange, mTxn)
-				op.TxnIndex = d.txnOps
+				if len(x.RequestRange.Key) == 0 {
+					return errEmptyKey
+				}
 				if d.ranges == nil {
 					d.ranges = map[*pb.RangeRequest]int{}
 				}
-				d.ranges[x.RequestRange] = len(d.ops)
-				rangeRewrite(d, x.RequestRange)
-				d.ops = append(d.ops, op)
+				d.ranges[x.RequestRange] = d.rangeReq(x.RequestRange, mTxn, d.txnOps)
 			case *pb.RequestOp_RequestPut:
 				if x.RequestPut == nil {
 					return errEmptyRequestOp
 				}
-				if err := d.put(x.RequestPut, mTxn, d.txnOps); err != nil {
-					return err
+				if len(x.RequestPut.Key) == 0 {
+					return errEmptyKey
 				}
+				d.put(x.RequestPut, mTxn, d.txnOps)
 			case *pb.RequestOp_RequestDeleteRange:
 				if x.RequestDeleteRange == nil {
 					return errEmptyRequestOp
+				}
+				if len(x.RequestDeleteRange.Key) == 0 {
+					return errEmptyKey
 				}
 				d.del(x.RequestDeleteRange, mTxn, d.txnOps)
 			case *pb.RequestOp_RequestTxn:
@@ -183,4 +200,28 @@ func (d *opsDecoder) txn(r *pb.TxnRequest) error {
 		}
 	}
 	return nil
+}
+
+// begin starts the gate request for the caller of ctx.
+func (s *Server) begin(ctx context.Context) *gate.Request {
+	return s.gate.Begin(caller(ctx))
+}
+
+// authorize drives q through authorization and the plugins' request chain
+// and maps a refusal to etcd's error.
+func (s *Server) authorize(ctx context.Context, q *gate.Request) error {
+	if err := q.Authorize(ctx); err != nil {
+		return s.grpcError(ctx, err)
+	}
+	if err := q.Transform(ctx); err != nil {
+		return s.grpcError(ctx, err)
+	}
+	return nil
+}
+
+// allow authorizes a request of the single op op.
+func (s *Server) allow(ctx context.Context, op gate.Op) error {
+	q := s.begin(ctx)
+	q.Ask(op)
+	return s.authorize(ctx, q)
 }

@@ -244,7 +244,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		opts.AdvertiseURLs = []string{"https://" + e.addr}
 	}
 	opts.Logger = log
-	e.srv = New(gate.New(engine, log), e.up, authn.New(tds), opts)
+	e.srv = New(gate.New(engine, log, gate.WithReserved([]byte(ReservedPrefix))), e.up, authn.New(tds), opts)
 	e.gs = e.srv.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)))
 	served := make(chan struct{})
 	go func() {

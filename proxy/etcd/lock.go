@@ -1,7 +1,6 @@
 package etcd
 
 import (
-	"bytes"
 	"context"
 
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
@@ -9,8 +8,10 @@ import (
 	"github.com/storegate/storegate/gate"
 )
 
-// lockServer serves v3lockpb.Lock. A lock's key space is its name: Lock is
-// authorized on the name, Unlock on the owner key (name/<lease hex>).
+// lockServer serves v3lockpb.Lock. A lock's key space is its name: Lock
+// writes NAME/<lease hex> with the lease and waits on the keys before it,
+// so it is authorized on the NAME/ prefix with a lease the caller owns;
+// Unlock deletes the owner key it names and is authorized on that key.
 type lockServer struct {
 	v3lockpb.UnsafeLockServer
 	s *Server
@@ -18,26 +19,28 @@ type lockServer struct {
 
 var _ v3lockpb.LockServer = (*lockServer)(nil)
 
+const (
+	mLock   = "/v3lockpb.Lock/Lock"
+	mUnlock = "/v3lockpb.Lock/Unlock"
+)
+
 func (l *lockServer) Lock(ctx context.Context, r *v3lockpb.LockRequest) (*v3lockpb.LockResponse, error) {
-	op := etcdOp(gate.ResourceLock, gate.ActionAcquire, "/v3lockpb.Lock/Lock")
-	pfx := append(bytes.Clone(r.Name), '/')
-	op.Keys = gate.KeyRange{Key: pfx, End: gate.PrefixEnd(pfx)}
+	q := l.s.begin(ctx)
+	op := etcdOp(gate.ResourceLock, gate.ActionAcquire, mLock)
+	op.Keys = prefixRange(r.Name)
 	op.Lease = r.Lease
-	d := opsDecoder{ctx: ctx, leaseKeys: l.s.leaseKeys, ops: []gate.Op{op}}
-	if err := d.leaseAttach(r.Lease, "/v3lockpb.Lock/Lock", 0); err != nil {
-		return nil, err
-	}
-	if err := l.s.check(ctx, d.ops, nil); err != nil {
+	q.Ask(op)
+	l.s.useLease(q, gate.ActionWrite, mLock, r.Lease, 0, true)
+	if err := l.s.authorize(ctx, q); err != nil {
 		return nil, err
 	}
 	return l.s.up.lock.Lock(upstreamCtx(ctx), r)
 }
 
 func (l *lockServer) Unlock(ctx context.Context, r *v3lockpb.UnlockRequest) (*v3lockpb.UnlockResponse, error) {
-	op := etcdOp(gate.ResourceLock, gate.ActionRelease, "/v3lockpb.Lock/Unlock")
+	op := etcdOp(gate.ResourceLock, gate.ActionRelease, mUnlock)
 	op.Keys = gate.KeyRange{Key: r.Key}
-	ops := [1]gate.Op{op}
-	if err := l.s.check(ctx, ops[:], nil); err != nil {
+	if err := l.s.allow(ctx, op); err != nil {
 		return nil, err
 	}
 	return l.s.up.lock.Unlock(upstreamCtx(ctx), r)

@@ -42,20 +42,31 @@ type Options struct {
 	// MaxTxnOps bounds the ops of one Txn, nested ones included (default
 	// 128, etcd's default).
 	MaxTxnOps int
-	Logger    *slog.Logger
+	// Limits bound the streams and watches callers hold open.
+	Limits Limits
+	Logger *slog.Logger
 }
 
 // Server is the etcd front.
 type Server struct {
-	gate *gate.Gate
-	up   *Upstream
-	auth Authenticator
-	opts Options
-	log  *slog.Logger
+	gate   *gate.Gate
+	up     *Upstream
+	auth   Authenticator
+	opts   Options
+	log    *slog.Logger
+	limits limiters
 }
 
-// New returns the etcd front for g, forwarding to up.
+// upstreamCleanupTimeout bounds the gateway's own clean-up calls upstream
+// (revoking a lease whose owner could not be recorded).
+const upstreamCleanupTimeout = 5 * time.Second
+
+// New returns the etcd front for g, forwarding to up. g must reserve
+// ReservedPrefix (gate.WithReserved), where the front keeps its records.
 func New(g *gate.Gate, up *Upstream, auth Authenticator, opts Options) *Server {
+	if !g.Reserved([]byte(leaseOwnerPrefix)) {
+		panic("etcd: the gate must reserve " + ReservedPrefix + " (gate.WithReserved)")
+	}
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = 2 << 20
 	}
@@ -65,7 +76,7 @@ func New(g *gate.Gate, up *Upstream, auth Authenticator, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Server{gate: g, up: up, auth: auth, opts: opts, log: opts.Logger}
+	return &Server{gate: g, up: up, auth: auth, opts: opts, log: opts.Logger, limits: newLimiters(opts.Limits)}
 }
 
 // GRPCServer returns a gRPC server with every etcd service registered,
@@ -134,6 +145,10 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 	if err != nil {
 		return err
 	}
+	if !s.limits.streams.acquire(id) {
+		return rpctypes.ErrGRPCRequestTooManyRequests
+	}
+	defer s.limits.streams.release(id)
 	return h(srv, &identifiedStream{ServerStream: knownFieldsStream{ss}, ctx: gate.WithIdentity(ss.Context(), id)})
 }
 
@@ -148,12 +163,6 @@ func (s *identifiedStream) Context() context.Context { return s.ctx }
 func caller(ctx context.Context) gate.Identity {
 	id, _ := gate.IdentityFrom(ctx)
 	return id
-}
-
-// check authorizes ops for the caller of ctx and maps a denial to etcd's
-// own error. effects may be nil.
-func (s *Server) check(ctx context.Context, ops []gate.Op, effects []gate.Effect) error {
-	return s.grpcError(ctx, s.gate.Check(ctx, caller(ctx), ops, effects))
 }
 
 // grpcError maps a gate error to the status etcd clients expect. Other

@@ -14,9 +14,17 @@ import (
 	"github.com/storegate/storegate/gate"
 )
 
-// watchServer serves etcdserverpb.Watch. Each caller stream gets its own
-// upstream stream; creates are authorized one by one, and every create is
+// watchServer serves etcdserverpb.Watch. A caller stream gets its own
+// upstream stream, opened with its first allowed create (a caller with no
+// rights costs etcd nothing). Creates are authorized one by one and each is
 // answered exactly once, in the order the caller sent them.
+//
+// Watch IDs are the caller's to choose, so they are never trusted: every
+// event is judged against the watch it is delivered under (its key must lie
+// in that watch's range, and be readable when the watch is filtered),
+// whatever etcd still had buffered for an earlier watch of the same ID. On
+// every policy change, open watches are judged again: one no longer allowed
+// is canceled with etcd's permission-denied reason.
 type watchServer struct {
 	pb.UnsafeWatchServer
 	s *Server
@@ -24,15 +32,28 @@ type watchServer struct {
 
 var _ pb.WatchServer = (*watchServer)(nil)
 
-// pendingCreate is a create request awaiting its "created" answer: either
-// forwarded upstream (denied == nil) or denied here, to be answered once
-// every earlier forwarded create has been.
+type upWatch = grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]
+
+// watchState is one watch the caller holds (or has asked for).
+type watchState struct {
+	op     gate.Op        // the create as the caller asked it
+	keys   gate.KeyRange  // the range its events must lie in, as they reach the caller
+	filter bool           // only part of the range is readable
+	asked  *gate.Op       // set when plugins answer its events
+	// revoked: the gateway canceled it after a policy change; etcd's own
+	// cancel answer is swallowed.
+	revoked bool
+	// sentFragments: a fragmented response of the watch is under way and
+	// some of its parts were sent.
+	sentFragments bool
+}
+
+// pendingCreate is a create awaiting its "created" answer: forwarded
+// upstream (st set) or refused here (denied set), to be answered once every
+// earlier forwarded create has been.
 type pendingCreate struct {
-	filter bool
+	st     *watchState
 	denied *pb.WatchResponse
-	// asked is the create's op as the caller sent it, when plugins answer
-	// its events (the response chain runs over every event).
-	asked *gate.Op
 }
 
 type watchStream struct {
@@ -40,43 +61,38 @@ type watchStream struct {
 	ctx    context.Context
 	caller gate.Identity
 	client grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]
+	errc   chan error
+
+	upMu sync.Mutex // serializes up.Send; guards up
+	up   upWatch
 
 	sendMu sync.Mutex // serializes client.Send
 
-	mu       sync.Mutex
-	pending  []pendingCreate
-	filtered map[int64]*fragmentState // watch IDs whose events are filtered
-	// answered maps watch IDs whose events plugins see to their create op.
-	answered map[int64]*gate.Op
+	mu      sync.Mutex
+	pending []pendingCreate
+	watches map[int64]*watchState
 	// midFragment: the last response sent was a part of a fragmented
 	// response and more parts follow; nothing else may be sent until then.
 	midFragment bool
-}
-
-// fragmentState tracks a filtered watch's fragmented response in flight.
-type fragmentState struct {
-	sentFragments bool
+	deferred    []*pb.WatchResponse // sent once midFragment ends
+	held        int                 // watch slots this stream holds
 }
 
 func (w *watchServer) Watch(client grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]) error {
 	ctx, cancel := context.WithCancel(client.Context())
 	defer cancel()
-	up, err := w.s.up.watch.Watch(upstreamCtx(ctx))
-	if err != nil {
-		return err
-	}
-	ws := &watchStream{s: w.s, ctx: ctx, caller: caller(ctx), client: client, filtered: map[int64]*fragmentState{}}
-
-	errc := make(chan error, 2)
+	ws := &watchStream{s: w.s, ctx: ctx, caller: caller(ctx), client: client,
+		errc: make(chan error, 3), watches: map[int64]*watchState{}}
+	defer ws.releaseAll()
 	go func() {
 		// A half-close ends nothing: etcd keeps delivering events until the
 		// stream's context ends.
-		if err := ws.fromClient(up); err != nil && !errors.Is(err, io.EOF) {
-			errc <- err
+		if err := ws.fromClient(); err != nil && !errors.Is(err, io.EOF) {
+			ws.errc <- err
 		}
 	}()
-	go func() { errc <- ws.fromUpstream(up) }()
-	err = <-errc
+	go ws.reauthorize()
+	err := <-ws.errc
 	cancel()
 	if err == nil || errors.Is(err, io.EOF) || isCanceled(ctx, err) {
 		return nil
@@ -86,8 +102,14 @@ func (w *watchServer) Watch(client grpc.BidiStreamingServer[pb.WatchRequest, pb.
 
 // fromClient reads the caller's requests, authorizes creates and forwards
 // what may go upstream.
-func (ws *watchStream) fromClient(up grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]) error {
-	defer up.CloseSend()
+func (ws *watchStream) fromClient() error {
+	defer func() {
+		ws.upMu.Lock()
+		if ws.up != nil {
+			_ = ws.up.CloseSend()
+		}
+		ws.upMu.Unlock()
+	}()
 	for {
 		req, err := ws.client.Recv()
 		if err != nil {
@@ -98,11 +120,13 @@ func (ws *watchStream) fromClient(up grpc.BidiStreamingClient[pb.WatchRequest, p
 			if r.CreateRequest == nil {
 				continue // etcd ignores an empty create
 			}
-			if err := ws.create(up, req, r.CreateRequest); err != nil {
+			if err := ws.create(req, r.CreateRequest); err != nil {
 				return err
 			}
 		case *pb.WatchRequest_CancelRequest, *pb.WatchRequest_ProgressRequest:
-			if err := up.Send(req); err != nil {
+			// Without an upstream stream the caller holds no watch: there is
+			// nothing to cancel or report on.
+			if err := ws.sendUp(req, false); err != nil {
 				return err
 			}
 		default:
@@ -111,7 +135,37 @@ func (ws *watchStream) fromClient(up grpc.BidiStreamingClient[pb.WatchRequest, p
 	}
 }
 
-func (ws *watchStream) create(up grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse], req *pb.WatchRequest, cr *pb.WatchCreateRequest) error {
+// sendUp sends req upstream; with open it first opens the upstream stream
+// if there is none yet (only an allowed create may). Without it, and with
+// no stream, it does nothing.
+func (ws *watchStream) sendUp(req *pb.WatchRequest, open bool) error {
+	ws.upMu.Lock()
+	defer ws.upMu.Unlock()
+	if ws.up == nil {
+		if !open {
+			return nil
+		}
+		up, err := ws.s.up.watch.Watch(upstreamCtx(ws.ctx))
+		if err != nil {
+			return err
+		}
+		ws.up = up
+		go func() { ws.errc <- ws.fromUpstream(up) }()
+	}
+	return ws.up.Send(req)
+}
+
+func denyCreate(reason string) *pb.WatchResponse {
+	return &pb.WatchResponse{
+		Header:       &pb.ResponseHeader{},
+		WatchId:      clientv3.InvalidWatchID,
+		Created:      true,
+		Canceled:     true,
+		CancelReason: reason,
+	}
+}
+
+func (ws *watchStream) create(req *pb.WatchRequest, cr *pb.WatchCreateRequest) error {
 	key := cr.Key
 	if len(key) == 0 {
 		key = []byte{0} // etcd's own reading of an empty watch key
@@ -119,99 +173,118 @@ func (ws *watchStream) create(up grpc.BidiStreamingClient[pb.WatchRequest, pb.Wa
 	op := etcdOp(gate.ResourceWatch, gate.ActionWatch, mWatch)
 	op.Keys = gate.KeyRange{Key: key, End: cr.RangeEnd}
 	op.PrevKV = cr.PrevKv
-	ops := [1]gate.Op{op}
-	var eff [1]gate.Effect
-	if err := ws.s.gate.Check(ws.ctx, ws.caller, ops[:], eff[:]); err != nil {
+	q := ws.s.gate.Begin(ws.caller)
+	i := q.Ask(op)
+	q.Narrow(i)
+	q.Carry(i, cr, func(op *gate.Op) { cr.Key, cr.RangeEnd = op.Keys.Key, op.Keys.End })
+	if err := q.Authorize(ws.ctx); err != nil {
 		if gate.AsError(err) == nil {
 			return err
 		}
-		denied := &pb.WatchResponse{
-			Header:       &pb.ResponseHeader{},
-			WatchId:      clientv3.InvalidWatchID,
-			Created:      true,
-			Canceled:     true,
-			CancelReason: rpctypes.ErrPermissionDenied.Error(),
-		}
-		ws.mu.Lock()
-		if len(ws.pending) > 0 || ws.midFragment {
-			ws.pending = append(ws.pending, pendingCreate{denied: denied})
-			ws.mu.Unlock()
-			return nil
-		}
-		ws.sendMu.Lock()
-		ws.mu.Unlock()
-		defer ws.sendMu.Unlock()
-		return ws.client.Send(denied)
+		return ws.refuse(denyCreate(rpctypes.ErrPermissionDenied.Error()))
 	}
-	pc := pendingCreate{filter: eff[0] == gate.Filter}
-	if ws.s.gate.Plugins() {
-		asked := ops[0]
-		op := asked
-		if err := ws.s.gate.Transform(ws.ctx, ws.caller, &op); err != nil {
-			return ws.s.grpcError(ws.ctx, err)
-		}
-		cr.Key, cr.RangeEnd = op.Keys.Key, op.Keys.End
-		if ws.s.gate.Responds(&asked) {
-			pc.asked = &asked
-		}
+	if !ws.s.limits.watches.acquire(ws.caller) {
+		return ws.refuse(denyCreate(rpctypes.ErrTooManyRequests.Error()))
 	}
 	ws.mu.Lock()
-	ws.pending = append(ws.pending, pc)
+	ws.held++
 	ws.mu.Unlock()
-	return up.Send(req)
+	if err := q.Transform(ws.ctx); err != nil {
+		ws.releaseOne()
+		if gate.AsError(err) == nil {
+			return err
+		}
+		return ws.refuse(denyCreate(rpctypes.ErrPermissionDenied.Error()))
+	}
+	st := &watchState{op: op, filter: q.Effect(i) == gate.Filter, asked: q.Asked(cr), keys: op.Keys}
+	if st.asked == nil {
+		// No plugin maps events back to the caller's keys: they arrive as
+		// stored, in the range forwarded.
+		fkey := cr.Key
+		if len(fkey) == 0 {
+			fkey = []byte{0}
+		}
+		st.keys = gate.KeyRange{Key: fkey, End: cr.RangeEnd}
+	}
+	ws.mu.Lock()
+	ws.pending = append(ws.pending, pendingCreate{st: st})
+	ws.mu.Unlock()
+	return ws.sendUp(req, true)
 }
 
-// fromUpstream relays upstream responses, answering queued denials in order
-// and filtering the events of partly readable watches.
-func (ws *watchStream) fromUpstream(up grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]) error {
+// refuse answers a create here, after every earlier forwarded create.
+func (ws *watchStream) refuse(resp *pb.WatchResponse) error {
+	ws.mu.Lock()
+	if len(ws.pending) > 0 || ws.midFragment {
+		ws.pending = append(ws.pending, pendingCreate{denied: resp})
+		ws.mu.Unlock()
+		return nil
+	}
+	ws.sendMu.Lock()
+	ws.mu.Unlock()
+	defer ws.sendMu.Unlock()
+	return ws.client.Send(resp)
+}
+
+// fromUpstream relays upstream responses, answering queued refusals in
+// order and judging every event against the watch it is delivered under.
+func (ws *watchStream) fromUpstream(up upWatch) error {
 	for {
 		resp, err := up.Recv()
 		if err != nil {
 			return err
 		}
+		var cancelUp []int64
 		ws.mu.Lock()
 		send := true
-		if resp.Created {
+		switch {
+		case resp.Created:
 			var head pendingCreate
-			if len(ws.pending) > 0 {
+			if len(ws.pending) > 0 && ws.pending[0].st != nil {
 				head, ws.pending = ws.pending[0], ws.pending[1:]
 			}
-			if head.filter && !resp.Canceled {
-				ws.filtered[resp.WatchId] = &fragmentState{}
+			switch {
+			case head.st == nil:
+				send = false // no create of ours is waiting: not the caller's
+			case resp.Canceled:
+				ws.releaseLocked()
+			case head.st.revoked:
+				// Revoked by a policy change before etcd answered.
+				cancelUp = append(cancelUp, resp.WatchId)
+				ws.watches[resp.WatchId] = head.st
+				resp = denyCreate(rpctypes.ErrPermissionDenied.Error())
+			default:
+				ws.watches[resp.WatchId] = head.st
 			}
-			if head.asked != nil && !resp.Canceled {
-				if ws.answered == nil {
-					ws.answered = map[int64]*gate.Op{}
-				}
-				ws.answered[resp.WatchId] = head.asked
-			}
-		} else {
-			fs, filtered := ws.filtered[resp.WatchId]
-			asked := ws.answered[resp.WatchId]
-			if resp.Canceled {
-				delete(ws.filtered, resp.WatchId)
-				delete(ws.answered, resp.WatchId)
-			}
-			if asked != nil {
-				// Plugins first, so that filtering judges keys as the
-				// caller knows them. A refused event ends the stream:
-				// it is never sent as stored.
-				for _, ev := range resp.Events {
-					if err := ws.s.respondKVs(ws.ctx, asked, ev.Kv, ev.PrevKv); err != nil {
-						ws.mu.Unlock()
-						return err
-					}
+		default:
+			st := ws.watches[resp.WatchId]
+			if resp.Canceled && st != nil {
+				delete(ws.watches, resp.WatchId)
+				ws.releaseLocked()
+				if st.revoked {
+					send = false // the caller was told already
 				}
 			}
-			if filtered {
-				send = ws.filterEvents(resp, fs)
+			switch {
+			case st == nil:
+				// Events of no watch the caller holds are never delivered.
+				send = len(resp.Events) == 0 && !resp.Fragment
+			case st.revoked:
+				send = false
+			default:
+				var err error
+				if send, err = ws.judge(resp, st); err != nil {
+					ws.mu.Unlock()
+					return err
+				}
 			}
 		}
-		var queued []*pb.WatchResponse
 		if send {
 			ws.midFragment = resp.Fragment
 		}
+		var queued []*pb.WatchResponse
 		if !ws.midFragment {
+			queued, ws.deferred = ws.deferred, nil
 			for len(ws.pending) > 0 && ws.pending[0].denied != nil {
 				queued = append(queued, ws.pending[0].denied)
 				ws.pending = ws.pending[1:]
@@ -236,28 +309,146 @@ func (ws *watchStream) fromUpstream(up grpc.BidiStreamingClient[pb.WatchRequest,
 		if err != nil {
 			return err
 		}
+		for _, id := range cancelUp {
+			if err := ws.cancelUpstream(id); err != nil {
+				return err
+			}
+		}
 	}
 }
 
-// filterEvents drops the events the caller may not read and reports whether
-// the response should still be sent: an emptied response is dropped unless
-// it closes a fragmented response whose earlier parts were sent, or carries
-// a cancel or compaction notice.
-func (ws *watchStream) filterEvents(resp *pb.WatchResponse, fs *fragmentState) bool {
+// judge runs the response chain over a response's events and keeps those
+// that lie in st's range and, for a filtered watch, that the caller may
+// read. It reports whether the response should still be sent: an emptied
+// response is dropped unless it closes a fragmented response whose earlier
+// parts were sent, or carries a cancel or compaction notice.
+func (ws *watchStream) judge(resp *pb.WatchResponse, st *watchState) (bool, error) {
 	had := len(resp.Events)
 	kept := resp.Events[:0]
 	for _, ev := range resp.Events {
-		if ev.Kv != nil && ws.s.gate.Readable(ws.ctx, ws.caller, gate.ProtocolEtcd, gate.ResourceWatch, mWatch, ev.Kv.Key) {
-			kept = append(kept, ev)
+		if ev.Kv == nil {
+			continue
 		}
+		if st.asked != nil {
+			// Plugins first, so that judging sees keys as the caller knows
+			// them. A refused event ends the stream: it is never sent as
+			// stored.
+			for _, kv := range []*mvccKV{ev.Kv, ev.PrevKv} {
+				if kv == nil {
+					continue
+				}
+				k, v, err := ws.s.gate.Response(ws.ctx, ws.caller, st.asked, kv.Key, kv.Value)
+				if err != nil {
+					return false, ws.s.grpcError(ws.ctx, err)
+				}
+				kv.Key, kv.Value = k, v
+			}
+		}
+		if !st.keys.Contains(ev.Kv.Key) {
+			continue
+		}
+		if st.filter && !ws.s.gate.Readable(ws.ctx, ws.caller, gate.ProtocolEtcd, gate.ResourceWatch, mWatch, ev.Kv.Key) {
+			continue
+		}
+		kept = append(kept, ev)
 	}
 	resp.Events = kept
 	send := len(kept) > 0 || had == 0 || resp.Canceled || resp.CompactRevision != 0
-	if !send && !resp.Fragment && fs.sentFragments {
+	if !send && !resp.Fragment && st.sentFragments {
 		send = true // the last part of a fragmented response whose start was sent
 	}
 	if send {
-		fs.sentFragments = resp.Fragment
+		st.sentFragments = resp.Fragment
 	}
-	return send
+	return send, nil
+}
+
+// reauthorize judges every watch again on each policy change: a watch no
+// longer allowed is canceled upstream and, for the caller, with etcd's
+// permission-denied reason; one now only partly readable is filtered.
+func (ws *watchStream) reauthorize() {
+	for {
+		changed := ws.s.gate.PolicyChanged()
+		select {
+		case <-ws.ctx.Done():
+			return
+		case <-changed:
+		}
+		var cancelUp []int64
+		ws.mu.Lock()
+		judge := func(st *watchState) (allowed bool) {
+			q := ws.s.gate.Begin(ws.caller)
+			i := q.Ask(st.op)
+			q.Narrow(i)
+			if q.Authorize(ws.ctx) != nil {
+				st.revoked = true
+				return false
+			}
+			st.filter = q.Effect(i) == gate.Filter
+			return true
+		}
+		for id, st := range ws.watches {
+			if st.revoked || judge(st) {
+				continue
+			}
+			cancelUp = append(cancelUp, id)
+			ws.deferred = append(ws.deferred, &pb.WatchResponse{Header: &pb.ResponseHeader{}, WatchId: id,
+				Canceled: true, CancelReason: rpctypes.ErrPermissionDenied.Error()})
+		}
+		for _, pc := range ws.pending {
+			if pc.st != nil && !pc.st.revoked {
+				judge(pc.st)
+			}
+		}
+		var now []*pb.WatchResponse
+		if !ws.midFragment {
+			now, ws.deferred = ws.deferred, nil
+		}
+		ws.sendMu.Lock()
+		ws.mu.Unlock()
+		var err error
+		for _, r := range now {
+			if err = ws.client.Send(r); err != nil {
+				break
+			}
+		}
+		ws.sendMu.Unlock()
+		for _, id := range cancelUp {
+			if err == nil {
+				err = ws.cancelUpstream(id)
+			}
+		}
+		if err != nil {
+			ws.errc <- err
+			return
+		}
+	}
+}
+
+func (ws *watchStream) cancelUpstream(id int64) error {
+	return ws.sendUp(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{
+		CancelRequest: &pb.WatchCancelRequest{WatchId: id}}}, false)
+}
+
+// releaseLocked gives back one watch slot; ws.mu is held.
+func (ws *watchStream) releaseLocked() {
+	if ws.held > 0 {
+		ws.held--
+		ws.s.limits.watches.release(ws.caller)
+	}
+}
+
+func (ws *watchStream) releaseOne() {
+	ws.mu.Lock()
+	ws.releaseLocked()
+	ws.mu.Unlock()
+}
+
+// releaseAll gives back every slot the stream holds when it ends.
+func (ws *watchStream) releaseAll() {
+	ws.mu.Lock()
+	for ws.held > 0 {
+		ws.releaseLocked()
+	}
+	ws.mu.Unlock()
 }
