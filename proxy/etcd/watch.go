@@ -36,10 +36,10 @@ type upWatch = grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]
 
 // watchState is one watch the caller holds (or has asked for).
 type watchState struct {
-	op     gate.Op        // the create as the caller asked it
-	keys   gate.KeyRange  // the range its events must lie in, as they reach the caller
-	filter bool           // only part of the range is readable
-	asked  *gate.Op       // set when plugins answer its events
+	op     gate.Op       // the create as the caller asked it
+	keys   gate.KeyRange // the range its events must lie in, as they reach the caller
+	filter bool          // only part of the range is readable
+	asked  *gate.Op      // set when plugins answer its events
 	// revoked: the gateway canceled it after a policy change; etcd's own
 	// cancel answer is swallowed.
 	revoked bool
