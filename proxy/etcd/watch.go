@@ -84,15 +84,21 @@ func (w *watchServer) Watch(client grpc.BidiStreamingServer[pb.WatchRequest, pb.
 	ws := &watchStream{s: w.s, ctx: ctx, caller: caller(ctx), client: client,
 		errc: make(chan error, 3), watches: map[int64]*watchState{}}
 	defer ws.releaseAll()
-	go func() {
-		// A half-close ends nothing: etcd keeps delivering events until the
-		// stream's context ends.
-		if err := ws.fromClient(); err != nil && !errors.Is(err, io.EOF) {
-			ws.errc <- err
+	// The caller's requests are read on this goroutine until a create is
+	// allowed; only then do the upstream's answers, policy changes and the
+	// caller's further requests get goroutines of their own. An idle or
+	// refused stream costs one goroutine and nothing upstream.
+	err := ws.fromClient(true)
+	switch {
+	case errors.Is(err, errHandedOff):
+		select {
+		case err = <-ws.errc:
+		case <-ctx.Done():
+			err = nil
 		}
-	}()
-	go ws.reauthorize()
-	err := <-ws.errc
+	case errors.Is(err, io.EOF):
+		return nil // half-closed without a watch: nothing will ever come
+	}
 	cancel()
 	if err == nil || errors.Is(err, io.EOF) || isCanceled(ctx, err) {
 		return nil
@@ -100,19 +106,18 @@ func (w *watchServer) Watch(client grpc.BidiStreamingServer[pb.WatchRequest, pb.
 	return err
 }
 
+// errHandedOff: the handler's goroutine handed reading the caller's
+// requests to a goroutine of its own.
+var errHandedOff = errors.New("etcd: watch requests are read elsewhere now")
+
 // fromClient reads the caller's requests, authorizes creates and forwards
-// what may go upstream.
-func (ws *watchStream) fromClient() error {
-	defer func() {
-		ws.upMu.Lock()
-		if ws.up != nil {
-			_ = ws.up.CloseSend()
-		}
-		ws.upMu.Unlock()
-	}()
+// what may go upstream. On the handler's goroutine it returns errHandedOff
+// once the upstream stream is open, having started its successor.
+func (ws *watchStream) fromClient(handler bool) error {
 	for {
 		req, err := ws.client.Recv()
 		if err != nil {
+			ws.closeUp()
 			return err
 		}
 		switch r := req.RequestUnion.(type) {
@@ -132,6 +137,30 @@ func (ws *watchStream) fromClient() error {
 		default:
 			// An empty or unknown request union is ignored, as etcd does.
 		}
+		if handler && ws.upOpen() {
+			go func() {
+				// A half-close ends nothing: etcd keeps delivering events
+				// until the stream's context ends.
+				if err := ws.fromClient(false); err != nil && !errors.Is(err, io.EOF) {
+					ws.errc <- err
+				}
+			}()
+			return errHandedOff
+		}
+	}
+}
+
+func (ws *watchStream) upOpen() bool {
+	ws.upMu.Lock()
+	defer ws.upMu.Unlock()
+	return ws.up != nil
+}
+
+func (ws *watchStream) closeUp() {
+	ws.upMu.Lock()
+	defer ws.upMu.Unlock()
+	if ws.up != nil {
+		_ = ws.up.CloseSend()
 	}
 }
 
@@ -151,6 +180,7 @@ func (ws *watchStream) sendUp(req *pb.WatchRequest, open bool) error {
 		}
 		ws.up = up
 		go func() { ws.errc <- ws.fromUpstream(up) }()
+		go ws.reauthorize()
 	}
 	return ws.up.Send(req)
 }
