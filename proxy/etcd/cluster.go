@@ -30,7 +30,7 @@ func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 	}
 	resp, err := c.s.up.cluster.MemberAdd(upstreamCtx(ctx), r)
 	if err == nil {
-		c.s.advertise(resp.Members)
+		c.s.advertise(ctx, resp.Members)
 	}
 	return resp, err
 }
@@ -41,7 +41,7 @@ func (c *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequ
 	}
 	resp, err := c.s.up.cluster.MemberRemove(upstreamCtx(ctx), r)
 	if err == nil {
-		c.s.advertise(resp.Members)
+		c.s.advertise(ctx, resp.Members)
 	}
 	return resp, err
 }
@@ -52,7 +52,7 @@ func (c *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequ
 	}
 	resp, err := c.s.up.cluster.MemberUpdate(upstreamCtx(ctx), r)
 	if err == nil {
-		c.s.advertise(resp.Members)
+		c.s.advertise(ctx, resp.Members)
 	}
 	return resp, err
 }
@@ -63,7 +63,7 @@ func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest)
 	}
 	resp, err := c.s.up.cluster.MemberList(upstreamCtx(ctx), r)
 	if err == nil {
-		c.s.advertise(resp.Members)
+		c.s.advertise(ctx, resp.Members)
 	}
 	return resp, err
 }
@@ -74,18 +74,24 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 	}
 	resp, err := c.s.up.cluster.MemberPromote(upstreamCtx(ctx), r)
 	if err == nil {
-		c.s.advertise(resp.Members)
+		c.s.advertise(ctx, resp.Members)
 	}
 	return resp, err
 }
 
 // advertise replaces members' client URLs with the gateway's, and hides
-// their peer URLs: callers reach the cluster only through the gateway, and
-// the members' own addresses are not theirs to learn. Members that have not
-// started (no client URLs yet) keep their empty client URLs.
-func (s *Server) advertise(members []*pb.Member) {
+// their peer URLs from callers that may not administer the cluster:
+// callers reach the cluster only through the gateway, and the members' own
+// addresses are only for those who may change its membership (and need
+// them for member update). Members that have not started (no client URLs
+// yet) keep their empty client URLs.
+func (s *Server) advertise(ctx context.Context, members []*pb.Member) {
+	admin := etcdOp(gate.ResourceCluster, gate.ActionAdmin, "/etcdserverpb.Cluster/MemberList")
+	peers := s.gate.Allows(ctx, caller(ctx), &admin)
 	for _, m := range members {
-		m.PeerURLs = nil
+		if !peers {
+			m.PeerURLs = nil
+		}
 		if len(m.ClientURLs) > 0 && len(s.opts.AdvertiseURLs) > 0 {
 			m.ClientURLs = append([]string(nil), s.opts.AdvertiseURLs...)
 		}
