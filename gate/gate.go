@@ -136,7 +136,7 @@ func (g *Gate) decide(ctx context.Context, caller Identity, op *Op) (Decision, e
 			attribute.String("storegate.protocol", op.Protocol.String()),
 			attribute.String("storegate.resource", op.Resource.String()),
 			attribute.String("storegate.action", op.Action.String()),
-			attribute.String("storegate.key", string(op.Keys.Key)),
+			attribute.String("storegate.key", spanKey(op.Keys.Key)),
 		))
 	}
 	start := time.Now()
@@ -161,7 +161,7 @@ func (g *Gate) decide(ctx context.Context, caller Identity, op *Op) (Decision, e
 		span.SetAttributes(attribute.String("storegate.decision", result.String()),
 			attribute.String("storegate.policy.revision", d.Revision))
 		if reason != "" {
-			span.SetAttributes(attribute.String("storegate.reason", reason))
+			span.SetAttributes(attribute.String("storegate.reason", Truncate(reason, 4096)))
 		}
 		if d.Shadow {
 			span.SetAttributes(attribute.Bool("storegate.shadow", true))
@@ -170,7 +170,7 @@ func (g *Gate) decide(ctx context.Context, caller Identity, op *Op) (Decision, e
 		if result == Deny {
 			// The request's own span says why it was refused, too.
 			parent.AddEvent("storegate.denied", trace.WithAttributes(
-				attribute.String("storegate.reason", reason)))
+				attribute.String("storegate.reason", Truncate(reason, 4096))))
 		}
 	}
 	return d, err
@@ -199,4 +199,14 @@ func (g *Gate) Readable(ctx context.Context, caller Identity, proto Protocol, re
 	}
 	d, err := g.authz.Authorize(ctx, caller, &op)
 	return err == nil && d.Effect == Allow
+}
+
+// spanKey is a key as a span attribute: cut to a length a trace backend
+// keeps (a key may be megabytes long).
+func spanKey(k []byte) string {
+	const max = 1024
+	if len(k) <= max {
+		return string(k)
+	}
+	return string(k[:max])
 }
