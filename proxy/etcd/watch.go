@@ -269,9 +269,15 @@ func (ws *watchStream) fromUpstream(up upWatch) error {
 		send := true
 		switch {
 		case resp.Created:
+			// etcd answers creates in order: this answers the first create
+			// forwarded and not yet answered.
 			var head pendingCreate
-			if len(ws.pending) > 0 && ws.pending[0].st != nil {
-				head, ws.pending = ws.pending[0], ws.pending[1:]
+			for i, pc := range ws.pending {
+				if pc.st != nil {
+					head = pc
+					ws.pending = append(ws.pending[:i:i], ws.pending[i+1:]...)
+					break
+				}
 			}
 			switch {
 			case head.st == nil:
