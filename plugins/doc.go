@@ -22,7 +22,8 @@
 // buffered channel. A call takes one, runs, and puts it back, so a guest
 // never sees two calls at once and needs no locks; the number of
 // instances bounds both the plugin's memory and its concurrency; waiting
-// for a free instance is a select that honours the caller's context; and
+// for a free instance is a select that honours the caller's context and
+// ends after the plugin's timeout (a busy failure); and
 // retiring a version (reload, Close) is receiving every slot back. A
 // sync.Pool would give none of that: it drops instances at any GC and
 // creates new ones without bound. A failed instance's slot is refilled in
@@ -69,8 +70,7 @@
 //
 //   - trap: the guest trapped (unreachable, out-of-bounds access, stack
 //     overflow) or exited;
-//   - timeout: it ran past its deadline and was interrupted (or no
-//     instance came free in time);
+//   - timeout: it ran past its deadline and was interrupted;
 //   - memory: storegate_alloc returned 0, or the guest failed with its
 //     memory within an eighth of its limit (WebAssembly reports a refused
 //     memory.grow only to the guest, so the host judges by what is left);
@@ -79,12 +79,21 @@
 //   - abi: the module broke the contract: a validator that mutates, a
 //     response hook that changes a range end, an empty mutated key, a
 //     buffer outside memory; at load, a missing export, a wrong signature,
-//     version or capability, or an init that refuses its configuration.
+//     version or capability, a mutator under FailAllow, or an init that
+//     refuses its configuration;
+//   - busy: no instance came free within the plugin's timeout (the wait
+//     also ends with the request's context, which is not a failure).
 //
 // Under FailDeny (the default) the op is denied with "plugin NAME failed:
 // KIND: DETAIL"; under FailAllow it continues unchanged and a warning is
 // logged. Either way the failure is counted and the instance, whose state
-// can no longer be trusted, is closed and replaced.
+// can no longer be trusted, is closed and replaced. Some failures deny
+// under FailAllow too (Failure.FailsClosed): busy, because filling a pool
+// with slow calls is within any caller's reach and must not switch a
+// validator off for everyone; and a validator that returned mutate,
+// because the op unchanged is not what its author let through. FailAllow
+// is refused at load for a mutator: an op a mutator did not rewrite is not
+// what the callers' policy expects.
 //
 // # Recycling at half the limit
 //

@@ -31,14 +31,18 @@ const (
 	// response hook that changes a range end, an empty mutated key, a
 	// buffer outside memory.
 	FailABI
+	// FailBusy: no instance of the plugin's pool came free in time (every
+	// one was serving other calls). The plugin never saw the op.
+	FailBusy
 )
 
 var failureKindNames = [...]string{
 	FailTrap: "trap", FailTimeout: "timeout", FailMemory: "memory",
-	FailMalformed: "malformed", FailABI: "abi",
+	FailMalformed: "malformed", FailABI: "abi", FailBusy: "busy",
 }
 
-// String is the kind's label: trap, timeout, memory, malformed or abi.
+// String is the kind's label: trap, timeout, memory, malformed, abi or
+// busy.
 func (k FailureKind) String() string {
 	if int(k) < len(failureKindNames) && failureKindNames[k] != "" {
 		return failureKindNames[k]
@@ -47,10 +51,18 @@ func (k FailureKind) String() string {
 }
 
 // Failure is a failed call into a plugin: what went wrong, and how it is
-// counted. The failure policy decides what the op then does.
+// counted. The failure policy decides what the op then does, unless the
+// failure is one that denies whatever the policy (see failClosed).
 type Failure struct {
 	Kind   FailureKind
 	Detail string
+
+	// closed: the op is denied even under FailAllow. Set for failures an
+	// attacker can cause at will to switch a plugin off (a flooded pool)
+	// and for a validator that returned a mutation (its author meant to
+	// change the op: letting it through unchanged is a mutator that did
+	// not run).
+	closed bool
 }
 
 // Error is "<kind>: <detail>".
@@ -60,6 +72,19 @@ func (f *Failure) Error() string { return f.Kind.String() + ": " + f.Detail }
 func fail(kind FailureKind, format string, args ...any) *Failure {
 	return &Failure{Kind: kind, Detail: fmt.Sprintf(format, args...)}
 }
+
+// failClosed is fail for a failure that denies the op whatever the
+// plugin's failure policy.
+func failClosed(kind FailureKind, format string, args ...any) *Failure {
+	f := fail(kind, format, args...)
+	f.closed = true
+	return f
+}
+
+// FailsClosed reports whether the failure denies the op even under
+// FailAllow: a pool with no instance free in time (busy), or a validator
+// that returned a mutation.
+func (f *Failure) FailsClosed() bool { return f.closed }
 
 // nearLimit reports whether a guest memory of size bytes is so close to
 // limit that a failure is best explained by a refused memory.grow. WASM

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ var badPlugins = []struct {
 	resp    bool // the failure is in the response hook
 	kind    FailureKind
 	detail  string
+	closed  bool // denied under failure: allow too
 }{
 	{name: "trap", defines: []string{"BAD_TRAP"}, kind: FailTrap, detail: "unreachable"},
 	{name: "loop", defines: []string{"BAD_LOOP"}, spec: Spec{Timeout: 200 * time.Millisecond}, kind: FailTimeout, detail: "still running after 200ms, interrupted"},
@@ -29,7 +31,7 @@ var badPlugins = []struct {
 	{name: "alloc", defines: []string{"BAD_ALLOC"}, kind: FailMemory, detail: "storegate_alloc(131072) returned 0",
 		op: func() *gate.Op { return put("/bad/big", strings.Repeat("x", 100<<10)) }},
 	{name: "malformed", defines: []string{"BAD_MALFORMED"}, kind: FailMalformed, detail: "lies outside the guest's"},
-	{name: "validator-mutates", defines: []string{"BAD_MUTATE"}, kind: FailABI, detail: "a validator (no capability 1) returned mutate"},
+	{name: "validator-mutates", defines: []string{"BAD_MUTATE"}, kind: FailABI, detail: "a validator (no capability 1) returned mutate", closed: true},
 	{name: "empty-key", defines: []string{"BAD_EMPTY_KEY", "CAPS=1"}, kind: FailABI, detail: "mutated key is empty"},
 	{name: "range-end", defines: []string{"BAD_RANGE_END", "CAPS=2"}, resp: true, kind: FailABI, detail: "a response hook changed a range end"},
 }
@@ -38,6 +40,9 @@ func TestFailures(t *testing.T) {
 	for _, bp := range badPlugins {
 		for _, policy := range []FailurePolicy{FailDeny, FailAllow} {
 			t.Run(bp.name+"/"+policy.String(), func(t *testing.T) {
+				if policy == FailAllow && slices.Contains(bp.defines, "CAPS=1") {
+					t.Skip("a mutator is refused under failure: allow (TestMutatorFailureAllow)")
+				}
 				m := &recMetrics{}
 				spec := bp.spec
 				spec.Name, spec.Path, spec.Failure, spec.Instances = bp.name, guest(t, "bad", bp.defines...), policy, 1
@@ -64,7 +69,7 @@ func TestFailures(t *testing.T) {
 						t.Errorf("op changed to %q = %q", op.Keys.Key, op.Value)
 					}
 				}
-				if policy == FailDeny {
+				if policy == FailDeny || bp.closed {
 					denied(t, err, "plugin "+bp.name+" failed: "+bp.kind.String()+": ")
 					denied(t, err, bp.detail)
 				} else if err != nil {
@@ -164,4 +169,30 @@ func TestAcquireHonoursContext(t *testing.T) {
 	if err := h.Request(context.Background(), caller, put("/k", "v")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestMutatorFailureAllow: a mutator (capability 1) configured with
+// failure: allow is refused at load, with an error naming the plugin; a
+// validator, with or without a response hook, is not.
+func TestMutatorFailureAllow(t *testing.T) {
+	for _, caps := range []string{"CAPS=1", "CAPS=3"} {
+		m := &recMetrics{}
+		path := guest(t, "prefix", `PREFIX="/t"`, caps)
+		_, err := New(context.Background(), []Spec{{Name: "fine", Path: guest(t, "continue")},
+			{Name: "tenant", Path: path, Failure: FailAllow}}, Options{Metrics: m})
+		if err == nil {
+			t.Fatalf("%s: a mutator loaded under failure: allow", caps)
+		}
+		for _, want := range []string{`plugin "tenant"`, path, "a mutator cannot run under failure: allow", "configure failure: deny"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error %q does not contain %q", caps, err, want)
+			}
+		}
+		if m.failed("tenant", "abi") != 1 || m.total() != 1 {
+			t.Errorf("%s: failures counted: %v, want one abi", caps, m.failures)
+		}
+	}
+	newHost(t, []Spec{{Name: "upper", Path: guest(t, "upper", "CAPS=1")},
+		{Name: "v", Path: guest(t, "continue"), Failure: FailAllow},
+		{Name: "r", Path: guest(t, "continue", "CAPS=2"), Failure: FailAllow}}, Options{})
 }

@@ -128,8 +128,10 @@ func (pl *plugin) requestCall(ctx context.Context, caller string, op *gate.Op, n
 	case r.verdict != VerdictMutate || !r.mutates():
 		return VerdictContinue, "", nil
 	case !v.caps.Mutator():
+		// Denied whatever the failure policy: the plugin meant to change
+		// the op, and the op unchanged is not what it let through.
 		in.broken = true
-		return VerdictFailed, "", fail(FailABI, "a validator (no capability 1) returned mutate")
+		return VerdictFailed, "", failClosed(FailABI, "a validator (no capability 1) returned mutate")
 	case r.hasKey && len(r.key) == 0:
 		in.broken = true
 		return VerdictFailed, "", fail(FailABI, "mutated key is empty")
@@ -217,14 +219,22 @@ func (pl *plugin) responseCall(ctx context.Context, caller string, op *gate.Op, 
 
 // failed handles a call that did not produce a verdict. A plugin failure
 // is counted and logged, and then denies the op or, under FailAllow, lets
-// it through unchanged (nil). A caller that went away, or a closed host,
-// denies: the call did not happen.
+// it through unchanged (nil), except a failure that fails closed (no
+// instance free in time, a validator that mutated), which denies under
+// either policy. A caller that went away, or a closed host, denies: the
+// call did not happen.
 func (pl *plugin) failed(ctx context.Context, op *gate.Op, err error) error {
 	f, ok := isFailure(err)
 	if !ok {
 		return &gate.Error{Kind: gate.KindDenied, Reason: "plugin " + pl.spec.Name + " did not run", Op: op, Err: err}
 	}
 	pl.host.countFailure(ctx, pl.spec.Name, f.Kind)
+	if f.FailsClosed() {
+		pl.log.Warn("plugin failed; the op is denied whatever the failure policy",
+			"kind", f.Kind.String(), "detail", f.Detail, "resource", op.Resource, "action", op.Action,
+			"failure", pl.spec.Failure.String())
+		return gate.Denied(op, "plugin "+pl.spec.Name+" failed: "+f.Error())
+	}
 	if pl.spec.Failure == FailAllow {
 		pl.log.Warn("plugin failed; the op continues unchanged (failure: allow)",
 			"kind", f.Kind.String(), "detail", f.Detail, "resource", op.Resource, "action", op.Action)

@@ -43,7 +43,8 @@ const (
 
 // loadVersion compiles wasm, checks its exports and fills a pool of
 // spec.Instances instances, each initialized with the spec's config.
-// Anything wrong is a *Failure (of kind abi unless a call failed).
+// Anything wrong is a *Failure (of kind abi unless a call failed),
+// including a mutator configured with failure: allow.
 func (pl *plugin) loadVersion(ctx context.Context, wasm []byte, hash [32]byte) (*version, error) {
 	compiled, err := pl.rt.CompileModule(ctx, wasm)
 	if err != nil {
@@ -72,6 +73,11 @@ func (pl *plugin) loadVersion(ctx context.Context, wasm []byte, hash [32]byte) (
 			return nil, err
 		}
 		if i == 0 {
+			if err := pl.spec.Failure.forbids(caps); err != nil {
+				in.close()
+				v.discard()
+				return nil, err
+			}
 			v.caps = caps
 			if in.memSize() > pl.spec.MemoryLimit/2 {
 				pl.log.Warn("plugin starts with more than half of its memory limit: every instance will be replaced after each call",
@@ -114,9 +120,17 @@ func (v *version) discard() {
 var errHostClosed = errors.New("the plugin host is closed")
 
 // acquire takes an instance of the plugin's current version, waiting for
-// one while all serve calls, until ctx is done or maxWait passed. A
-// version retired while waiting sends the wait to its successor, so a
-// reload drops no call. The fast path allocates nothing.
+// one while all serve calls, until ctx is done or the plugin's timeout
+// passed. A version retired while waiting sends the wait to its
+// successor (within the same bound), so a reload drops no call. The fast
+// path allocates nothing.
+//
+// A wait that runs out is a busy failure, which denies the op whatever the
+// failure policy: filling the pool with slow calls is within any caller's
+// reach, and must not turn a plugin off for everyone else. The wait is
+// bounded by the timeout, not by a share of it taken from the call: a call
+// that gets an instance late still has its whole timeout to run, so
+// waiting cannot make it time out either.
 func (pl *plugin) acquire(ctx context.Context) (*instance, *version, error) {
 	var wait *time.Timer
 	defer func() {
@@ -139,7 +153,10 @@ func (pl *plugin) acquire(ctx context.Context) (*instance, *version, error) {
 		default:
 		}
 		if wait == nil {
-			wait = time.NewTimer(pl.maxWait())
+			if err := ctx.Err(); err != nil {
+				return nil, nil, errCallerDone{err}
+			}
+			wait = time.NewTimer(pl.spec.Timeout)
 		}
 		select {
 		case in := <-v.free:
@@ -151,15 +168,10 @@ func (pl *plugin) acquire(ctx context.Context) (*instance, *version, error) {
 		case <-ctx.Done():
 			return nil, nil, errCallerDone{ctx.Err()}
 		case <-wait.C:
-			return nil, nil, fail(FailTimeout, "no instance free within %s (%d instances, all busy)", pl.maxWait(), pl.spec.Instances)
+			return nil, nil, failClosed(FailBusy, "no instance free within %s (all %d busy)", pl.spec.Timeout, v.size)
 		}
 	}
 }
-
-// maxWait bounds the wait for an instance when the caller's context has
-// no deadline: calls are bounded by the timeout, so a longer wait means
-// something is wrong.
-func (pl *plugin) maxWait() time.Duration { return max(time.Second, 10*pl.spec.Timeout) }
 
 // release gives an instance back after a call. A broken one (its call
 // failed, or its deadline fired) is replaced, and so is one whose memory

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -121,5 +122,44 @@ func TestClose(t *testing.T) {
 	denied(t, h.Request(context.Background(), caller, put("/k", "v")), "plugin noop did not run")
 	if err := h.Close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReloadMutatorFailureAllow: a validator configured with failure:
+// allow cannot be reloaded into a mutator: the new version is refused,
+// with an error naming the plugin, and the old one serves on.
+func TestReloadMutatorFailureAllow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "guard.wasm")
+	replace(t, path, guestBytes(t, "deny", `DENY_PREFIX="/secret"`))
+	var reloads []error
+	m := &recMetrics{}
+	h := newHost(t, []Spec{{Name: "guard", Path: path, Failure: FailAllow}}, Options{
+		Metrics:  m,
+		OnReload: func(plugin string, err error) { reloads = append(reloads, err) },
+	})
+	pl := h.plugins[0]
+	replace(t, path, guestBytes(t, "upper", "CAPS=1"))
+	err := h.reload(context.Background(), pl)
+	if err == nil {
+		t.Fatal("a mutator was reloaded under failure: allow")
+	}
+	for _, want := range []string{`plugin "guard"`, path, "a mutator cannot run under failure: allow"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if len(reloads) != 1 || reloads[0] == nil {
+		t.Errorf("OnReload got %v", reloads)
+	}
+	if m.failed("guard", "abi") != 1 {
+		t.Errorf("failures: %v, want one abi", m.failures)
+	}
+	if c := h.chain.Load(); len(c.request) != 1 || pl.current.Load().caps.Mutator() {
+		t.Error("the mutator is in the chain")
+	}
+	denied(t, h.Request(context.Background(), caller, put("/secret/x", "v")), "plugin guard: keys under /secret are not allowed")
+	op := put("/public/x", "v")
+	if err := h.Request(context.Background(), caller, op); err != nil || string(op.Value) != "v" {
+		t.Errorf("the old version: %v, value %q", err, op.Value)
 	}
 }

@@ -24,7 +24,9 @@ const (
 	// FailDeny denies the op, with a reason naming the plugin and the
 	// failure.
 	FailDeny FailurePolicy = iota
-	// FailAllow lets the op through untouched and logs a warning.
+	// FailAllow lets the op through untouched and logs a warning. Not
+	// for mutators (refused at load), and not for the failures that deny
+	// whatever the policy (Failure.FailsClosed).
 	FailAllow
 )
 
@@ -37,6 +39,21 @@ func (p FailurePolicy) String() string {
 		return "allow"
 	}
 	return fmt.Sprintf("failure(%d)", uint8(p))
+}
+
+// forbids says why a module with caps may not run under policy p, if it
+// may not: a mutator (capability 1) under FailAllow. A mutator that did
+// not run lets through an op that is not what the caller's policy
+// expects (a key outside its namespace, a value stored in plaintext).
+// Checked at every load, so a reload cannot turn a validator configured
+// with failure: allow into a mutator either.
+func (p FailurePolicy) forbids(caps Capabilities) *Failure {
+	if p == FailAllow && caps.Mutator() {
+		return fail(FailABI, "%s returned %s: a mutator cannot run under failure: allow "+
+			"(an op it did not rewrite is not what the callers' policy expects); configure failure: deny",
+			exportCapabilities, caps)
+	}
+	return nil
 }
 
 // ParseFailurePolicy parses "deny" (or "") and "allow".
@@ -73,6 +90,10 @@ type Spec struct {
 	// rounded up to whole 64 KiB pages).
 	MemoryLimit uint64
 	// Failure is what a failed call does to the op (default deny).
+	// FailAllow is refused at load for a mutator (a module whose
+	// storegate_capabilities has bit 1), and never lets through an op
+	// that found no instance free in time or that a validator tried to
+	// mutate.
 	Failure FailurePolicy
 	// Config is the JSON given to storegate_init; nil means "{}".
 	Config []byte

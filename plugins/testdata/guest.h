@@ -4,7 +4,10 @@
 //
 // Defines: ABI_VERSION (default 1), CAPS (default 0), NO_ON_REQUEST (the
 // module defines no request hook), INIT_DENY (init refuses the config),
-// CUSTOM_INIT and CUSTOM_ALLOC (the module defines those exports itself).
+// CUSTOM_INIT and CUSTOM_ALLOC (the module defines those exports itself),
+// INIT_SPIN_MS (the default init busy-waits that many milliseconds, by the
+// WASI monotonic clock: a slow start-up, so a slot whose instance failed
+// stays empty that long while it is refilled).
 
 #pragma clang diagnostic ignored "-Wunused-function" // each module uses some helpers
 
@@ -36,6 +39,10 @@ static int has_prefix(const u8 *s, u32 n, const char *p) { u32 pl = slen(p); ret
 static u32 rd32(const u8 *p) { return p[0] | p[1] << 8 | p[2] << 16 | (u32)p[3] << 24; }
 static void wr32(u8 *p, u32 v) { p[0] = v; p[1] = v >> 8; p[2] = v >> 16; p[3] = v >> 24; }
 static void log_str(u32 level, const char *s) { sg_log(level, s, slen(s)); }
+
+IMPORT("wasi_snapshot_preview1", "clock_time_get") u32 clock_time_get(u32 id, u64 precision, u64 *time);
+static u64 now_ns(void) { u64 t = 0; clock_time_get(1, 1, &t); return t; }
+static void spin_ms(u32 ms) { u64 end = now_ns() + (u64)ms * 1000000u; while (now_ns() < end) {} }
 
 // The heap: a bump allocator over memory grown on demand; nothing is freed
 // (the host asks for a buffer once, and again only to grow it).
@@ -104,6 +111,9 @@ static u64 mutate(const u8 *key, u32 klen, const u8 *end, u32 elen, const u8 *va
 EXPORT("storegate_init") u64 sg_init(const u8 *config, u32 len) {
 #ifdef INIT_DENY
 	return deny("bad config");
+#endif
+#ifdef INIT_SPIN_MS
+	spin_ms(INIT_SPIN_MS);
 #endif
 	(void)config; (void)len;
 	return 0;
