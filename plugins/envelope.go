@@ -138,7 +138,7 @@ func decodeResult(b []byte) (result, *Failure) {
 		return result{}, fail(FailMalformed, "%s result carries a %d-byte reason", r.verdict, reasonLen)
 	}
 	want := resultHeader + reasonLen
-	var lens [3]uint32
+	lens := [3]uint32{unchanged, unchanged, unchanged} // continue and deny change nothing
 	if r.verdict == VerdictMutate {
 		for i := range lens {
 			lens[i] = le.Uint32(b[8+4*i:])

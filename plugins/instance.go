@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -238,16 +239,36 @@ func (in *instance) result(packedResult uint64) (result, error) {
 	return r, nil
 }
 
-// reasonText turns a deny reason from the guest into a string: a copy,
-// cut at maxMessage bytes, with invalid UTF-8 replaced.
+// reasonText turns a deny reason from the guest into a string: a copy of
+// at most maxMessage bytes of valid UTF-8. The guest's bytes are cut at
+// maxMessage (back to the start of a character the cut would split), and
+// each run of invalid bytes is replaced by U+FFFD, three bytes (so one
+// invalid byte in two makes the text twice as long): the text is then cut
+// again, at a character boundary, if that made it longer.
 func reasonText(b []byte) string {
-	if len(b) > maxMessage {
-		b = b[:maxMessage]
-	}
 	if len(b) == 0 {
 		return "(no reason given)"
 	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
+	if len(b) > maxMessage {
+		b = b[:maxMessage]
+		for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+			if utf8.RuneStart(b[i]) {
+				if !utf8.FullRune(b[i:]) {
+					b = b[:i]
+				}
+				break
+			}
+		}
+	}
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if len(s) > maxMessage {
+		i := maxMessage
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i]
+	}
+	return s
 }
 
 // setup brings a fresh instance to a ready state: checks the ABI version
