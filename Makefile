@@ -7,7 +7,7 @@ SPIRE_MOD := tools/spire
 SPIRE_LDFLAGS := -X github.com/spiffe/spire/pkg/common/version.gittag=1.13.3
 GOTESTFLAGS ?=
 
-.PHONY: run test bench build tools consul spire check policy-test plugins clang clean
+.PHONY: run test bench build tools consul spire check policy-test plugins clang clean fuzz
 
 PLUGIN_BIN := $(BIN)/plugins
 GO_PLUGINS := schema namespace encrypt registration
@@ -78,6 +78,15 @@ bench: build tools plugins
 	$(GO) test -run '^$$' -bench 'BenchmarkAuthorize$$' -benchmem ./policy/
 	$(GO) test -run '^$$' -bench 'BenchmarkAuthorizeLatency' -benchtime 1x ./policy/
 	$(GO) run ./bench
+
+## fuzz: each fuzz target for $(FUZZTIME) (default 60s), one after the other (KeyRange, unknown etcd fields, policy globs, plugin results)
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyRangePrefix$$' -fuzztime $(FUZZTIME) ./gate/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyRangeOverlaps$$' -fuzztime $(FUZZTIME) ./gate/
+	$(GO) test -run '^$$' -fuzz '^FuzzUnknownFields$$' -fuzztime $(FUZZTIME) ./proxy/etcd/
+	$(GO) test -run '^$$' -fuzz '^FuzzGlob$$' -fuzztime $(FUZZTIME) ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResult$$' -fuzztime $(FUZZTIME) ./plugins/
 
 ## check: formatting, vet and tidy modules (fails if anything would change)
 check:
