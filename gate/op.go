@@ -201,13 +201,22 @@ func (r KeyRange) Prefix() (p []byte, exact bool) {
 	case r.Single():
 		return r.Key, false
 	case r.All():
-		return nil, len(r.Key) == 0
-	case bytes.Equal(r.End, PrefixEnd(r.Key)):
-		return r.Key, true
+		n := 0
+		for n < len(r.Key) && r.Key[n] == 0xff {
+			n++
+		}
+		return r.Key[:n], n == len(r.Key)
 	}
 	n := 0
 	for n < len(r.Key) && n < len(r.End) && r.Key[n] == r.End[n] {
 		n++
+	}
+	if n < len(r.Key) && len(r.End) == n+1 && r.Key[n] < 0xff && r.End[n] == r.Key[n]+1 {
+		j := n + 1
+		for j < len(r.Key) && r.Key[j] == 0xff {
+			j++
+		}
+		return r.Key[:j], j == len(r.Key)
 	}
 	return r.Key[:n], false
 }
@@ -227,6 +236,9 @@ func (r KeyRange) Contains(key []byte) bool {
 func (r KeyRange) Overlaps(prefix []byte) bool {
 	if r.Single() {
 		return bytes.HasPrefix(r.Key, prefix)
+	}
+	if !r.All() && bytes.Compare(r.Key, r.End) >= 0 {
+		return false
 	}
 	end := PrefixEnd(prefix) // keys with the prefix are [prefix, end)
 	startsBeforeEnd := len(end) == 1 && end[0] == 0 || bytes.Compare(r.Key, end) < 0
