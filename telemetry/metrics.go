@@ -78,7 +78,7 @@ func NewMetrics(mp metric.MeterProvider, expiry func() (time.Time, bool)) (*Metr
 		return nil, err
 	}
 	if m.pluginFailures, err = meter.Int64Counter("storegate.plugin.failures",
-		metric.WithDescription("Plugin calls that failed, by plugin and kind (trap, timeout, memory, malformed).")); err != nil {
+		metric.WithDescription("Plugin calls that failed, by plugin and kind (trap, timeout, memory, malformed, abi, busy).")); err != nil {
 		return nil, err
 	}
 	if expiry != nil {
