@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
@@ -205,14 +206,26 @@ func ParseConfig(b []byte) (*Config, error) {
 	return &cfg, nil
 }
 
+// fronts names the fronts the configuration runs, e.g. "etcd,consul".
+func (c *Config) fronts() string {
+	var fs []string
+	if c.Upstreams.Etcd != nil {
+		fs = append(fs, "etcd")
+	}
+	if c.Upstreams.Consul != nil {
+		fs = append(fs, "consul")
+	}
+	return strings.Join(fs, ",")
+}
+
 func (c *Config) defaults() {
-	if c.Listen.Etcd == "" {
+	if c.Listen.Etcd == "" && c.Upstreams.Etcd != nil {
 		c.Listen.Etcd = "127.0.0.1:23790"
 	}
 	if c.Listen.Admin == "" {
 		c.Listen.Admin = "127.0.0.1:9901"
 	}
-	if len(c.Listen.EtcdAdvertise) == 0 {
+	if len(c.Listen.EtcdAdvertise) == 0 && c.Listen.Etcd != "" {
 		c.Listen.EtcdAdvertise = []string{"https://" + c.Listen.Etcd}
 	}
 	if c.Policy.Dir == "" {
@@ -277,10 +290,21 @@ func (c *Config) resolve(dir string) {
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	for name, addr := range map[string]string{"listen.etcd": c.Listen.Etcd, "listen.admin": c.Listen.Admin} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			bad("%s: %q is not host:port: %v", name, addr, err)
+	if _, _, err := net.SplitHostPort(c.Listen.Admin); err != nil {
+		bad("listen.admin: %q is not host:port: %v", c.Listen.Admin, err)
+	}
+	// Each front runs when its listener and upstream are set; either may
+	// run alone, and at least one must.
+	if (c.Listen.Etcd == "") != (c.Upstreams.Etcd == nil) {
+		bad("listen.etcd and upstreams.etcd go together")
+	}
+	if c.Listen.Etcd != "" {
+		if _, _, err := net.SplitHostPort(c.Listen.Etcd); err != nil {
+			bad("listen.etcd: %q is not host:port: %v", c.Listen.Etcd, err)
 		}
+	}
+	if c.Upstreams.Etcd == nil && c.Upstreams.Consul == nil {
+		bad("upstreams: set etcd, consul or both: with neither there is nothing to serve")
 	}
 	if (c.Listen.Consul == "") != (c.Upstreams.Consul == nil) {
 		bad("listen.consul and upstreams.consul go together")
@@ -330,9 +354,7 @@ func (c *Config) validate() error {
 			bad("identity.trust_domains: %q: %v", td, err)
 		}
 	}
-	if e := c.Upstreams.Etcd; e == nil {
-		bad("upstreams.etcd: required")
-	} else {
+	if e := c.Upstreams.Etcd; e != nil {
 		if len(e.Endpoints) == 0 {
 			bad("upstreams.etcd.endpoints: at least one endpoint is required")
 		}

@@ -102,7 +102,7 @@ telemetry: {traces: {exporter: jaeger, sampling: 1.5}}
 		}},
 		{"unknown telemetry keys", "telemetry: {traces: {exporter: otlp, ratio: 0.1}, decision_log: stdout}\n",
 			[]string{"field ratio not found", "field decision_log not found"}},
-		{"nothing", "{}\n", []string{"identity: set files or workload_api", "identity.trust_domains", "upstreams.etcd: required"}},
+		{"nothing", "{}\n", []string{"identity: set files or workload_api", "identity.trust_domains", "upstreams: set etcd, consul or both"}},
 		{"both identities", "identity: {files: {cert: a, key: b, bundle: c}, workload_api: unix:///x, trust_domains: [example.org]}\n",
 			[]string{"set only one of files and workload_api"}},
 		{"bad duration", "upstreams: {etcd: {endpoints: [https://x:1], dial_timeout: soon}}\n", []string{"not a duration"}},
@@ -119,5 +119,29 @@ telemetry: {traces: {exporter: jaeger, sampling: 1.5}}
 				}
 			}
 		})
+	}
+}
+
+// TestEitherFrontAlone: a gateway may run only the Consul front or only the
+// etcd front; a listener without its upstream is an error.
+func TestEitherFrontAlone(t *testing.T) {
+	const identity = "identity: {files: {cert: a, key: b, bundle: c}, trust_domains: [example.org]}\n"
+	consulOnly, err := ParseConfig([]byte(identity + "listen: {consul: 127.0.0.1:8501}\nupstreams: {consul: {address: http://127.0.0.1:8500}}\n"))
+	if err != nil {
+		t.Fatalf("a Consul-only gateway: %v", err)
+	}
+	if consulOnly.Listen.Etcd != "" || consulOnly.Upstreams.Etcd != nil || consulOnly.fronts() != "consul" {
+		t.Fatalf("a Consul-only gateway runs %q (listen.etcd %q)", consulOnly.fronts(), consulOnly.Listen.Etcd)
+	}
+	etcdOnly, err := ParseConfig([]byte(identity + "upstreams: {etcd: {endpoints: [https://127.0.0.1:2379]}}\n"))
+	if err != nil {
+		t.Fatalf("an etcd-only gateway: %v", err)
+	}
+	if etcdOnly.Listen.Etcd == "" || etcdOnly.fronts() != "etcd" {
+		t.Fatalf("an etcd-only gateway runs %q (listen.etcd %q)", etcdOnly.fronts(), etcdOnly.Listen.Etcd)
+	}
+	_, err = ParseConfig([]byte(identity + "listen: {etcd: 127.0.0.1:23790, consul: 127.0.0.1:8501}\nupstreams: {consul: {address: http://127.0.0.1:8500}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "listen.etcd and upstreams.etcd go together") {
+		t.Fatalf("an etcd listener without an etcd upstream: %v", err)
 	}
 }

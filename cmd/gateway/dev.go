@@ -29,6 +29,7 @@ type devSetup struct {
 	policies   string
 	listenEtcd string
 	admin      string
+	etcd       string // "none": no etcd and no etcd front
 	etcdClient string // the in-process etcd's client address
 	etcdPeer   string
 	etcdctl    string // printed etcdctl path; default bin/etcdctl or $PATH
@@ -54,11 +55,16 @@ func devCmd() *cobra.Command {
 			if _, err := telemetry.ParseExporter(d.traces); err != nil {
 				return fmt.Errorf("--traces: %w", err)
 			}
+			if d.etcd == "none" && d.consul == "none" {
+				return errors.New("dev: --etcd none and --consul none leave nothing to serve")
+			}
 			cfg, etcd, err := d.start(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer etcd.Close()
+			if etcd != nil {
+				defer etcd.Close()
+			}
 			if d.plugins != "none" {
 				ps, missing, err := d.devPlugins(d.plugins)
 				if err != nil {
@@ -78,8 +84,14 @@ func devCmd() *cobra.Command {
 				d.consulBin = bin
 				cfg.Listen.Consul = d.listenConsul
 				cfg.Upstreams.Consul = &ConsulUpstream{Address: "http://" + d.consulHTTP}
-			} else {
+			} else if d.consul != "none" {
+				if cfg.Upstreams.Etcd == nil {
+					return errors.New("dev: --etcd none needs a consul binary (make consul, or --consul PATH)")
+				}
 				log.Warn("no consul binary (make consul, or --consul PATH): running without the Consul front")
+			}
+			if err := cfg.validate(); err != nil {
+				return err
 			}
 			return serve(cmd.Context(), cfg, log, func() { d.printHelp(cmd.OutOrStdout()) })
 		},
@@ -89,6 +101,7 @@ func devCmd() *cobra.Command {
 	f.StringVar(&d.policies, "policies", "policies", "policy directory")
 	f.StringVar(&d.listenEtcd, "listen-etcd", "127.0.0.1:23790", "the gateway's etcd front")
 	f.StringVar(&d.admin, "listen-admin", "127.0.0.1:9901", "the gateway's admin listener")
+	f.StringVar(&d.etcd, "etcd", "", "\"none\": no in-process etcd and no etcd front (a Consul-only gateway)")
 	f.StringVar(&d.etcdClient, "etcd-client", "127.0.0.1:23799", "client address of the in-process etcd")
 	f.StringVar(&d.etcdPeer, "etcd-peer", "127.0.0.1:23800", "peer address of the in-process etcd")
 	f.StringVar(&d.etcdctl, "etcdctl", "", "etcdctl path for the printed commands (default: bin/etcdctl, else etcdctl on $PATH)")
@@ -135,6 +148,24 @@ func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
 		return nil, nil, err
 	}
 	d.dir = abs
+	pem := func(name string) string { return filepath.Join(d.dir, name) }
+	cfg := &Config{
+		Listen: ListenConfig{Admin: d.admin},
+		Identity: IdentityConfig{
+			Files:        &IdentityFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), Bundle: pem(mtls.BundleFile)},
+			TrustDomains: []string{td.String()},
+		},
+		Policy: PolicyConfig{Dir: d.policies},
+	}
+	// In development every request is traced: one in a hundred would look
+	// like tracing does not work.
+	sampleAll := 1.0
+	cfg.Telemetry.Traces = TracesConfig{Exporter: d.traces, Sampling: &sampleAll}
+	cfg.DecisionLog = &DecisionLogConfig{Output: filepath.Join(d.dir, "decisions.log"), MaxSizeMB: 10, MaxBackups: 3}
+	if d.etcd == "none" {
+		cfg.defaults()
+		return cfg, nil, nil
+	}
 
 	ecfg := embed.NewConfig()
 	ecfg.Name = "dev"
@@ -166,24 +197,11 @@ func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
 		return nil, nil, ctx.Err()
 	}
 
-	pem := func(name string) string { return filepath.Join(d.dir, name) }
-	cfg := &Config{
-		Listen: ListenConfig{Etcd: d.listenEtcd, Admin: d.admin},
-		Identity: IdentityConfig{
-			Files:        &IdentityFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), Bundle: pem(mtls.BundleFile)},
-			TrustDomains: []string{td.String()},
-		},
-		Upstreams: UpstreamsConfig{Etcd: &EtcdUpstream{
-			Endpoints: []string{clientURL.String()},
-			TLS:       TLSFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), CA: pem(mtls.BundleFile)},
-		}},
-		Policy: PolicyConfig{Dir: d.policies},
+	cfg.Listen.Etcd = d.listenEtcd
+	cfg.Upstreams.Etcd = &EtcdUpstream{
+		Endpoints: []string{clientURL.String()},
+		TLS:       TLSFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), CA: pem(mtls.BundleFile)},
 	}
-	// In development every request is traced: one in a hundred would look
-	// like tracing does not work.
-	sampleAll := 1.0
-	cfg.Telemetry.Traces = TracesConfig{Exporter: d.traces, Sampling: &sampleAll}
-	cfg.DecisionLog = &DecisionLogConfig{Output: filepath.Join(d.dir, "decisions.log"), MaxSizeMB: 10, MaxBackups: 3}
 	cfg.defaults()
 	if err := cfg.validate(); err != nil {
 		etcd.Close()
@@ -194,6 +212,16 @@ func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
 
 // printHelp prints etcdctl commands that work when pasted.
 func (d *devSetup) printHelp(w io.Writer) {
+	if d.etcd == "none" {
+		fmt.Fprintf(w, `
+storegate is ready: Consul front only (--etcd none), admin on http://%[1]s.
+Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admin.pem); policies in %[2]s.
+%[3]s
+  # every decision is a JSON line in %[4]s/decisions.log; metrics: curl http://%[1]s/metrics
+
+`, d.admin, d.policies, d.consulHelp(), d.dir)
+		return
+	}
 	etcdctl := "etcdctl"
 	if d.etcdctl != "" {
 		etcdctl = d.etcdctl

@@ -117,39 +117,42 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	g := gate.New(engine, log, gopts...)
 	changed.Store(g)
 
-	up, err := dialEtcd(cfg.Upstreams.Etcd, src, tel.DialOptions(), log)
-	if err != nil {
-		return err
-	}
-	defer up.Close()
-
 	tds := cfg.trustDomains()
-	front := etcdfront.New(g, up, authn.New(tds), etcdfront.Options{
-		AdvertiseURLs:   cfg.Listen.EtcdAdvertise,
-		MaxRequestBytes: int(cfg.Upstreams.Etcd.MaxRequest),
-		MaxTxnOps:       cfg.Upstreams.Etcd.MaxTxnOps,
-		Limits: etcdfront.Limits{StreamsPerCaller: cfg.Limits.StreamsPerCaller, Streams: cfg.Limits.Streams,
-			WatchesPerCaller: cfg.Limits.WatchesPerCaller, Watches: cfg.Limits.Watches},
-		Logger: log,
-	})
-	gs := front.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)), tel.ServerOptions()...)
-
-	etcdLis, err := net.Listen("tcp", cfg.Listen.Etcd)
-	if err != nil {
-		return fmt.Errorf("listen.etcd: %w", err)
-	}
 	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
 	if err != nil {
-		etcdLis.Close()
 		return fmt.Errorf("listen.admin: %w", err)
+	}
+	defer adminLis.Close()
+	checks := readiness{src: src}
+
+	// The etcd front, when configured.
+	var gs *grpc.Server
+	var etcdLis net.Listener
+	if cfg.Upstreams.Etcd != nil {
+		up, err := dialEtcd(cfg.Upstreams.Etcd, src, tel.DialOptions(), log)
+		if err != nil {
+			return err
+		}
+		defer up.Close()
+		front := etcdfront.New(g, up, authn.New(tds), etcdfront.Options{
+			AdvertiseURLs:   cfg.Listen.EtcdAdvertise,
+			MaxRequestBytes: int(cfg.Upstreams.Etcd.MaxRequest),
+			MaxTxnOps:       cfg.Upstreams.Etcd.MaxTxnOps,
+			Limits: etcdfront.Limits{StreamsPerCaller: cfg.Limits.StreamsPerCaller, Streams: cfg.Limits.Streams,
+				WatchesPerCaller: cfg.Limits.WatchesPerCaller, Watches: cfg.Limits.Watches},
+			Logger: log,
+		})
+		gs = front.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)), tel.ServerOptions()...)
+		if etcdLis, err = net.Listen("tcp", cfg.Listen.Etcd); err != nil {
+			return fmt.Errorf("listen.etcd: %w", err)
+		}
+		defer etcdLis.Close()
+		checks.etcd = up
 	}
 	consulSrv, consulLis, consul, err := consulFront(cfg, g, authn.New(tds), src, tel, log)
 	if err != nil {
-		etcdLis.Close()
-		adminLis.Close()
 		return err
 	}
-	checks := readiness{src: src, etcd: up}
 	if consul != nil {
 		checks.consul = consul
 	}
@@ -157,17 +160,20 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(2)
-	go func() { defer wg.Done(); errc <- gs.Serve(etcdLis) }()
+	wg.Add(1)
 	go func() { defer wg.Done(); errc <- admin.Serve(adminLis) }()
+	if gs != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- gs.Serve(etcdLis) }()
+		log.Info("etcd front serving", "etcd", etcdLis.Addr().String(), "upstream", strings.Join(cfg.Upstreams.Etcd.Endpoints, ","))
+	}
 	if consulSrv != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- consulSrv.ServeTLS(consulLis, "", "") }()
 		log.Info("consul front serving", "consul", consulLis.Addr().String(), "upstream", cfg.Upstreams.Consul.Address)
 	}
-	log.Info("storegate serving", "etcd", etcdLis.Addr().String(), "admin", adminLis.Addr().String(),
-		"upstream", strings.Join(cfg.Upstreams.Etcd.Endpoints, ","), "policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode,
-		"traces", cfg.Telemetry.Traces.Exporter)
+	log.Info("storegate serving", "fronts", cfg.fronts(), "admin", adminLis.Addr().String(),
+		"policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode, "traces", cfg.Telemetry.Traces.Exporter)
 	if ready != nil {
 		ready()
 	}
@@ -176,12 +182,14 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		gs.Stop()
+	if gs != nil {
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			gs.Stop()
+		}
 	}
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShutdown()
@@ -303,7 +311,7 @@ func dialEtcd(e *EtcdUpstream, src mtls.Source, dialOpts []grpc.DialOption, log 
 // without a loaded one, and a failed reload keeps the last good version.
 type readiness struct {
 	src    mtls.Source
-	etcd   interface{ Ready(context.Context) error }
+	etcd   interface{ Ready(context.Context) error } // nil: no etcd front
 	consul interface{ Ready(context.Context) error } // nil: no Consul front
 }
 
@@ -316,8 +324,10 @@ func (c readiness) problems(ctx context.Context) []string {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := c.etcd.Ready(ctx); err != nil {
-		problems = append(problems, "upstream etcd: "+err.Error())
+	if c.etcd != nil {
+		if err := c.etcd.Ready(ctx); err != nil {
+			problems = append(problems, "upstream etcd: "+err.Error())
+		}
 	}
 	if c.consul != nil {
 		if err := c.consul.Ready(ctx); err != nil {
