@@ -10,19 +10,19 @@ import (
 // cluster with its address and tags. Neither names a node policy could
 // match, so both are a node read with no target.
 func agentSelf(_ *Server, q *request) error {
-	q.ops = append(q.ops, nodeRead)
+	q.ask(nodeRead)
 	return nil
 }
 
 func agentMembers(_ *Server, q *request) error {
-	q.ops = append(q.ops, nodeRead)
+	q.ask(nodeRead)
 	return nil
 }
 
 // agentServices decodes GET /v1/agent/services: every service registered on
 // the agent.
 func agentServices(_ *Server, q *request) error {
-	q.ops = append(q.ops, everyService(gate.ResourceService))
+	q.ask(everyService(gate.ResourceService))
 	return nil
 }
 
@@ -31,7 +31,7 @@ func agentServices(_ *Server, q *request) error {
 // answers: the op carries the ID alone, which only intentions without
 // `services` match.
 func agentService(_ *Server, q *request) error {
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRead,
+	q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRead,
 		Service: &gate.Service{ID: pathName(q, "/v1/agent/service/")}})
 	return nil
 }

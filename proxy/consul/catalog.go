@@ -28,7 +28,7 @@ var nodeRead = gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRead}
 // catalogServices decodes GET /v1/catalog/services: the names and tags of
 // every service.
 func catalogServices(_ *Server, q *request) error {
-	q.ops = append(q.ops, everyService(gate.ResourceService))
+	q.ask(everyService(gate.ResourceService))
 	return nil
 }
 
@@ -39,19 +39,20 @@ func catalogService(_ *Server, q *request) error {
 	if name == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Missing service name"}
 	}
-	q.ops = append(q.ops, serviceRead(name))
+	q.ask(serviceRead(name))
 	return nil
 }
 
 // catalogNodes decodes GET /v1/catalog/nodes.
 func catalogNodes(_ *Server, q *request) error {
-	q.ops = append(q.ops, nodeRead)
+	q.ask(nodeRead)
 	return nil
 }
 
 // catalogNode decodes GET /v1/catalog/node/NODE: the node and every service
 // on it, whatever its name.
 func catalogNode(_ *Server, q *request) error {
-	q.ops = append(q.ops, nodeRead, everyService(gate.ResourceService))
+	q.ask(nodeRead)
+	q.ask(everyService(gate.ResourceService))
 	return nil
 }

@@ -3,7 +3,6 @@ package consul
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -35,9 +34,11 @@ func (s *Server) agentCheckRegister(q *request) error {
 		}
 		svc.Name = name
 	}
-	s.carry(q, rewrite{apply: registrationRewrite(&api.AgentCheckRegistration{}, false)})
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Service: svc,
+	i := q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Service: svc,
 		Value: q.body, ValueSize: len(q.body)})
+	if s.gate.Plugins() {
+		s.carry(q, i, q.r, registrationRewrite(&api.AgentCheckRegistration{}, false))
+	}
 	return nil
 }
 
@@ -56,16 +57,16 @@ func (s *Server) agentCheckUpdate(q *request) error {
 	var checks map[string]api.AgentCheck
 	var out bytes.Buffer
 	if err := s.upstream(q.r.Context(), http.MethodGet, "/v1/agent/checks", "", nil, &out); err != nil {
-		return httpError{code: http.StatusBadGateway, msg: "storegate: listing the agent's checks: " + err.Error()}
+		return unavailable("listing the agent's checks", err)
 	}
 	if err := json.Unmarshal(out.Bytes(), &checks); err != nil {
-		return fmt.Errorf("storegate: reading the agent's checks: %w", err)
+		return unavailable("reading the agent's checks", err)
 	}
 	svc := &gate.Service{}
 	if c, ok := checks[id]; ok {
 		svc.Name, svc.ID = c.ServiceName, c.ServiceID
 	}
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: act, Service: svc})
+	q.ask(gate.Op{Resource: gate.ResourceCheck, Action: act, Service: svc})
 	return nil
 }
 
@@ -77,11 +78,11 @@ func (s *Server) serviceName(q *request, id string) (string, error) {
 	case err == errNotFound:
 		return "", nil
 	case err != nil:
-		return "", httpError{code: http.StatusBadGateway, msg: "storegate: looking up service " + id + ": " + err.Error()}
+		return "", unavailable("looking up service "+id, err)
 	}
 	var cur api.AgentService
 	if err := json.Unmarshal(out.Bytes(), &cur); err != nil {
-		return "", fmt.Errorf("storegate: reading service %s: %w", id, err)
+		return "", unavailable("reading service "+id, err)
 	}
 	return cur.Service, nil
 }

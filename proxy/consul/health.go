@@ -13,7 +13,7 @@ func healthService(_ *Server, q *request) error {
 	if name == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Missing service name"}
 	}
-	q.ops = append(q.ops, serviceRead(name))
+	q.ask(serviceRead(name))
 	return nil
 }
 
@@ -24,20 +24,22 @@ func healthChecks(_ *Server, q *request) error {
 	if name == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Missing service name"}
 	}
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRead, Service: &gate.Service{Name: name}})
+	q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRead, Service: &gate.Service{Name: name}})
 	return nil
 }
 
 // healthState decodes GET /v1/health/state/STATE: the checks in one state
 // of every node and service.
 func healthState(_ *Server, q *request) error {
-	q.ops = append(q.ops, everyService(gate.ResourceCheck), nodeRead)
+	q.ask(everyService(gate.ResourceCheck))
+	q.ask(nodeRead)
 	return nil
 }
 
 // healthNode decodes GET /v1/health/node/NODE: the node's checks and those
 // of every service on it.
 func healthNode(_ *Server, q *request) error {
-	q.ops = append(q.ops, nodeRead, everyService(gate.ResourceCheck))
+	q.ask(nodeRead)
+	q.ask(everyService(gate.ResourceCheck))
 	return nil
 }

@@ -29,21 +29,36 @@ var errMissingKey = httpError{code: http.StatusBadRequest, msg: "Missing key nam
 func (s *Server) kvGet(q *request) error {
 	key, opKey := kvKey(q.r)
 	op := gate.Op{Resource: gate.ResourceKV, Action: gate.ActionRead}
+	var narrow responseHook
 	switch {
 	case has(q, "keys"):
 		op.Keys = gate.KeyRange{Key: opKey, End: gate.PrefixEnd(opKey)}
-		q.filter = s.filterKeyList(q)
+		narrow = filterKeyList
 	case has(q, "recurse"):
 		op.Keys = gate.KeyRange{Key: opKey, End: gate.PrefixEnd(opKey)}
-		q.filter = s.filterEntries(q)
+		narrow = filterEntries
 	case key == "":
 		return errMissingKey
 	default:
 		op.Keys = gate.KeyRange{Key: opKey}
 	}
-	s.carry(q, rewrite{apply: kvRewrite, respond: kvResponse})
-	q.ops = append(q.ops, op)
+	i := q.ask(op)
+	if narrow != nil {
+		// A listing is narrowed to the keys the caller may read.
+		q.req.Narrow(i)
+		q.narrow = narrow
+	}
+	s.carry(q, i, q.r, kvGetRewrite)
 	return nil
+}
+
+// kvGetRewrite writes a KV read back and, when plugins answer it, runs the
+// response chain over the answer.
+func kvGetRewrite(q *request, op *gate.Op) error {
+	if q.asked = q.req.Asked(q.r); q.asked != nil {
+		q.respond = kvResponse
+	}
+	return kvRewrite(q, op)
 }
 
 func (s *Server) kvPut(q *request) error {
@@ -66,9 +81,8 @@ func (s *Server) kvPut(q *request) error {
 		return err
 	}
 
-	op := gate.Op{Resource: gate.ResourceKV, Action: gate.ActionWrite, Keys: gate.KeyRange{Key: opKey}, ValueSize: len(body), Value: body}
-	s.carry(q, rewrite{apply: kvRewrite})
-	q.ops = append(q.ops, op)
+	i := q.ask(gate.Op{Resource: gate.ResourceKV, Action: gate.ActionWrite, Keys: gate.KeyRange{Key: opKey}, ValueSize: len(body), Value: body})
+	s.carry(q, i, q.r, kvRewrite)
 	// Locking with a session: the lock must be allowed, and the session
 	// must be the caller's own.
 	for _, l := range []struct {
@@ -79,10 +93,8 @@ func (s *Server) kvPut(q *request) error {
 			continue
 		}
 		sid := q.query.Get(l.param)
-		if err := s.ownedSession(q, sid); err != nil {
-			return err
-		}
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceLock, Action: l.act, Keys: gate.KeyRange{Key: opKey}, Session: sid})
+		q.ask(gate.Op{Resource: gate.ResourceLock, Action: l.act, Keys: gate.KeyRange{Key: opKey}, Session: sid})
+		s.useSession(q, l.act, sid)
 	}
 	return nil
 }
@@ -99,8 +111,7 @@ func (s *Server) kvDelete(q *request) error {
 	case key == "":
 		return errMissingKey
 	}
-	s.carry(q, rewrite{apply: kvRewrite})
-	q.ops = append(q.ops, op)
+	s.carry(q, q.ask(op), q.r, kvRewrite)
 	return nil
 }
 
@@ -114,58 +125,51 @@ func countPresent(q *request, names ...string) int {
 	return n
 }
 
-// readable reports whether the caller may read the Consul key k. The
-// gateway's own records never are.
-func (s *Server) readable(q *request, k string) bool {
-	if strings.HasPrefix(k, ReservedPrefix) {
-		return false
-	}
-	return s.gate.Readable(q.r.Context(), q.caller, gate.ProtocolConsul, gate.ResourceKV, "GET /v1/kv/", []byte("/"+k))
+// readable reports whether the caller may read the Consul key k (never one
+// of the gateway's own records: the gate reserves them).
+func readable(q *request, k string) bool {
+	return q.req.Readable(q.r.Context(), gate.ProtocolConsul, gate.ResourceKV, q.route, []byte("/"+k))
 }
 
 // filterEntries narrows a recurse answer (a JSON array of entries) to the
 // readable ones; none left is Consul's own 404, index headers kept.
-func (s *Server) filterEntries(q *request) func(*http.Response) error {
-	return func(resp *http.Response) error {
-		if resp.StatusCode != http.StatusOK {
-			return nil
-		}
-		var entries []json.RawMessage
-		if err := readJSON(resp, &entries); err != nil {
-			return err
-		}
-		kept := entries[:0]
-		for _, e := range entries {
-			var k struct{ Key string }
-			if err := json.Unmarshal(e, &k); err != nil {
-				return fmt.Errorf("storegate: decoding a KV entry: %w", err)
-			}
-			if s.readable(q, k.Key) {
-				kept = append(kept, e)
-			}
-		}
-		return writeJSON(resp, kept, len(kept) == 0)
+func filterEntries(_ *Server, q *request, resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK {
+		return nil
 	}
+	var entries []json.RawMessage
+	if err := readJSON(resp, &entries); err != nil {
+		return err
+	}
+	kept := entries[:0]
+	for _, e := range entries {
+		var k struct{ Key string }
+		if err := json.Unmarshal(e, &k); err != nil {
+			return fmt.Errorf("storegate: decoding a KV entry: %w", err)
+		}
+		if readable(q, k.Key) {
+			kept = append(kept, e)
+		}
+	}
+	return writeJSON(resp, kept, len(kept) == 0)
 }
 
 // filterKeyList narrows a keys answer (a JSON array of key names).
-func (s *Server) filterKeyList(q *request) func(*http.Response) error {
-	return func(resp *http.Response) error {
-		if resp.StatusCode != http.StatusOK {
-			return nil
-		}
-		var keys []string
-		if err := readJSON(resp, &keys); err != nil {
-			return err
-		}
-		kept := keys[:0]
-		for _, k := range keys {
-			if s.readable(q, k) {
-				kept = append(kept, k)
-			}
-		}
-		return writeJSON(resp, kept, len(kept) == 0)
+func filterKeyList(_ *Server, q *request, resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK {
+		return nil
 	}
+	var keys []string
+	if err := readJSON(resp, &keys); err != nil {
+		return err
+	}
+	kept := keys[:0]
+	for _, k := range keys {
+		if readable(q, k) {
+			kept = append(kept, k)
+		}
+	}
+	return writeJSON(resp, kept, len(kept) == 0)
 }
 
 func readJSON(resp *http.Response, v any) error {

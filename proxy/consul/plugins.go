@@ -16,58 +16,16 @@ import (
 	"github.com/storegate/storegate/gate"
 )
 
-// rewrite is an op of the request that plugins may change, and how the
-// front writes the changed op back into the request it forwards.
-type rewrite struct {
-	op    int // index in request.ops
-	apply func(q *request, op *gate.Op) error
-	// respond, if set, makes the response hook that runs the response
-	// chain over the answer to op (as the caller asked it).
-	respond func(s *Server, q *request, op gate.Op) func(*http.Response) error
-}
-
-// carry records that the op about to be appended to q.ops may be
-// rewritten by plugins, and how; without plugins it records nothing, so a
-// request pays nothing for them.
-func (s *Server) carry(q *request, rw rewrite) {
-	if s.gate.Plugins() {
-		rw.op = len(q.ops)
-		q.rewrites = append(q.rewrites, rw)
-	}
-}
-
-// runPlugins runs the request chain over every op the request carries, after
-// policy allowed the request, writes back what the chain changed, and sets
-// up the response chain for what goes back.
-func (s *Server) runPlugins(q *request) error {
-	if !s.gate.Plugins() {
-		return nil
-	}
-	for _, rw := range q.rewrites {
-		op := q.ops[rw.op] // a copy: policy's op stays as the caller asked
-		if rw.respond != nil && s.gate.Responds(&op) {
-			q.respond = rw.respond(s, q, op)
-		}
-		if err := s.gate.Transform(q.r.Context(), q.caller, &op); err != nil {
-			return err
-		}
-		if err := rw.apply(q, &op); err != nil {
-			return err
-		}
-	}
-	for _, f := range q.afterPlugins {
-		if err := f(s, q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// The plugins' side of the front: how each route writes a rewritten op
+// back into the request it forwards (a Carry write-back), and how the
+// response chain runs over Consul's answers. gate.Request runs the chains;
+// nothing here runs without plugins.
 
 // setKVPath points a KV request at the op's (possibly rewritten) key.
 func setKVPath(q *request, op *gate.Op) error {
 	k := string(op.Keys.Key)
 	if !strings.HasPrefix(k, "/") {
-		return denial("a plugin rewrote the key to " + fmt.Sprintf("%q", k) + ", which lacks the leading /")
+		return refused(fmt.Sprintf("a plugin rewrote the key to %q, which lacks the leading /", k))
 	}
 	q.r.URL.Path, q.r.URL.RawPath = "/v1/kv"+k, ""
 	return nil
@@ -85,12 +43,16 @@ func kvRewrite(q *request, op *gate.Op) error {
 	return nil
 }
 
-// kvResponse runs the response chain over a KV GET's answer: the entries of
-// a JSON answer (their Key and base64 Value), a raw value, or a key list.
-func kvResponse(s *Server, q *request, op gate.Op) func(*http.Response) error {
-	ctx, caller := q.r.Context(), q.caller
+// kvResponse runs the response chain over a KV GET's answer (to q.asked,
+// the op as the caller asked it): the entries of a JSON answer (their Key
+// and base64 Value), a raw value, or a key list.
+func kvResponse(_ *Server, q *request, resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	ctx, op := q.r.Context(), q.asked
 	key := func(k []byte) ([]byte, error) { // Consul's key <-> the op key with its "/"
-		nk, _, err := s.gate.Response(ctx, caller, &op, append([]byte("/"), k...), nil)
+		nk, _, err := q.req.Respond(ctx, op, append([]byte("/"), k...), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -99,65 +61,60 @@ func kvResponse(s *Server, q *request, op gate.Op) func(*http.Response) error {
 		}
 		return nk[1:], nil
 	}
-	return func(resp *http.Response) error {
-		if resp.StatusCode != http.StatusOK {
-			return nil
-		}
-		switch {
-		case has(q, "keys"):
-			var keys []string
-			if err := readJSON(resp, &keys); err != nil {
-				return err
-			}
-			for i, k := range keys {
-				nk, err := key([]byte(k))
-				if err != nil {
-					return err
-				}
-				keys[i] = string(nk)
-			}
-			return writeJSON(resp, keys, false)
-		case has(q, "raw"):
-			defer resp.Body.Close()
-			v, err := io.ReadAll(resp.Body)
-			if err != nil {
-				return err
-			}
-			_, nv, err := s.gate.Response(ctx, caller, &op, op.Keys.Key, v)
-			if err != nil {
-				return err
-			}
-			return writeRaw(resp, nv)
-		}
-		var entries []map[string]json.RawMessage
-		if err := readJSON(resp, &entries); err != nil {
+	switch {
+	case has(q, "keys"):
+		var keys []string
+		if err := readJSON(resp, &keys); err != nil {
 			return err
 		}
-		for _, e := range entries {
-			var k string
-			var v []byte
-			if err := json.Unmarshal(e["Key"], &k); err != nil {
-				return fmt.Errorf("storegate: decoding a KV entry: %w", err)
-			}
-			if raw, ok := e["Value"]; ok && string(raw) != "null" {
-				if err := json.Unmarshal(raw, &v); err != nil {
-					return fmt.Errorf("storegate: decoding a KV value: %w", err)
-				}
-			}
-			nk, nv, err := s.gate.Response(ctx, caller, &op, append([]byte("/"), k...), v)
+		for i, k := range keys {
+			nk, err := key([]byte(k))
 			if err != nil {
 				return err
 			}
-			if len(nk) == 0 || nk[0] != '/' {
-				return errors.New("storegate: a plugin answered a key without the leading /")
-			}
-			e["Key"], _ = json.Marshal(string(nk[1:]))
-			if v != nil || nv != nil {
-				e["Value"], _ = json.Marshal(base64.StdEncoding.EncodeToString(nv))
+			keys[i] = string(nk)
+		}
+		return writeJSON(resp, keys, false)
+	case has(q, "raw"):
+		defer resp.Body.Close()
+		v, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		_, nv, err := q.req.Respond(ctx, op, op.Keys.Key, v)
+		if err != nil {
+			return err
+		}
+		return writeRaw(resp, nv)
+	}
+	var entries []map[string]json.RawMessage
+	if err := readJSON(resp, &entries); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		var k string
+		var v []byte
+		if err := json.Unmarshal(e["Key"], &k); err != nil {
+			return fmt.Errorf("storegate: decoding a KV entry: %w", err)
+		}
+		if raw, ok := e["Value"]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return fmt.Errorf("storegate: decoding a KV value: %w", err)
 			}
 		}
-		return writeJSON(resp, entries, false)
+		nk, nv, err := q.req.Respond(ctx, op, append([]byte("/"), k...), v)
+		if err != nil {
+			return err
+		}
+		if len(nk) == 0 || nk[0] != '/' {
+			return errors.New("storegate: a plugin answered a key without the leading /")
+		}
+		e["Key"], _ = json.Marshal(string(nk[1:]))
+		if v != nil || nv != nil {
+			e["Value"], _ = json.Marshal(base64.StdEncoding.EncodeToString(nv))
+		}
 	}
+	return writeJSON(resp, entries, false)
 }
 
 // writeRaw replaces an answer's body with b.
@@ -170,9 +127,9 @@ func writeRaw(resp *http.Response, b []byte) error {
 }
 
 // txnPlugins carries a transaction's KV ops through plugins: each one's
-// op as the caller asked it and the key it is stored under, so that the
-// results (which Consul gives by stored key, without saying which op made
-// them) find the op that asked for them.
+// op as the caller asked it (when plugins answer it) and the key it is
+// stored under, so that the results (which Consul gives by stored key,
+// without saying which op made them) find the op that asked for them.
 type txnPlugins struct {
 	ops     api.TxnOps
 	kvs     []txnKVRef
@@ -180,32 +137,32 @@ type txnPlugins struct {
 }
 
 type txnKVRef struct {
-	asked  gate.Op
-	stored []byte // the op key (leading "/") after plugins
-	tree   bool   // get-tree or delete-tree: every key under stored
+	asked  *gate.Op // nil: no plugin answers it
+	stored []byte   // the op key (leading "/") after plugins
+	tree   bool     // get-tree or delete-tree: every key under stored
 }
 
-// kv registers a KV op of the transaction (q.ops[i] is its gate op).
-func (t *txnPlugins) kv(q *request, i int, in *api.KVTxnOp) {
+// kv lets plugins rewrite the transaction's KV op in, asked op i.
+func (t *txnPlugins) kv(s *Server, q *request, i int, in *api.KVTxnOp) {
 	j := len(t.kvs)
 	t.kvs = append(t.kvs, txnKVRef{tree: in.Verb == api.KVGetTree || in.Verb == api.KVDeleteTree})
-	q.rewrites = append(q.rewrites, rewrite{op: i, apply: func(q *request, op *gate.Op) error {
-		t.kvs[j].asked = q.ops[i]
+	s.carry(q, i, in, func(q *request, op *gate.Op) error {
+		t.kvs[j].asked = q.req.Asked(in)
 		t.kvs[j].stored = op.Keys.Key
 		k := string(op.Keys.Key)
 		if !strings.HasPrefix(k, "/") {
-			return denial(fmt.Sprintf("a plugin rewrote the key to %q, which lacks the leading /", k))
+			return refused(fmt.Sprintf("a plugin rewrote the key to %q, which lacks the leading /", k))
 		}
 		if k[1:] != in.Key || !bytes.Equal(op.Value, in.Value) {
 			in.Key, in.Value, t.changed = k[1:], op.Value, true
 		}
 		return nil
-	}})
+	})
 }
 
 // finish forwards the transaction re-encoded if a plugin changed it, and
 // sets up the response chain over its results.
-func (t *txnPlugins) finish(s *Server, q *request) error {
+func (t *txnPlugins) finish(q *request) error {
 	if t.changed {
 		b, err := json.Marshal(t.ops)
 		if err != nil {
@@ -214,85 +171,84 @@ func (t *txnPlugins) finish(s *Server, q *request) error {
 		setBody(q, b)
 	}
 	for _, kv := range t.kvs {
-		if s.gate.Responds(&kv.asked) {
-			q.respond = t.respond(s, q)
+		if kv.asked != nil {
+			q.respond = txnResponse
 			break
 		}
 	}
 	return nil
 }
 
-// asking finds the op a result's stored key answers.
+// asking finds the op a result's stored key answers (nil: none that
+// plugins answer).
 func (t *txnPlugins) asking(key []byte) *gate.Op {
 	for i := range t.kvs {
 		kv := &t.kvs[i]
 		if bytes.Equal(kv.stored, key) || kv.tree && bytes.HasPrefix(key, kv.stored) {
-			return &kv.asked
+			return kv.asked
 		}
 	}
 	return nil
 }
 
-// respond runs the response chain over every KV result of the answer.
-func (t *txnPlugins) respond(s *Server, q *request) func(*http.Response) error {
-	return func(resp *http.Response) error {
-		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusConflict {
-			return nil
-		}
-		var out map[string]json.RawMessage
-		if err := readJSON(resp, &out); err != nil {
-			return err
-		}
-		var results []map[string]map[string]json.RawMessage
-		if raw, ok := out["Results"]; ok && string(raw) != "null" {
-			if err := json.Unmarshal(raw, &results); err != nil {
-				return fmt.Errorf("storegate: decoding transaction results: %w", err)
-			}
-		}
-		for _, r := range results {
-			e := r["KV"]
-			if e == nil {
-				continue
-			}
-			var k string
-			var v []byte
-			if err := json.Unmarshal(e["Key"], &k); err != nil {
-				return fmt.Errorf("storegate: decoding a KV result: %w", err)
-			}
-			key := append([]byte("/"), k...)
-			asked := t.asking(key)
-			if asked == nil || !s.gate.Responds(asked) {
-				continue
-			}
-			if raw, ok := e["Value"]; ok && string(raw) != "null" {
-				if err := json.Unmarshal(raw, &v); err != nil {
-					return fmt.Errorf("storegate: decoding a KV value: %w", err)
-				}
-			}
-			nk, nv, err := s.gate.Response(q.r.Context(), q.caller, asked, key, v)
-			if err != nil {
-				return err
-			}
-			if len(nk) == 0 || nk[0] != '/' {
-				return errors.New("storegate: a plugin answered a key without the leading /")
-			}
-			e["Key"], _ = json.Marshal(string(nk[1:]))
-			if v != nil || nv != nil {
-				e["Value"], _ = json.Marshal(nv)
-			}
-		}
-		if results != nil {
-			b, err := json.Marshal(results)
-			if err != nil {
-				return err
-			}
-			out["Results"] = b
-		}
-		status := resp.StatusCode
-		if err := writeJSON(resp, out, false); err != nil {
-			return err
-		}
-		resp.StatusCode = status
+// txnResponse runs the response chain over every KV result of the answer.
+func txnResponse(_ *Server, q *request, resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusConflict {
 		return nil
 	}
+	var out map[string]json.RawMessage
+	if err := readJSON(resp, &out); err != nil {
+		return err
+	}
+	var results []map[string]map[string]json.RawMessage
+	if raw, ok := out["Results"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &results); err != nil {
+			return fmt.Errorf("storegate: decoding transaction results: %w", err)
+		}
+	}
+	for _, r := range results {
+		e := r["KV"]
+		if e == nil {
+			continue
+		}
+		var k string
+		var v []byte
+		if err := json.Unmarshal(e["Key"], &k); err != nil {
+			return fmt.Errorf("storegate: decoding a KV result: %w", err)
+		}
+		key := append([]byte("/"), k...)
+		asked := q.tx.asking(key)
+		if asked == nil {
+			continue
+		}
+		if raw, ok := e["Value"]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return fmt.Errorf("storegate: decoding a KV value: %w", err)
+			}
+		}
+		nk, nv, err := q.req.Respond(q.r.Context(), asked, key, v)
+		if err != nil {
+			return err
+		}
+		if len(nk) == 0 || nk[0] != '/' {
+			return errors.New("storegate: a plugin answered a key without the leading /")
+		}
+		e["Key"], _ = json.Marshal(string(nk[1:]))
+		if v != nil || nv != nil {
+			e["Value"], _ = json.Marshal(nv)
+		}
+	}
+	if results != nil {
+		b, err := json.Marshal(results)
+		if err != nil {
+			return err
+		}
+		out["Results"] = b
+	}
+	status := resp.StatusCode
+	if err := writeJSON(resp, out, false); err != nil {
+		return err
+	}
+	resp.StatusCode = status
+	return nil
 }

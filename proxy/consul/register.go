@@ -2,6 +2,7 @@ package consul
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -38,17 +39,20 @@ func (s *Server) agentServiceRegister(q *request) error {
 			svc.Checks = append(svc.Checks, agentCheckKind(c))
 		}
 	}
-	s.carry(q, rewrite{apply: registrationRewrite(&api.AgentServiceRegistration{}, true)})
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc,
+	i := q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc,
 		Value: q.body, ValueSize: len(q.body)})
-	return s.takeover(q, svc, "", func(out *bytes.Buffer) (*api.AgentService, error) {
-		err := s.upstream(q.r.Context(), http.MethodGet, "/v1/agent/service/"+url.PathEscape(svc.ID), "", nil, out)
+	if s.gate.Plugins() {
+		s.carry(q, i, q.r, registrationRewrite(&api.AgentServiceRegistration{}, true))
+	}
+	s.takeover(q, svc, "", func(ctx context.Context, out *bytes.Buffer) (*api.AgentService, error) {
+		err := s.upstream(ctx, http.MethodGet, "/v1/agent/service/"+url.PathEscape(svc.ID), "", nil, out)
 		if err != nil {
 			return nil, err
 		}
 		var cur api.AgentService
 		return &cur, json.Unmarshal(out.Bytes(), &cur)
 	})
+	return nil
 }
 
 // registrationRewrite writes back a registration a plugin rewrote: the new
@@ -63,12 +67,12 @@ func registrationRewrite(into any, sameName bool) func(q *request, op *gate.Op) 
 		dec := json.NewDecoder(bytes.NewReader(op.Value))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(into); err != nil {
-			return denial("a plugin's rewritten registration does not decode: " + err.Error())
+			return refused("a plugin's rewritten registration does not decode: " + err.Error())
 		}
 		if sameName {
 			var name struct{ Name string }
 			if json.Unmarshal(op.Value, &name) != nil || name.Name != op.Service.Name {
-				return denial("a plugin may not rename the service it registers")
+				return refused("a plugin may not rename the service it registers")
 			}
 		}
 		b, err := json.Marshal(into)
@@ -80,25 +84,30 @@ func registrationRewrite(into any, sameName bool) func(q *request, op *gate.Op) 
 	}
 }
 
-// takeover adds the op a registration implies when its ID is already taken
-// by a service of another name: Consul replaces that instance, so the
+// takeover derives the op a registration implies when its ID is already
+// taken by a service of another name: Consul replaces that instance, so the
 // caller must also be allowed to deregister it (Consul's own ACLs likewise
 // ask for write on the existing service). Without this a caller allowed to
 // register "api" could replace "web"'s instance by reusing its ID.
-func (s *Server) takeover(q *request, svc *gate.Service, dc string, lookup func(*bytes.Buffer) (*api.AgentService, error)) error {
-	var out bytes.Buffer
-	cur, err := lookup(&out)
-	switch {
-	case err == errNotFound || (err == nil && cur == nil):
+//
+// What the ID names is looked up only once the registration itself is
+// allowed, and a denial of the derived op says nothing of that service.
+func (s *Server) takeover(q *request, svc *gate.Service, dc string, lookup func(context.Context, *bytes.Buffer) (*api.AgentService, error)) {
+	q.req.DeriveAfter(func(ctx context.Context, _ *gate.Request) error {
+		var out bytes.Buffer
+		cur, err := lookup(ctx, &out)
+		switch {
+		case err == errNotFound || (err == nil && cur == nil):
+			return nil
+		case err != nil:
+			return unavailable("looking up service "+svc.ID, err)
+		case cur.Service == svc.Name:
+			return nil
+		}
+		q.derive(gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Datacenter: dc,
+			Service: &gate.Service{Name: cur.Service, ID: cur.ID, Tags: cur.Tags, Meta: cur.Meta, Address: cur.Address, Port: cur.Port}})
 		return nil
-	case err != nil:
-		return httpError{code: http.StatusBadGateway, msg: "storegate: looking up service " + svc.ID + ": " + err.Error()}
-	case cur.Service == svc.Name:
-		return nil
-	}
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Datacenter: dc,
-		Service: &gate.Service{Name: cur.Service, ID: cur.ID, Tags: cur.Tags, Meta: cur.Meta, Address: cur.Address, Port: cur.Port}})
-	return nil
+	})
 }
 
 // agentCheckKind names a registration check's kind as policy sees it.
@@ -141,13 +150,13 @@ func (s *Server) agentServiceDeregister(q *request) error {
 	case err == nil:
 		var cur api.AgentService
 		if err := json.Unmarshal(out.Bytes(), &cur); err != nil {
-			return fmt.Errorf("storegate: reading service %s: %w", id, err)
+			return unavailable("reading service "+id, err)
 		}
 		svc.Name, svc.Tags, svc.Meta, svc.Address, svc.Port = cur.Service, cur.Tags, cur.Meta, cur.Address, cur.Port
 	case err != errNotFound:
-		return httpError{code: http.StatusBadGateway, msg: "storegate: looking up service " + id + ": " + err.Error()}
+		return unavailable("looking up service "+id, err)
 	}
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc})
+	q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc})
 	return nil
 }
 
@@ -164,35 +173,36 @@ func (s *Server) catalogRegister(q *request) error {
 		return httpError{code: http.StatusBadRequest, msg: "Must provide node and address"}
 	}
 
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRegister, Datacenter: reg.Datacenter})
+	q.ask(gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRegister, Datacenter: reg.Datacenter})
 	if sv := reg.Service; sv != nil {
 		svc := &gate.Service{Name: sv.Service, ID: sv.ID, Tags: sv.Tags, Meta: sv.Meta, Address: sv.Address, Port: sv.Port}
 		if svc.ID == "" {
 			svc.ID = svc.Name
 		}
-		// A plugin sees the whole registration (the node's too) as the
-		// service op's value, and may not change the service's name.
-		s.carry(q, rewrite{apply: func(q *request, op *gate.Op) error {
-			var in api.CatalogRegistration
-			if err := registrationRewrite(&in, false)(q, op); err != nil {
-				return err
-			}
-			if !bytes.Equal(op.Value, q.body) && (in.Service == nil || in.Service.Service != svc.Name) {
-				return denial("a plugin may not rename the service it registers")
-			}
-			return nil
-		}})
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: reg.Datacenter,
+		i := q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: reg.Datacenter,
 			Value: q.body, ValueSize: len(q.body)})
-		if err := s.takeover(q, svc, reg.Datacenter, func(out *bytes.Buffer) (*api.AgentService, error) {
-			return nodeService(q, s, reg.Node, svc.ID, reg.Datacenter, out)
-		}); err != nil {
-			return err
+		if s.gate.Plugins() {
+			// A plugin sees the whole registration (the node's too) as the
+			// service op's value, and may not change the service's name.
+			s.carry(q, i, q.r, func(q *request, op *gate.Op) error {
+				var in api.CatalogRegistration
+				if err := registrationRewrite(&in, false)(q, op); err != nil {
+					return err
+				}
+				if !bytes.Equal(op.Value, q.body) && (in.Service == nil || in.Service.Service != svc.Name) {
+					return refused("a plugin may not rename the service it registers")
+				}
+				return nil
+			})
 		}
+		node := reg.Node
+		s.takeover(q, svc, reg.Datacenter, func(ctx context.Context, out *bytes.Buffer) (*api.AgentService, error) {
+			return s.nodeService(ctx, node, svc.ID, reg.Datacenter, out)
+		})
 	}
 	if reg.Check != nil || len(reg.Checks) > 0 {
 		// Catalog checks are status records, not checks the agent runs.
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: reg.Datacenter,
+		q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: reg.Datacenter,
 			Service: &gate.Service{Name: serviceNameOf(reg.Service)}})
 	}
 	return nil
@@ -220,25 +230,25 @@ func (s *Server) catalogDeregister(q *request) error {
 	case dr.ServiceID != "":
 		svc := &gate.Service{ID: dr.ServiceID}
 		var out bytes.Buffer
-		switch cur, err := nodeService(q, s, dr.Node, dr.ServiceID, dr.Datacenter, &out); {
+		switch cur, err := s.nodeService(q.r.Context(), dr.Node, dr.ServiceID, dr.Datacenter, &out); {
 		case err == nil && cur != nil:
 			svc.Name = cur.Service
 		case err != nil && err != errNotFound:
-			return httpError{code: http.StatusBadGateway, msg: "storegate: looking up node " + dr.Node + ": " + err.Error()}
+			return unavailable("looking up node "+dr.Node, err)
 		}
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc, Datacenter: dr.Datacenter})
+		q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc, Datacenter: dr.Datacenter})
 	case dr.CheckID != "":
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionDeregister, Service: &gate.Service{}, Datacenter: dr.Datacenter})
+		q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionDeregister, Service: &gate.Service{}, Datacenter: dr.Datacenter})
 	default:
-		q.ops = append(q.ops, gate.Op{Resource: gate.ResourceNode, Action: gate.ActionDeregister, Datacenter: dr.Datacenter})
+		q.ask(gate.Op{Resource: gate.ResourceNode, Action: gate.ActionDeregister, Datacenter: dr.Datacenter})
 	}
 	return nil
 }
 
 // nodeService reads service id of a node from the catalog: nil if the node
 // has no such service, errNotFound if there is no such node.
-func nodeService(q *request, s *Server, node, id, dc string, out *bytes.Buffer) (*api.AgentService, error) {
-	if err := s.upstream(q.r.Context(), http.MethodGet, "/v1/catalog/node-services/"+url.PathEscape(node), dc, nil, out); err != nil {
+func (s *Server) nodeService(ctx context.Context, node, id, dc string, out *bytes.Buffer) (*api.AgentService, error) {
+	if err := s.upstream(ctx, http.MethodGet, "/v1/catalog/node-services/"+url.PathEscape(node), dc, nil, out); err != nil {
 		return nil, err
 	}
 	var ns struct{ Services []*api.AgentService }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,6 +64,11 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 	if opts.Upstream == nil || (opts.Upstream.Scheme != "http" && opts.Upstream.Scheme != "https") {
 		return nil, errors.New("consul: upstream must be an http:// or https:// URL")
 	}
+	if !g.Reserved(reservedOpPrefix) {
+		// The front keeps its session owner records there: a gate that
+		// lets callers reach them lets them take any session over.
+		return nil, errors.New("consul: the gate must reserve " + string(reservedOpPrefix) + " (gate.WithReserved)")
+	}
 	if opts.MaxValueBytes <= 0 {
 		opts.MaxValueBytes = 512 << 10
 	}
@@ -89,36 +95,85 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 // Handler serves the front.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// request is one decoded request on its way through the front.
+// request is one decoded request on its way through the front: the HTTP
+// request, and the gate.Request its route fills and handle drives.
 type request struct {
-	r      *http.Request
-	query  url.Values
-	caller gate.Identity
-	ops    []gate.Op
-	// filter, when set, narrows the upstream's response to what the caller
-	// may read (Filter effect on a multi-key read).
-	filter func(*http.Response) error
-	// after, when set, runs on the upstream's response (e.g. to record a
-	// new session's owner).
-	after func(*http.Response) error
-	// rewrites are the ops plugins may change; respond, when set, runs the
-	// response chain over the answer (before filter).
-	rewrites []rewrite
-	respond  func(*http.Response) error
-	// afterPlugins run once the request chain has run over every op.
-	afterPlugins []func(s *Server, q *request) error
+	r     *http.Request
+	query url.Values
+	route string // the route as the gate sees it, e.g. "GET /v1/kv/"
+	dc    string // ?dc: every op's datacenter unless it names its own
+	req   *gate.Request
+
+	// narrow is the filter of a route that Narrows its op: it runs on the
+	// answer when the gate filtered the request.
+	narrow responseHook
+	// The hooks that run on the upstream's answer, in this order: respond
+	// (the plugins' response chain, so that filtering judges keys as the
+	// caller knows them), filter (narrow, when the gate filtered), after
+	// (e.g. to record a new session's owner).
+	respond, filter, after responseHook
+
+	// asked is a KV route's op as the caller sent it, when plugins answer it.
+	asked *gate.Op
+	// tx is a transaction's KV ops as plugins see them (plugins only).
+	tx *txnPlugins
+	// session is the session an after hook records or forgets.
+	session string
 	// body is the canonical body decodeCanonical forwards.
 	body []byte
+	// err is a plugin's rewrite the front could not write back (write-backs
+	// run inside Transform and cannot fail it).
+	err error
+}
+
+// responseHook works on the upstream's answer to q.
+type responseHook func(s *Server, q *request, resp *http.Response) error
+
+// ask adds an op the caller asked for and returns its index.
+func (q *request) ask(op gate.Op) int {
+	q.fill(&op)
+	return q.req.Ask(op)
+}
+
+// derive adds an op the front derived from the request, for policy only.
+func (q *request) derive(op gate.Op) {
+	q.fill(&op)
+	q.req.Derive(op)
+}
+
+func (q *request) fill(op *gate.Op) {
+	op.Protocol = gate.ProtocolConsul
+	op.Method = q.route
+	if op.Datacenter == "" {
+		op.Datacenter = q.dc
+	}
+}
+
+// carry lets plugins rewrite asked op i, the op of request message msg; wb
+// writes the rewritten op back into the request. Without plugins nothing is
+// recorded or allocated.
+func (s *Server) carry(q *request, i int, msg any, wb func(q *request, op *gate.Op) error) {
+	if !s.gate.Plugins() {
+		return
+	}
+	q.req.Carry(i, msg, func(op *gate.Op) {
+		if err := wb(q, op); err != nil && q.err == nil {
+			q.err = err
+		}
+	})
 }
 
 // route is one entry of the route table: a ServeMux pattern and the
-// decoder that turns a matching request into ops.
+// decoder that fills the request's gate.Request.
 type route struct {
 	pattern string
 	name    string // the route as the gate sees it, e.g. "GET /v1/kv/"
 	decode  func(s *Server, q *request) error
 }
 
+// handle is the whole request path: authenticate, decode into a
+// gate.Request, authorize, transform, forward, then narrow and answer what
+// comes back. Every refusal becomes a Consul answer in one place, fail.
 func (s *Server) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
@@ -129,82 +184,46 @@ func (s *Server) handle(rt route) http.Handler {
 		if !ok {
 			return
 		}
-		q := &request{r: r, query: r.URL.Query(), caller: id}
+		q := &request{r: r, query: r.URL.Query(), route: rt.name}
 		if err := rejectRepeated(q.query); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		q.dc = q.query.Get("dc")
+		q.req = s.gate.Begin(id)
 		if err := rt.decode(s, q); err != nil {
-			var dn denialError
-			if errors.As(err, &dn) {
-				deny(w, string(dn))
-				return
-			}
-			var he httpError
-			if errors.As(err, &he) {
-				http.Error(w, he.msg, he.code)
-				return
-			}
-			http.Error(w, err.Error(), http.StatusBadRequest)
+			s.fail(w, err)
 			return
 		}
-		for i := range q.ops {
-			q.ops[i].Protocol = gate.ProtocolConsul
-			q.ops[i].Method = rt.name
-			if q.ops[i].Datacenter == "" {
-				q.ops[i].Datacenter = q.query.Get("dc")
-			}
+		ctx := r.Context()
+		if err := q.req.Authorize(ctx); err != nil {
+			s.fail(w, err)
+			return
 		}
-		forceFilter := false
-		for i := range q.ops {
-			op := &q.ops[i]
-			if op.Keys.Key == nil || !op.Keys.Overlaps(reservedOpPrefix) {
-				continue
-			}
-			// The gateway's own records: no caller reaches them. A read
-			// of a wider range is narrowed; anything else is refused.
-			if op.Keys.Single() || op.Action != gate.ActionRead || q.filter == nil {
-				deny(w, "keys under "+ReservedPrefix+" are reserved for storegate")
+		if q.req.Filtered() {
+			if q.narrow == nil {
+				// The gate filters only what the route said it can narrow.
+				deny(w, partlyReadable)
 				return
 			}
-			forceFilter = true
+			q.filter = q.narrow
 		}
-		effects := make([]gate.Effect, len(q.ops))
-		if err := s.gate.Check(r.Context(), id, q.ops, effects); err != nil {
-			reason := "request denied"
-			if ge := gate.AsError(err); ge != nil && ge.Reason != "" {
-				reason = ge.Reason
-			}
-			deny(w, reason)
+		if err := q.req.Transform(ctx); err != nil {
+			s.fail(w, err)
 			return
 		}
-		if q.filter == nil {
-			for _, e := range effects {
-				if e == gate.Filter {
-					// A route that cannot narrow its answer must not see a
-					// partly readable range.
-					deny(w, "only part of the range is readable")
-					return
-				}
-			}
-		} else if !anyFilter(effects) && !forceFilter {
-			q.filter = nil
-		}
-		if err := s.runPlugins(q); err != nil {
-			s.refuse(w, err)
+		if q.err != nil {
+			s.fail(w, q.err)
 			return
+		}
+		if q.tx != nil {
+			if err := q.tx.finish(q); err != nil {
+				s.fail(w, err)
+				return
+			}
 		}
 		s.forward(w, q)
 	})
-}
-
-func anyFilter(eff []gate.Effect) bool {
-	for _, e := range eff {
-		if e == gate.Filter {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Server) identify(w http.ResponseWriter, r *http.Request) (gate.Identity, bool) {
@@ -220,6 +239,62 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (gate.Identity
 	return id, true
 }
 
+// fail answers a request the front refused, in Consul's terms: the one
+// place a boundary error becomes an answer. A *gate.Error tells the caller
+// its Reason only, never its Detail (which may name what the caller cannot
+// see); the front's own protocol errors (httpError) keep Consul's status and
+// words; anything else is a request the front could not read.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	if ge := gate.AsError(err); ge != nil {
+		reason := ge.Reason
+		if reason == "" {
+			reason = "request denied"
+		}
+		switch ge.Kind {
+		case gate.KindInvalid:
+			http.Error(w, reason, http.StatusBadRequest)
+		case gate.KindUnavailable:
+			s.log.Warn("consul upstream error", "reason", reason, "err", ge.Err)
+			http.Error(w, "storegate: "+reason, http.StatusBadGateway)
+		case gate.KindDenied, gate.KindUnauthenticated, gate.KindUnimplemented:
+			deny(w, consulReason(reason))
+		default:
+			deny(w, "request denied") // a kind unknown here fails closed
+		}
+		return
+	}
+	var he httpError
+	if errors.As(err, &he) {
+		http.Error(w, he.msg, he.code)
+		return
+	}
+	http.Error(w, err.Error(), http.StatusBadRequest)
+}
+
+// partlyReadable is the denial of a read the route cannot narrow, as the
+// front has always said it.
+const partlyReadable = "only part of the range is readable"
+
+// The gate's words that Consul callers read otherwise: Consul keys have no
+// leading slash, and a read the route cannot narrow is partlyReadable.
+var (
+	gateReserved   = "keys under " + strconv.Quote("/"+ReservedPrefix) + " are reserved for storegate"
+	consulReserved = "keys under " + ReservedPrefix + " are reserved for storegate"
+)
+
+const gatePartly = "only part of the range is allowed"
+
+// consulReason is a gate reason in Consul's spelling.
+func consulReason(reason string) string {
+	switch reason {
+	case gateReserved:
+		return consulReserved
+	case gatePartly:
+		return partlyReadable
+	}
+	return reason
+}
+
 // deny answers as Consul does when ACLs refuse: 403 and a plain body that
 // starts with "Permission denied", which the CLI prints as
 // "Unexpected response code: 403 (Permission denied: ...)".
@@ -230,6 +305,8 @@ func deny(w http.ResponseWriter, reason string) {
 	fmt.Fprintf(w, "Permission denied: %s", reason)
 }
 
+// httpError is a request the front refuses with Consul's own status and
+// words (a missing key name, a body over Consul's limit...).
 type httpError struct {
 	code int
 	msg  string
@@ -237,13 +314,27 @@ type httpError struct {
 
 func (e httpError) Error() string { return e.msg }
 
-// denialError is a refusal a decoder decided (e.g. another identity's
-// session), answered as a policy denial is.
-type denialError string
+// derivedReason is all the gate tells a caller when an op derived from its
+// request (a session's owner, the service an ID names) is denied.
+const derivedReason = "the request touches what the caller may not use"
 
-func (e denialError) Error() string { return string(e) }
+// derivedDenial denies op, an op the front derived, as the gate denies
+// one: the caller is told nothing of what op names; detail is logged.
+func (s *Server) derivedDenial(q *request, op *gate.Op, detail string) error {
+	s.log.Info("deny", "caller", q.req.Caller().String(), "method", op.Method,
+		"resource", op.Resource.String(), "action", op.Action.String(), "derived", true, "reason", detail)
+	return &gate.Error{Kind: gate.KindDenied, Reason: derivedReason, Detail: detail, Op: op}
+}
 
-func denial(reason string) error { return denialError(reason) }
+// unavailable is a look-up of the front's own in the agent that failed.
+func unavailable(what string, err error) error {
+	return &gate.Error{Kind: gate.KindUnavailable, Reason: what, Err: err}
+}
+
+// refused is a plugin's rewrite the front will not write back.
+func refused(reason string) error {
+	return &gate.Error{Kind: gate.KindDenied, Reason: reason}
+}
 
 // singleValued are the query parameters whose repetition the gateway and
 // Consul could read differently (Consul takes the first value, or only asks
@@ -296,16 +387,16 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 			if s.opts.Token != "" && !hasCallerToken(pr.Out) {
 				pr.Out.Header.Set("X-Consul-Token", s.opts.Token)
 			}
-			if pr.In.Context().Value(filterKey{}) != nil {
+			if pr.In.Context().Value(hooksKey{}) != nil {
 				// The answer is decoded here: ask for it uncompressed.
 				pr.Out.Header.Del("Accept-Encoding")
 			}
 		},
-		// A route that narrows its answer (a filtered recurse or keys
-		// listing) hands its filter down in the request's context.
+		// A request whose answer is worked on (narrowed, answered by
+		// plugins, recorded) hands itself down in the request's context.
 		ModifyResponse: func(resp *http.Response) error {
-			if f, ok := resp.Request.Context().Value(filterKey{}).(func(*http.Response) error); ok {
-				return f(resp)
+			if q, ok := resp.Request.Context().Value(hooksKey{}).(*request); ok {
+				return q.onResponse(s, resp)
 			}
 			return nil
 		},
@@ -318,7 +409,7 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 			}
 			if ge := gate.AsError(err); ge != nil {
 				// A response plugin refused the answer: nothing of it is sent.
-				s.refuse(w, err)
+				s.fail(w, err)
 				return
 			}
 			s.log.Warn("consul upstream error", "path", r.URL.Path, "err", err)
@@ -327,7 +418,7 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 	}
 }
 
-type filterKey struct{}
+type hooksKey struct{}
 
 // hasCallerToken reports whether a request carries an ACL token in any of
 // the places Consul reads one.
@@ -353,52 +444,22 @@ func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
 func (s *Server) forward(w http.ResponseWriter, q *request) {
 	r := q.r
-	if hook := q.responseHook(); hook != nil {
-		r = r.WithContext(context.WithValue(r.Context(), filterKey{}, hook))
+	if q.respond != nil || q.filter != nil || q.after != nil {
+		r = r.WithContext(context.WithValue(r.Context(), hooksKey{}, q))
 	}
 	s.proxy.ServeHTTP(w, r)
 }
 
-// responseHook chains the request's response hooks — plugins (so that
-// filtering judges keys as the caller knows them), filter, after — or nil.
-func (q *request) responseHook() func(*http.Response) error {
-	var hooks []func(*http.Response) error
-	for _, h := range []func(*http.Response) error{q.respond, q.filter, q.after} {
+// onResponse runs q's response hooks on the upstream's answer: plugins
+// first (so that filtering judges keys as the caller knows them), then the
+// filter, then after.
+func (q *request) onResponse(s *Server, resp *http.Response) error {
+	for _, h := range [...]responseHook{q.respond, q.filter, q.after} {
 		if h != nil {
-			hooks = append(hooks, h)
-		}
-	}
-	switch len(hooks) {
-	case 0:
-		return nil
-	case 1:
-		return hooks[0]
-	}
-	return func(resp *http.Response) error {
-		for _, h := range hooks {
-			if err := h(resp); err != nil {
+			if err := h(s, q, resp); err != nil {
 				return err
 			}
 		}
-		return nil
 	}
-}
-
-// refuse answers a request the gate refused after policy (a plugin's
-// denial or failure): 403 as a policy denial, other errors as 500.
-func (s *Server) refuse(w http.ResponseWriter, err error) {
-	var dn denialError
-	if errors.As(err, &dn) {
-		deny(w, string(dn))
-		return
-	}
-	if ge := gate.AsError(err); ge != nil {
-		reason := ge.Reason
-		if ge.Err != nil {
-			reason += ": " + ge.Err.Error()
-		}
-		deny(w, reason)
-		return
-	}
-	http.Error(w, "storegate: "+err.Error(), http.StatusInternalServerError)
+	return nil
 }

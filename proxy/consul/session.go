@@ -15,9 +15,11 @@ import (
 
 // ReservedPrefix is the Consul KV prefix where the gateway keeps what it
 // must remember across requests and replicas — which identity owns which
-// session. No caller can read or write it.
+// session. No caller can read or write it: the gate reserves the op keys
+// under reservedOpPrefix (gate.WithReserved), for both fronts.
 const ReservedPrefix = "_storegate/"
 
+// reservedOpPrefix is ReservedPrefix as an op key.
 var reservedOpPrefix = []byte("/" + ReservedPrefix)
 
 // ownerPath is the KV path of a session's owner record.
@@ -34,28 +36,30 @@ func (s *Server) sessionCreate(q *request) error {
 	if _, err := readBody(q, maxSessionBody, "session"); err != nil {
 		return err
 	}
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceSession, Action: gate.ActionGrant})
-	dc := q.query.Get("dc")
-	q.after = func(resp *http.Response) error {
-		if resp.StatusCode != http.StatusOK {
-			return nil
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		resp.Body = io.NopCloser(bytes.NewReader(b))
-		var out struct{ ID string }
-		if err := json.Unmarshal(b, &out); err != nil || out.ID == "" {
-			return fmt.Errorf("storegate: session create answer without an ID: %s", b)
-		}
-		ctx := context.WithoutCancel(q.r.Context())
-		if err := s.upstream(ctx, http.MethodPut, ownerPath(out.ID), dc, []byte(q.caller.String()), nil); err != nil {
-			_ = s.upstream(ctx, http.MethodPut, "/v1/session/destroy/"+url.PathEscape(out.ID), dc, nil, nil)
-			return fmt.Errorf("storegate: recording the session's owner: %w", err)
-		}
+	q.ask(gate.Op{Resource: gate.ResourceSession, Action: gate.ActionGrant})
+	q.after = sessionCreated
+	return nil
+}
+
+// sessionCreated records the owner of the session the agent just created.
+func sessionCreated(s *Server, q *request, resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK {
 		return nil
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	var out struct{ ID string }
+	if err := json.Unmarshal(b, &out); err != nil || out.ID == "" {
+		return fmt.Errorf("storegate: session create answer without an ID: %s", b)
+	}
+	ctx := context.WithoutCancel(q.r.Context())
+	if err := s.upstream(ctx, http.MethodPut, ownerPath(out.ID), q.dc, []byte(q.req.Caller().String()), nil); err != nil {
+		_ = s.upstream(ctx, http.MethodPut, "/v1/session/destroy/"+url.PathEscape(out.ID), q.dc, nil, nil)
+		return fmt.Errorf("storegate: recording the session's owner: %w", err)
 	}
 	return nil
 }
@@ -69,19 +73,50 @@ func sessionID(q *request, prefix string) (string, error) {
 	return id, nil
 }
 
-// ownedSession checks that the caller owns session id.
-func (s *Server) ownedSession(q *request, id string) error {
-	var owner bytes.Buffer
-	err := s.upstream(q.r.Context(), http.MethodGet, ownerPath(id)+"?raw", q.query.Get("dc"), nil, &owner)
-	switch {
+// useSession makes acting with session id (act: keepalive, revoke,
+// acquire, release) part of q. Once the caller's own ops are allowed — not
+// before: the look-up is upstream work the caller must have earned — the
+// session's owner is looked up; a session that is not the caller's own (or
+// has no owner on record: it was not created through storegate) adds a
+// foreign op, which policy judges, and is then refused whatever policy
+// said, as a derived denial that names neither the session nor its owner.
+//
+// The refusal after policy stays until intentions can name owners: every
+// shipped intention that allows sessions would otherwise allow another
+// identity's.
+func (s *Server) useSession(q *request, act gate.Action, id string) {
+	q.req.DeriveAfter(func(ctx context.Context, r *gate.Request) error {
+		owner, known, err := s.sessionOwner(ctx, q, id)
+		if err != nil {
+			return err
+		}
+		if known && owner == r.Caller().String() {
+			return nil
+		}
+		i := r.Len()
+		q.derive(gate.Op{Resource: gate.ResourceSession, Action: act, Session: id, Foreign: true, Owner: owner})
+		r.DeriveAfter(func(context.Context, *gate.Request) error {
+			detail := fmt.Sprintf("session %s belongs to %s", id, owner)
+			if !known {
+				detail = fmt.Sprintf("session %s was not created through storegate", id)
+			}
+			return s.derivedDenial(q, r.Op(i), detail)
+		})
+		return nil
+	})
+}
+
+// sessionOwner reads the identity that created session id through a
+// gateway (known false: none on record).
+func (s *Server) sessionOwner(ctx context.Context, q *request, id string) (owner string, known bool, err error) {
+	var out bytes.Buffer
+	switch err := s.upstream(ctx, http.MethodGet, ownerPath(id)+"?raw", q.dc, nil, &out); {
 	case err == errNotFound:
-		return denial(fmt.Sprintf("session %s was not created through storegate", id))
+		return "", false, nil
 	case err != nil:
-		return httpError{code: http.StatusBadGateway, msg: "storegate: looking up the session's owner: " + err.Error()}
-	case owner.String() != q.caller.String():
-		return denial(fmt.Sprintf("session %s belongs to another identity", id))
+		return "", false, unavailable("looking up the session's owner", err)
 	}
-	return nil
+	return out.String(), true, nil
 }
 
 func (s *Server) sessionRenew(q *request) error {
@@ -89,10 +124,8 @@ func (s *Server) sessionRenew(q *request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ownedSession(q, id); err != nil {
-		return err
-	}
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceSession, Action: gate.ActionKeepalive, Session: id})
+	q.ask(gate.Op{Resource: gate.ResourceSession, Action: gate.ActionKeepalive, Session: id})
+	s.useSession(q, gate.ActionKeepalive, id)
 	return nil
 }
 
@@ -101,16 +134,16 @@ func (s *Server) sessionDestroy(q *request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ownedSession(q, id); err != nil {
-		return err
-	}
-	q.ops = append(q.ops, gate.Op{Resource: gate.ResourceSession, Action: gate.ActionRevoke, Session: id})
-	dc := q.query.Get("dc")
-	q.after = func(resp *http.Response) error {
-		if resp.StatusCode == http.StatusOK {
-			_ = s.upstream(context.WithoutCancel(q.r.Context()), http.MethodDelete, ownerPath(id), dc, nil, nil)
-		}
-		return nil
+	q.ask(gate.Op{Resource: gate.ResourceSession, Action: gate.ActionRevoke, Session: id})
+	s.useSession(q, gate.ActionRevoke, id)
+	q.session, q.after = id, sessionDestroyed
+	return nil
+}
+
+// sessionDestroyed forgets the owner of the session the agent destroyed.
+func sessionDestroyed(s *Server, q *request, resp *http.Response) error {
+	if resp.StatusCode == http.StatusOK {
+		_ = s.upstream(context.WithoutCancel(q.r.Context()), http.MethodDelete, ownerPath(q.session), q.dc, nil, nil)
 	}
 	return nil
 }
@@ -123,7 +156,7 @@ func (s *Server) sessionRead(q *request) error {
 		}
 		op.Session = id
 	}
-	q.ops = append(q.ops, op)
+	q.ask(op)
 	return nil
 }
 

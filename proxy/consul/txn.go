@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -31,7 +32,7 @@ func (s *Server) txnLimit() int64 {
 }
 
 // txn decodes PUT /v1/txn: every op of the transaction becomes one or more
-// gate ops, and the request is denied as a whole if any is (gate.Check).
+// asked ops, and the request is denied as a whole if any is.
 //
 // The body is read once, within Consul's limit, decoded exactly as Consul
 // 1.14.11 decodes it (convertOps: encoding/json into api.TxnOps with
@@ -43,8 +44,9 @@ func (s *Server) txnLimit() int64 {
 // decodes here to the same values; a body using only the newer fields passes
 // here and is refused by Consul itself.
 //
-// A tree read in a transaction cannot be narrowed: when policy would filter
-// it, q.filter is nil and the front denies the request.
+// A tree read in a transaction cannot be narrowed (its results cannot be
+// told from those of the other ops): it is not Narrowed, so the gate denies
+// it when policy would filter it.
 func (s *Server) txn(q *request) error {
 	limit := s.txnLimit()
 	if q.r.ContentLength > limit {
@@ -65,16 +67,16 @@ func (s *Server) txn(q *request) error {
 	if err != nil {
 		return httpError{code: http.StatusBadRequest, msg: fmt.Sprintf("Failed to parse body: %v", err)}
 	}
-	var tx *txnPlugins // plugins' view of the KV ops, only when plugins run
 	if s.gate.Plugins() {
-		tx = &txnPlugins{ops: ops}
-		q.afterPlugins = append(q.afterPlugins, tx.finish)
+		q.tx = &txnPlugins{ops: ops} // plugins' view of the KV ops
 	}
 	if len(ops) > txnMaxOps {
 		return httpError{code: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("Transaction contains too many operations (%d > %d)", len(ops), txnMaxOps)}
 	}
+	var sessions []txnSession // sessions locked with, each looked up once
 	for i, in := range ops {
+		var op gate.Op
 		var err error
 		switch {
 		case in == nil:
@@ -84,21 +86,36 @@ func (s *Server) txn(q *request) error {
 				return httpError{code: http.StatusRequestEntityTooLarge,
 					msg: fmt.Sprintf("Value for key %q is too large (%d > %d bytes)", in.KV.Key, size, s.opts.MaxValueBytes)}
 			}
-			if tx != nil {
-				tx.kv(q, len(q.ops), in.KV)
+			var lock gate.Op
+			if op, lock, err = txnKV(in.KV); err != nil {
+				break
 			}
-			q.ops, err = txnKV(q.ops, in.KV)
-			if err == nil && (in.KV.Verb == api.KVLock || in.KV.Verb == api.KVUnlock) {
+			// TxnIndex is the Consul op's position, from 1; a lock op
+			// shares its KV op's.
+			op.TxnIndex = i + 1
+			j := q.ask(op)
+			if q.tx != nil {
+				q.tx.kv(s, q, j, in.KV)
+			}
+			if lock.Resource != 0 {
+				lock.TxnIndex = i + 1
+				q.ask(lock)
 				// As with ?acquire and ?release: the session must be the
 				// caller's own.
-				err = s.ownedSession(q, in.KV.Session)
+				if ts := (txnSession{lock.Action, lock.Session}); !slices.Contains(sessions, ts) {
+					sessions = append(sessions, ts)
+					s.useSession(q, lock.Action, lock.Session)
+				}
 			}
+			continue
+		// The cases take KV, Node, Service, Check in Consul's order when an
+		// op sets several.
 		case in.Node != nil:
-			q.ops, err = txnNode(q.ops, in.Node)
+			op, err = txnNode(in.Node)
 		case in.Service != nil:
-			q.ops, err = txnService(q.ops, in.Service)
+			op, err = txnService(in.Service)
 		case in.Check != nil:
-			q.ops, err = txnCheck(q.ops, in.Check)
+			op, err = txnCheck(in.Check)
 		default:
 			// Consul skips an op it cannot convert; the gateway does not
 			// forward what it has not examined.
@@ -107,18 +124,16 @@ func (s *Server) txn(q *request) error {
 		if err != nil {
 			return err
 		}
-	}
-	// TxnIndex is the Consul op's position, from 1 (a lock op shares its KV
-	// op's). The switch above takes KV, Node, Service, Check in Consul's order
-	// when an op sets several.
-	n := 0
-	for i := range q.ops {
-		if q.ops[i].TxnIndex != sameTxnOp {
-			n++
-		}
-		q.ops[i].TxnIndex = n
+		op.TxnIndex = i + 1
+		q.ask(op)
 	}
 	return nil
+}
+
+// txnSession is a session a transaction locks or unlocks with.
+type txnSession struct {
+	act gate.Action
+	id  string
 }
 
 // decodeTxn is Consul's decodeBody (lib.DecodeJSON) on api.TxnOps.
@@ -133,16 +148,15 @@ func decodeTxn(body []byte) (api.TxnOps, error) {
 	return ops, nil
 }
 
-// sameTxnOp marks a gate op that belongs to the previous one's Consul op.
-const sameTxnOp = -1
-
-func txnKV(ops []gate.Op, kv *api.KVTxnOp) ([]gate.Op, error) {
+// txnKV is a KV op of a transaction and, for lock and unlock, the lock op
+// it implies (lock.Resource is 0 for the other verbs).
+func txnKV(kv *api.KVTxnOp) (op, lock gate.Op, err error) {
 	key := []byte("/" + kv.Key)
 	one := gate.KeyRange{Key: key}
 	tree := gate.KeyRange{Key: key, End: gate.PrefixEnd(key)}
 	// Consul keeps a key's session on set and cas and reads it only for
 	// lock, unlock and check-session.
-	op := gate.Op{Resource: gate.ResourceKV, Keys: one, ValueSize: len(kv.Value), Value: kv.Value}
+	op = gate.Op{Resource: gate.ResourceKV, Keys: one, ValueSize: len(kv.Value), Value: kv.Value}
 	switch kv.Verb {
 	case api.KVGet, api.KVGetOrEmpty, api.KVCheckIndex, api.KVCheckSession, api.KVCheckNotExists:
 		// The checks reveal whether the key exists, its index or its
@@ -157,19 +171,18 @@ func txnKV(ops []gate.Op, kv *api.KVTxnOp) ([]gate.Op, error) {
 		op.Action = gate.ActionWrite
 	case api.KVLock, api.KVUnlock:
 		op.Action, op.Session = gate.ActionWrite, kv.Session
-		lock := gate.Op{Resource: gate.ResourceLock, Action: gate.ActionAcquire, Keys: one, Session: kv.Session, TxnIndex: sameTxnOp}
+		lock = gate.Op{Resource: gate.ResourceLock, Action: gate.ActionAcquire, Keys: one, Session: kv.Session}
 		if kv.Verb == api.KVUnlock {
 			lock.Action = gate.ActionRelease
 		}
-		return append(ops, op, lock), nil
 	case api.KVDelete, api.KVDeleteCAS:
 		op.Action = gate.ActionDelete
 	case api.KVDeleteTree:
 		op.Action, op.Keys = gate.ActionDelete, tree
 	default:
-		return ops, fmt.Errorf("storegate: unknown KV verb %q", kv.Verb)
+		return op, lock, fmt.Errorf("storegate: unknown KV verb %q", kv.Verb)
 	}
-	return append(ops, op), nil
+	return op, lock, nil
 }
 
 // catalogAction maps the node, service and check verbs, which Consul spells
@@ -188,22 +201,22 @@ func catalogAction(kind, verb string) (gate.Action, error) {
 
 // txnNode: a node op. gate.Op has no node target yet, so policy sees only
 // the resource and the action.
-func txnNode(ops []gate.Op, n *api.NodeTxnOp) ([]gate.Op, error) {
+func txnNode(n *api.NodeTxnOp) (gate.Op, error) {
 	a, err := catalogAction("Node", string(n.Verb))
 	if err != nil {
-		return ops, err
+		return gate.Op{}, err
 	}
-	return append(ops, gate.Op{Resource: gate.ResourceNode, Action: a}), nil
+	return gate.Op{Resource: gate.ResourceNode, Action: a}, nil
 }
 
 // txnService: a service op. Consul gets and deletes a service by node and ID
 // and never checks the name the body gives, so only a set or cas (which
 // registers the name given) names its service; a get or delete carries the
 // ID alone, which only intentions without `services` match.
-func txnService(ops []gate.Op, s *api.ServiceTxnOp) ([]gate.Op, error) {
+func txnService(s *api.ServiceTxnOp) (gate.Op, error) {
 	a, err := catalogAction("Service", string(s.Verb))
 	if err != nil {
-		return ops, err
+		return gate.Op{}, err
 	}
 	svc := &s.Service
 	id := svc.ID
@@ -214,22 +227,22 @@ func txnService(ops []gate.Op, s *api.ServiceTxnOp) ([]gate.Op, error) {
 	if a == gate.ActionRegister {
 		target.Name, target.Tags, target.Meta, target.Address, target.Port = svc.Service, svc.Tags, svc.Meta, svc.Address, svc.Port
 	}
-	return append(ops, gate.Op{Resource: gate.ResourceService, Action: a, Service: target}), nil
+	return gate.Op{Resource: gate.ResourceService, Action: a, Service: target}, nil
 }
 
 // txnCheck: a check op. Consul overwrites a check's ServiceName with that of
 // the service registered under its ServiceID, so the name in the body is not
 // trusted: the op carries the service ID and the check's kind only.
-func txnCheck(ops []gate.Op, c *api.CheckTxnOp) ([]gate.Op, error) {
+func txnCheck(c *api.CheckTxnOp) (gate.Op, error) {
 	a, err := catalogAction("Check", string(c.Verb))
 	if err != nil {
-		return ops, err
+		return gate.Op{}, err
 	}
 	target := &gate.Service{ID: c.Check.ServiceID}
 	if k := checkKind(&c.Check); k != "" {
 		target.Checks = []string{k}
 	}
-	return append(ops, gate.Op{Resource: gate.ResourceCheck, Action: a, Service: target}), nil
+	return gate.Op{Resource: gate.ResourceCheck, Action: a, Service: target}, nil
 }
 
 // checkKind names a check's kind as gate.Service.Checks spells it.
