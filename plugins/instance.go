@@ -16,7 +16,10 @@ import (
 // initTimeout bounds each call of an instance's start-up (_initialize,
 // storegate_init and the first storegate_alloc calls): parsing a
 // configuration may take longer than a request's call, but not forever.
-const initTimeout = time.Second
+// A Go guest's _initialize starts the Go runtime, which under the race
+// detector on a loaded 2-core machine took over a second: 5 s keeps a slow
+// start from failing a load while still ending a guest that never returns.
+const initTimeout = 5 * time.Second
 
 // instance is one instantiated module: the guest's memory and exports,
 // the state the host keeps for it, and nothing shared. It serves one call
