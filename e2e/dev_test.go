@@ -15,15 +15,33 @@ import (
 // etcd and a local Consul agent behind the gateway) and pastes every command
 // it prints into a shell: allowed ones succeed, the ones it marks as denied
 // fail with the store's own permission error.
+//
+// It runs with both fronts, with only the Consul front (--etcd none) and
+// with only the etcd front (--consul none).
 func TestDevCommandsWork(t *testing.T) {
+	for _, mode := range []struct {
+		name  string
+		extra []string
+		min   int // commands that must have run
+	}{
+		{"both fronts", nil, 10},
+		{"consul only", []string{"--etcd", "none"}, 4},
+		{"etcd only", []string{"--consul", "none"}, 8},
+	} {
+		t.Run(mode.name, func(t *testing.T) { devCommandsWork(t, mode.extra, mode.min) })
+	}
+}
+
+func devCommandsWork(t *testing.T, extra []string, min int) {
 	dir := t.TempDir()
-	cmd := exec.Command(gatewayBin, "dev",
+	args := []string{"dev",
 		"--dir", filepath.Join(dir, "dev"),
 		"--policies", filepath.Join(repoRoot, "policies"),
 		"--listen-etcd", freePort(t), "--listen-admin", freePort(t),
 		"--etcd-client", freePort(t), "--etcd-peer", freePort(t),
 		"--etcdctl", etcdctlBin, "--plugins", filepath.Join(repoRoot, "bin", "plugins"),
-		"--consul", consulBin(t), "--listen-consul", freePort(t), "--consul-http", freePort(t))
+		"--consul", consulBin(t), "--listen-consul", freePort(t), "--consul-http", freePort(t)}
+	cmd := exec.Command(gatewayBin, append(args, extra...)...)
 	logs := &syncBuffer{}
 	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()
@@ -102,7 +120,7 @@ func TestDevCommandsWork(t *testing.T) {
 			t.Logf("ok: %s", strings.TrimSpace(command))
 		}
 	}
-	if ran < 10 {
+	if ran < min {
 		t.Fatalf("only %d commands ran from:\n%s", ran, strings.Join(printed, "\n"))
 	}
 }

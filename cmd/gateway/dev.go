@@ -218,8 +218,10 @@ storegate is ready: Consul front only (--etcd none), admin on http://%[1]s.
 Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admin.pem); policies in %[2]s.
 %[3]s
   # every decision is a JSON line in %[4]s/decisions.log; metrics: curl http://%[1]s/metrics
+  # explain a decision:
+  %[5]s policy eval --dir %[2]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
 
-`, d.admin, d.policies, d.consulHelp(), d.dir)
+`, d.admin, d.policies, d.consulHelp(), d.dir, self())
 		return
 	}
 	etcdctl := "etcdctl"
