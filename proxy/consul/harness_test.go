@@ -35,7 +35,8 @@ const testNode = "storegate-unit"
 
 // testIntentions: admin may do everything; web owns /app/ but not
 // /app/secret/, may lock under /app/locks/ and read and register web-*
-// services and their checks.
+// services and their checks (and use no session); batch may use sessions,
+// locks and keys.
 const testIntentions = `intentions:
   - name: admin-all
     source: "spiffe://example.org/admin"
@@ -65,6 +66,11 @@ const testIntentions = `intentions:
     resources: [service, check]
     actions: [read, register, deregister]
     services: ["web-*"]
+    effect: allow
+  - name: batch-sessions
+    source: "spiffe://example.org/batch"
+    resources: [session, lock, kv]
+    actions: ["*"]
     effect: allow
 `
 
@@ -167,7 +173,7 @@ func newEnv(t *testing.T, opts ...gate.Option) *env {
 		t.Fatalf("reading the bundle: %v", err)
 	}
 	e.clients = map[string]*http.Client{}
-	for _, who := range []string{"admin", "web"} {
+	for _, who := range []string{"admin", "web", "batch"} {
 		f := ca.SVID(t, who, "/"+who)
 		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 		if err != nil {

@@ -22,9 +22,11 @@ const ReservedPrefix = "_storegate/"
 // reservedOpPrefix is ReservedPrefix as an op key.
 var reservedOpPrefix = []byte("/" + ReservedPrefix)
 
-// ownerPath is the KV path of a session's owner record.
+// ownerPath is the KV path of a session's owner record. Consul reads a
+// session ID as hex, in either case, and hands IDs out in lower case: the
+// records are kept under that spelling.
 func ownerPath(id string) string {
-	return "/v1/kv/" + ReservedPrefix + "sessions/" + url.PathEscape(id)
+	return "/v1/kv/" + ReservedPrefix + "sessions/" + url.PathEscape(strings.ToLower(id))
 }
 
 const maxSessionBody = 64 << 10
@@ -86,9 +88,13 @@ func sessionID(q *request, prefix string) (string, error) {
 // identity's.
 func (s *Server) useSession(q *request, act gate.Action, id string) {
 	q.req.DeriveAfter(func(ctx context.Context, r *gate.Request) error {
-		owner, known, err := s.sessionOwner(ctx, q, id)
-		if err != nil {
-			return err
+		var owner string
+		known := false
+		if isUUID(id) { // Consul's own session IDs: anything else has no owner on record
+			var err error
+			if owner, known, err = s.sessionOwner(ctx, q, id); err != nil {
+				return err
+			}
 		}
 		if known && owner == r.Caller().String() {
 			return nil
@@ -104,6 +110,26 @@ func (s *Server) useSession(q *request, act gate.Action, id string) {
 		})
 		return nil
 	})
+}
+
+// isUUID reports whether id is spelled as the session IDs Consul hands out.
+func isUUID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // sessionOwner reads the identity that created session id through a
