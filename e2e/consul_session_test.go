@@ -77,13 +77,13 @@ func TestConsulSessionsBelongToTheirCreator(t *testing.T) {
 		body   string
 	}{
 		{"owner renews", web, "PUT", "/v1/session/renew/" + sid, 200, sid},
-		{"other identity renews", batch, "PUT", "/v1/session/renew/" + sid, 403, "Permission denied: session " + sid + " belongs to another identity"},
-		{"other identity destroys", batch, "PUT", "/v1/session/destroy/" + sid, 403, "belongs to another identity"},
-		{"other identity locks with it", batch, "PUT", "/v1/kv/batch/lock?acquire=" + sid, 403, "belongs to another identity"},
+		{"other identity renews", batch, "PUT", "/v1/session/renew/" + sid, 403, "Permission denied: the request touches what the caller may not use"},
+		{"other identity destroys", batch, "PUT", "/v1/session/destroy/" + sid, 403, "Permission denied: the request touches what the caller may not use"},
+		{"other identity locks with it", batch, "PUT", "/v1/kv/batch/lock?acquire=" + sid, 403, "Permission denied: the request touches what the caller may not use"},
 		{"owner locks with it", web, "PUT", "/v1/kv/app/locks/l1?acquire=" + sid, 200, "true"},
 		{"owner may not lock outside its locks", web, "PUT", "/v1/kv/app/x?acquire=" + sid, 403, "Permission denied"},
 		{"owner releases", web, "PUT", "/v1/kv/app/locks/l1?release=" + sid, 200, "true"},
-		{"unknown session", web, "PUT", "/v1/session/renew/00000000-0000-0000-0000-000000000000", 403, "was not created through storegate"},
+		{"unknown session", web, "PUT", "/v1/session/renew/00000000-0000-0000-0000-000000000000", 403, "Permission denied: the request touches what the caller may not use"},
 		{"owner records are reserved", admin, "GET", "/v1/kv/_storegate/sessions/" + sid, 403, "reserved for storegate"},
 		{"reserved keys never listed", admin, "GET", "/v1/kv/?recurse", 200, ""},
 		{"reserved keys never deleted", admin, "DELETE", "/v1/kv/?recurse", 403, "reserved for storegate"},
