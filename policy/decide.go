@@ -2,7 +2,10 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -14,14 +17,19 @@ import (
 // reasonUndefined is the reason given when the policy denies without one.
 const reasonUndefined = "denied by policy (it gave no reason)"
 
+// ErrEvalTimeout is the error (wrapped) of an evaluation that ran past the
+// engine's Config.EvalTimeout and was stopped. Like every evaluation error it
+// denies.
+var ErrEvalTimeout = errors.New("evaluation timed out")
+
 // cachedDecide is decide, answered from v's decision cache when it can be.
 func (v *version) cachedDecide(ctx context.Context, caller gate.Identity, op *gate.Op, withReason bool) (gate.Decision, error) {
-	if v.cache == nil || op.Service != nil {
+	if v.cache == nil || op.Service != nil || !cacheable(op) {
 		return v.decide(ctx, caller, op, withReason)
 	}
 	k := keyOf(caller, op)
-	if d, ok := v.cache.get(&k); ok {
-		return d, nil
+	if c, ok := v.cache.get(&k); ok {
+		return gate.Decision{Effect: c.effect, Reason: c.reason, Revision: v.revision}, nil
 	}
 	d, err := v.decide(ctx, caller, op, withReason)
 	if err == nil {
@@ -44,7 +52,7 @@ func (v *version) decide(ctx context.Context, caller gate.Identity, op *gate.Op,
 	}
 	ev := evaluation{input: rego.EvalParsedInput(Input(caller, op))}
 	defer ev.done()
-	ev.bind(ctx)
+	ev.bind(ctx, v.timeout)
 
 	allow, err := ev.boolean(ctx, &v.allow)
 	if err != nil || allow {
@@ -75,27 +83,67 @@ func (v *version) decide(ctx context.Context, caller gate.Identity, op *gate.Op,
 // allocate and never be asked for.
 var noMetrics = rego.EvalMetrics(metrics.NoOp())
 
-// evaluation holds what the queries about one op share: the input and the
-// cancellation tied to the request's context.
+// evaluation holds what the queries about one op share: the input, and the
+// cancellation tied to the request's context and to the evaluation deadline.
+// One deadline bounds every query about the op (allow, filter, reason).
 type evaluation struct {
-	input  rego.EvalOption
-	cancel rego.EvalOption
-	stop   func() bool
+	input   rego.EvalOption
+	cancel  rego.EvalOption
+	c       *evalCancel
+	stop    func() bool // the context's AfterFunc
+	timeout time.Duration
 }
 
-// bind cancels the evaluation when ctx is done. OPA would otherwise start a
-// goroutine per query to watch ctx.
-func (ev *evaluation) bind(ctx context.Context) {
-	c := topdown.NewCancel()
-	ev.cancel = rego.EvalExternalCancel(c)
+// evalCancel is the topdown.Cancel of one evaluation: cancelled when the
+// request's context is done, and when the clock reaches its deadline.
+type evalCancel struct {
+	why      atomic.Uint32
+	deadline int64 // on the evaluation clock (deadline.go); 0: none
+}
+
+var _ topdown.Cancel = (*evalCancel)(nil)
+
+const (
+	cancelledByContext = 1 + iota
+	cancelledByDeadline
+)
+
+// Cancel stops the evaluation for the request's context.
+func (c *evalCancel) Cancel() { c.why.CompareAndSwap(0, cancelledByContext) }
+
+// Cancelled is polled by OPA before every expression it evaluates.
+func (c *evalCancel) Cancelled() bool {
+	if c.why.Load() != 0 {
+		return true
+	}
+	if c.deadline != 0 && expired(c.deadline) {
+		c.why.CompareAndSwap(0, cancelledByDeadline)
+		return true
+	}
+	return false
+}
+
+// bind cancels the evaluation when ctx is done, and when timeout (if
+// positive) has passed. OPA would otherwise start a goroutine per query to
+// watch ctx.
+func (ev *evaluation) bind(ctx context.Context, timeout time.Duration) {
+	ev.c = &evalCancel{}
+	ev.cancel = rego.EvalExternalCancel(ev.c)
 	if ctx.Done() != nil {
-		ev.stop = context.AfterFunc(ctx, c.Cancel)
+		ev.stop = context.AfterFunc(ctx, ev.c.Cancel)
+	}
+	if timeout > 0 {
+		ev.timeout = timeout
+		ev.c.deadline = startDeadline(timeout)
 	}
 }
 
 func (ev *evaluation) done() {
 	if ev.stop != nil {
 		ev.stop()
+	}
+	if ev.c != nil && ev.c.deadline != 0 {
+		endDeadline()
 	}
 }
 
@@ -105,6 +153,9 @@ func (ev *evaluation) eval(ctx context.Context, q *rego.PreparedEvalQuery) (any,
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("policy: %w", ctxErr)
+		}
+		if ev.c != nil && ev.c.why.Load() == cancelledByDeadline {
+			return nil, fmt.Errorf("policy: %w after %v", ErrEvalTimeout, ev.timeout)
 		}
 		return nil, fmt.Errorf("policy: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/storegate/storegate/gate"
 )
@@ -21,24 +22,47 @@ type Config struct {
 	// Logger receives load, reload and watch events; nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// CacheSize bounds the decisions remembered per policy version; 0
-	// turns the cache off. Policies that call non-deterministic builtins
-	// (time, http.send, rand) are never cached.
+	// CacheBytes bounds the memory the decision cache of one policy version
+	// holds, in bytes; 0 turns the cache off (unless the deprecated
+	// CacheSize is set). Each entry is accounted as the bytes of its strings
+	// (the caller's SPIFFE ID, key, range end, method, session, datacenter,
+	// owner and reason) plus a fixed overhead of 256 bytes; when an
+	// entry would take the total past the budget the cache is emptied
+	// first. Ops whose key and range end together, or whose method, session,
+	// datacenter and owner together, exceed 512 bytes are never cached, and
+	// neither are ops that name a service. Policies that call
+	// non-deterministic builtins (time, http.send, rand) are never cached.
+	CacheBytes int64
+	// CacheSize is the cache's old bound, in entries. When CacheBytes is 0
+	// and CacheSize is positive, the budget is CacheSize × 384 bytes (an
+	// entry with typical strings), so 65536 entries give 24 MiB.
+	//
+	// Deprecated: set CacheBytes.
 	CacheSize int
+	// EvalTimeout bounds the evaluation of every decision (the allow query
+	// and, on a deny, filter and reason, together). A decision still
+	// running when it expires is stopped and Authorize returns an error
+	// wrapping ErrEvalTimeout, which denies. 0 means DefaultEvalTimeout; a
+	// negative value means no deadline (the request's context still
+	// applies). Decisions answered from the cache are not evaluated.
+	EvalTimeout time.Duration
 	// OnReload, if not nil, is told the outcome of every reload that found
 	// a changed directory (err nil: the new version is in use).
 	OnReload func(revision string, err error)
 }
 
+// DefaultEvalTimeout is the evaluation deadline when Config.EvalTimeout is 0.
+const DefaultEvalTimeout = 100 * time.Millisecond
+
 // Engine decides ops with the policies of one directory. It is safe for
 // concurrent use; Reload swaps the prepared policy atomically under running
 // evaluations.
 type Engine struct {
-	dir       string
-	mode      Mode
-	log       *slog.Logger
-	cacheSize int
-	onReload  func(string, error)
+	dir      string
+	mode     Mode
+	log      *slog.Logger
+	opts     loadOptions
+	onReload func(string, error)
 
 	current   atomic.Pointer[version]
 	reloading sync.Mutex // serializes Reload
@@ -58,11 +82,11 @@ func Load(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Mode != ModeEnforce && cfg.Mode != ModeShadow {
 		return nil, fmt.Errorf("policy: unknown mode %v", cfg.Mode)
 	}
-	e := &Engine{dir: cfg.Dir, mode: cfg.Mode, log: cfg.Logger, cacheSize: cfg.CacheSize, onReload: cfg.OnReload}
+	e := &Engine{dir: cfg.Dir, mode: cfg.Mode, log: cfg.Logger, opts: cfg.loadOptions(), onReload: cfg.OnReload}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
-	v, src, err := load(ctx, e.dir, e.cacheSize)
+	v, src, err := load(ctx, e.dir, e.opts)
 	if err != nil {
 		return nil, err
 	}
@@ -70,6 +94,21 @@ func Load(ctx context.Context, cfg Config) (*Engine, error) {
 	e.warn(v, src)
 	e.log.Info("policy loaded", "dir", e.dir, "revision", v.revision, "files", v.files, "mode", e.mode.String())
 	return e, nil
+}
+
+// loadOptions resolves the defaults and the deprecated fields.
+func (cfg *Config) loadOptions() loadOptions {
+	o := loadOptions{cacheBytes: cfg.CacheBytes, timeout: cfg.EvalTimeout}
+	if o.cacheBytes == 0 && cfg.CacheSize > 0 {
+		o.cacheBytes = int64(cfg.CacheSize) * legacyEntryBytes
+	}
+	switch {
+	case o.timeout == 0:
+		o.timeout = DefaultEvalTimeout
+	case o.timeout < 0:
+		o.timeout = 0
+	}
+	return o
 }
 
 // warn logs why a loaded version denies everything, if it does.

@@ -63,7 +63,7 @@ func (e *Engine) Explain(ctx context.Context, caller gate.Identity, op *gate.Op)
 
 	ev := evaluation{input: rego.EvalParsedInput(input)}
 	defer ev.done()
-	ev.bind(ctx)
+	ev.bind(ctx, v.timeout)
 	hits, err := ev.eval(ctx, &v.intentions)
 	if err != nil {
 		return x, err

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -69,10 +70,17 @@ func newLogger(w io.Writer) *slog.Logger {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// load loads dir or fails the test.
+// mustLoadTimeout is the evaluation deadline of engines loaded by mustLoad.
+// Tests that run decisions in several goroutines (and reloads) on the two
+// cores of the reference machine, while other builds run, see single
+// decisions of 40µs wait 20 to 110ms for a CPU: the default deadline of
+// 100ms would deny them. timeout_test.go tests the deadline itself.
+const mustLoadTimeout = 10 * time.Second
+
+// mustLoad loads dir or fails the test.
 func mustLoad(tb testing.TB, dir string, mode Mode) *Engine {
 	tb.Helper()
-	e, err := Load(context.Background(), Config{Dir: dir, Mode: mode, Logger: discardLogger()})
+	e, err := Load(context.Background(), Config{Dir: dir, Mode: mode, Logger: discardLogger(), EvalTimeout: mustLoadTimeout})
 	if err != nil {
 		tb.Fatalf("Load(%s): %v", dir, err)
 	}

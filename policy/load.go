@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -172,15 +173,23 @@ type version struct {
 	// cache holds this version's decisions; nil when caching is off or the
 	// policy is not deterministic.
 	cache *decisionCache
+	// timeout bounds each decision's evaluation; 0: none.
+	timeout time.Duration
+}
+
+// loadOptions are the engine's settings every version it loads gets.
+type loadOptions struct {
+	cacheBytes int64
+	timeout    time.Duration
 }
 
 // load reads, compiles and prepares the policy directory dir.
-func load(ctx context.Context, dir string, cacheSize int) (*version, *source, error) {
+func load(ctx context.Context, dir string, opts loadOptions) (*version, *source, error) {
 	src, err := readSource(dir, false)
 	if err != nil {
 		return nil, nil, err
 	}
-	v := &version{revision: src.revision(), files: src.paths()}
+	v := &version{revision: src.revision(), files: src.paths(), timeout: opts.timeout}
 	if src.empty() {
 		v.empty = true
 		return v, src, nil
@@ -195,7 +204,7 @@ func load(ctx context.Context, dir string, cacheSize int) (*version, *source, er
 	}
 	v.undefined = len(c.GetRulesExact(ast.MustParseRef(queryAllow))) == 0
 	if deterministic(c) {
-		v.cache = newDecisionCache(cacheSize)
+		v.cache = newDecisionCache(opts.cacheBytes)
 	}
 	store := inmem.New()
 	for _, q := range []struct {

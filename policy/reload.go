@@ -25,7 +25,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	if err == nil && src.revision() == old.revision {
 		return nil
 	}
-	v, src, err := load(ctx, e.dir, e.cacheSize)
+	v, src, err := load(ctx, e.dir, e.opts)
 	if err != nil {
 		e.log.Error("policy reload failed, keeping the last good version",
 			"dir", e.dir, "revision", old.revision, "err", err)
