@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/storegate/storegate/decisionlog"
 	"github.com/storegate/storegate/policy"
 	"github.com/storegate/storegate/telemetry"
 )
@@ -47,6 +48,14 @@ type DecisionLogConfig struct {
 	MaxBackups int    `yaml:"max_backups"`
 	MaxAgeDays int    `yaml:"max_age_days"`
 	Compress   bool   `yaml:"compress"`
+	// OnError is what a decision whose line cannot be taken (queue full,
+	// writes failing) does: deny (default: no decision goes unrecorded) or
+	// drop (the line is dropped and counted, the request proceeds).
+	OnError string `yaml:"on_error"`
+	// QueueSize and QueueBytes bound the lines waiting for the writer
+	// (default 4096 lines, 8MiB).
+	QueueSize  int      `yaml:"queue_size"`
+	QueueBytes ByteSize `yaml:"queue_bytes"`
 }
 
 // LimitsConfig bounds the streams and watches callers hold open, per caller
@@ -144,8 +153,14 @@ type PolicyConfig struct {
 	Dir  string `yaml:"dir"`
 	Mode string `yaml:"mode"` // enforce (default) | shadow
 	// CacheSize bounds the decisions remembered per policy version
-	// (default 65536; 0 turns the cache off).
+	// (default 65536; 0 turns the cache off). Superseded by CacheBytes.
 	CacheSize *int `yaml:"cache_size"`
+	// CacheBytes bounds the decision cache's memory per policy version;
+	// set, it replaces cache_size. Keys over 512 bytes are never cached.
+	CacheBytes ByteSize `yaml:"cache_bytes"`
+	// EvalTimeout bounds every policy evaluation (default 100ms); a
+	// decision that takes longer denies.
+	EvalTimeout Duration `yaml:"eval_timeout"`
 }
 
 // TelemetryConfig says what the gateway exports besides /metrics, which is
@@ -382,6 +397,9 @@ func (c *Config) validate() error {
 	if *c.Policy.CacheSize < 0 {
 		bad("policy.cache_size: must not be negative")
 	}
+	if c.Policy.CacheBytes < 0 || c.Policy.EvalTimeout < 0 {
+		bad("policy: cache_bytes and eval_timeout must not be negative")
+	}
 	if _, err := policy.ParseMode(c.Policy.Mode); err != nil {
 		bad("policy.mode: %v", err)
 	}
@@ -396,6 +414,14 @@ func (c *Config) validate() error {
 	if dl := c.DecisionLog; dl != nil {
 		if dl.Output == "" {
 			bad("decision_log.output: stdout, stderr or a file path is required")
+		}
+		if dl.OnError != "" {
+			if _, err := decisionlog.ParseErrorMode(dl.OnError); err != nil {
+				bad("decision_log.on_error: %v", err)
+			}
+		}
+		if dl.QueueSize < 0 || dl.QueueBytes < 0 {
+			bad("decision_log: queue_size and queue_bytes must not be negative")
 		}
 		if dl.MaxSizeMB < 0 || dl.MaxBackups < 0 || dl.MaxAgeDays < 0 {
 			bad("decision_log: max_size_mb, max_backups and max_age_days must not be negative")

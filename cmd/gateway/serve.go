@@ -74,6 +74,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	// Open streams are judged again whenever a new policy version is in use.
 	var changed atomic.Pointer[gate.Gate]
 	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize,
+		CacheBytes: int64(cfg.Policy.CacheBytes), EvalTimeout: time.Duration(cfg.Policy.EvalTimeout),
 		OnReload: func(_ string, err error) {
 			tel.Metrics().PolicyReloaded(err)
 			if g := changed.Load(); g != nil && err == nil {
@@ -90,8 +91,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	}()
 	observers := gate.Observers{tel.Metrics()}
 	if dc := cfg.DecisionLog; dc != nil {
+		onError, _ := decisionlog.ParseErrorMode(dc.OnError) // validated already
 		dl, err := decisionlog.Open(decisionlog.Config{Output: dc.Output, MaxSizeMB: dc.MaxSizeMB, MaxBackups: dc.MaxBackups,
 			MaxAgeDays: dc.MaxAgeDays, Compress: dc.Compress,
+			ErrorMode: onError, QueueSize: dc.QueueSize, QueueBytes: int(dc.QueueBytes),
 			OnError: func(err error) { log.Error("decision log: a line was not written", "err", err) }})
 		if err != nil {
 			return fmt.Errorf("decision_log: %w", err)
