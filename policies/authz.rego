@@ -5,7 +5,9 @@
 #   compiles into the rules of package storegate.intentions (one rule per
 #   intention and glob; see policy/RATIONALE.md). This package only combines
 #   their hit sets: an allow intention must match, and no deny intention may
-#   match (deny wins).
+#   match (deny wins). Ops on what another identity owns (input.op.foreign,
+#   such as another caller's lease) are matched only by intentions with
+#   owners, in the generated rules; nothing here needs to know.
 #
 #   The gateway queries `allow` for every op, and only when it is not true
 #   `reason` and, for multi-key reads and watches, `filter`. Anything but

@@ -18,7 +18,7 @@ key(resource, action, k) := {
 	"protocol": "etcd", "resource": resource, "action": action, "method": "",
 	"key": k, "range_end": "", "range": false, "prefix": false, "cover": k,
 	"lease": 0, "value_size": 0, "prev_kv": false, "txn_index": 0,
-	"session": "", "datacenter": "",
+	"session": "", "datacenter": "", "foreign": false,
 }
 
 # prefix is an op on every key starting with p (etcdctl --prefix).
@@ -107,6 +107,66 @@ test_leases if {
 	authz.allow with input as req(web, bare("lease", "grant"))
 	authz.allow with input as req(web, bare("lease", "revoke"))
 	not authz.allow with input as req(batch, bare("lease", "grant"))
+}
+
+# --- ops on what another identity owns (leases) ---
+
+# foreign is an op on a lease another identity owns ("": none on record).
+foreign(action, owner) := object.union(bare("lease", action), {"lease": 7, "foreign": true, "owner": owner})
+
+test_web_keeps_its_own_lease_alive if {
+	authz.allow with input as req(web, object.union(bare("lease", "keepalive"), {"lease": 7}))
+	authz.allow with input as req(web, object.union(bare("lease", "revoke"), {"lease": 7}))
+}
+
+test_web_may_not_touch_admins_lease if {
+	# web-leases has no owners: it covers web's own leases only.
+	not authz.allow with input as req(web, foreign("keepalive", admin))
+	not authz.allow with input as req(web, foreign("revoke", admin))
+	not authz.allow with input as req(web, foreign("read", admin))
+	authz.reason == "no intention allows spiffe://example.org/web to keepalive lease" with input as req(web, foreign("keepalive", admin))
+}
+
+test_web_may_not_touch_a_lease_without_owner if {
+	not authz.allow with input as req(web, foreign("keepalive", ""))
+	not authz.allow with input as req(batch, foreign("revoke", ""))
+}
+
+test_admin_may_act_on_webs_lease if {
+	authz.allow with input as req(admin, foreign("keepalive", web))
+	authz.allow with input as req(admin, foreign("revoke", web))
+	authz.allow with input as req(admin, foreign("read", batch))
+}
+
+test_double_star_owners_match_no_owner if {
+	authz.allow with input as req(admin, foreign("revoke", ""))
+}
+
+test_deny_with_owners_wins if {
+	# admin-all (owners: ["**"]) allows admin to attach keys to anyone's lease,
+	# but gateway-leases denies it for a gateway's.
+	gw := "spiffe://example.org/storegate"
+	authz.allow with input as req(admin, foreign("write", web))
+	not authz.allow with input as req(admin, foreign("write", gw))
+	not authz.allow with input as req(admin, foreign("write", "spiffe://example.org/storegate/replica-2"))
+	authz.reason == `deny intention "gateway-leases" matches` with input as req(admin, foreign("write", gw))
+
+	# Only those owners: the deny is no wider than its globs.
+	authz.allow with input as req(admin, foreign("write", "spiffe://example.org/storegate-not"))
+	authz.allow with input as req(admin, foreign("write", ""))
+
+	# And the other actions on a gateway's lease stay allowed.
+	authz.allow with input as req(admin, foreign("keepalive", gw))
+}
+
+test_owners_do_not_narrow_own_ops if {
+	# admin-all names owners; it still covers admin's own leases.
+	authz.allow with input as req(admin, object.union(bare("lease", "revoke"), {"lease": 7}))
+}
+
+test_foreign_must_be_false_for_own_ops if {
+	# An input without op.foreign matches no intention: fail closed.
+	not authz.allow with input as req(web, object.remove(key("kv", "read", "/app/x"), {"foreign"}))
 }
 
 test_keyed_intentions_do_not_match_keyless_ops if {

@@ -69,6 +69,18 @@ func TestShippedDecisions(t *testing.T) {
 			`deny intention "web-no-secrets" matches every key in kv prefix "/app/secret/"`},
 		{"range elsewhere", web, prefixOp(gate.ResourceKV, gate.ActionRead, "/other/"), gate.Deny,
 			`no intention allows spiffe://example.org/web to read kv prefix "/other/"`},
+		// The same ops as "web keeps leases alive" and "admin compacts",
+		// but on what another identity owns: the cached engine must not
+		// answer them from the decisions above.
+		{"web keeps admin's lease alive", web, foreignLease(gate.ActionKeepalive, admin.String()), gate.Deny,
+			"no intention allows spiffe://example.org/web to keepalive lease"},
+		{"web keeps an ownerless lease alive", web, foreignLease(gate.ActionKeepalive, ""), gate.Deny,
+			"no intention allows spiffe://example.org/web to keepalive lease"},
+		{"admin keeps web's lease alive", admin, foreignLease(gate.ActionKeepalive, web.String()), gate.Allow, ""},
+		{"admin revokes an ownerless lease", admin, foreignLease(gate.ActionRevoke, ""), gate.Allow, ""},
+		{"admin attaches keys to web's lease", admin, foreignLease(gate.ActionWrite, web.String()), gate.Allow, ""},
+		{"admin attaches keys to a gateway's lease", admin, foreignLease(gate.ActionWrite, "spiffe://example.org/storegate"), gate.Deny,
+			`deny intention "gateway-leases" matches`},
 	}
 	cached, err := Load(context.Background(), Config{Dir: shipped, Logger: discardLogger(), CacheSize: 64})
 	if err != nil {

@@ -54,11 +54,25 @@ type generator struct {
 	b bytes.Buffer
 }
 
+// intention writes the rules of one intention. Ops on things another
+// identity owns (input.op.foreign) are matched only by intentions with
+// owners, and only when one of them matches input.op.owner: every rule is
+// written once for ops that are not foreign and once per owner glob for ops
+// that are.
 func (g *generator) intention(file string, in *intention) {
 	fmt.Fprintf(&g.b, "\n# %s (%s:%d)\n", in.name, file, in.line)
-	common := sourceTests(in.source)
-	common = append(common, oneOf("input.op.resource", in.resources)...)
-	common = append(common, oneOf("input.op.action", in.actions)...)
+	base := sourceTests(in.source)
+	base = append(base, oneOf("input.op.resource", in.resources)...)
+	base = append(base, oneOf("input.op.action", in.actions)...)
+	g.rules(in, append(clip(base), "input.op.foreign == false"))
+	for _, o := range in.owners {
+		g.rules(in, append(append(clip(base), "input.op.foreign == true"), ownerTests(o)...))
+	}
+}
+
+// rules writes the rules of an intention for the ops common selects.
+func (g *generator) rules(in *intention, common []string) {
+	common = clip(common)
 
 	hits, covers, overlaps := setAllowHits, setAllowCovers, setAllowOverlaps
 	if in.deny {
@@ -110,6 +124,13 @@ func sourceTests(src string) []string {
 		return nil
 	}
 	return globTests(ref, parseGlob(src), true)
+}
+
+// ownerTests matches the owner of a foreign op against an owners glob. An
+// owner may be empty (no owner on record): only "**" (and globs such as "*"
+// that match the empty string) match it.
+func ownerTests(owner string) []string {
+	return globTests("input.op.owner", parseGlob(owner), false)
 }
 
 // oneOf constrains ref to one of names; nil names constrain nothing.

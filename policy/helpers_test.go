@@ -46,6 +46,12 @@ func bareOp(r gate.Resource, a gate.Action) *gate.Op {
 	return &gate.Op{Protocol: gate.ProtocolEtcd, Resource: r, Action: a}
 }
 
+// foreignLease is an op on lease 0x7a, which owner holds ("": no owner on
+// record).
+func foreignLease(a gate.Action, owner string) *gate.Op {
+	return &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceLease, Action: a, Lease: 0x7a, Foreign: true, Owner: owner}
+}
+
 // logBuffer is a concurrency-safe log sink for assertions on log output.
 type logBuffer struct {
 	mu sync.Mutex

@@ -53,6 +53,8 @@ func TestIntentionsAreIndexed(t *testing.T) {
 		{"prefix range filtered", web, prefixOp(gate.ResourceKV, gate.ActionRead, "/app/"), gate.Filter, 16},
 		{"segment glob", identity("spiffe://example.org/team-503/api"), kvOp(gate.ActionRead, "/team/503/api/config"), gate.Allow, 4},
 		{"other service", identity("spiffe://example.org/svc-500"), kvOp(gate.ActionWrite, "/svc/500/a"), gate.Allow, 4},
+		{"foreign lease denied", web, foreignLease(gate.ActionKeepalive, "spiffe://example.org/admin"), gate.Deny, 4},
+		{"foreign lease allowed", admin, foreignLease(gate.ActionKeepalive, "spiffe://example.org/web"), gate.Allow, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,13 +16,19 @@ import (
 //	        "key", "range_end", "range", "prefix", "cover",
 //	        "lease", "value_size", "prev_kv", "txn_index",
 //	        "service": {"name", "id", "tags", "meta", "address", "port", "checks"},
-//	        "session", "datacenter"}}
+//	        "session", "datacenter", "foreign", "owner"}}
 //
 // Keys are bytes and go in as strings, unchanged. "range" is true for a
 // multi-key range; "cover" is the longest prefix every key of the range
 // starts with (the key itself for a single key) and "prefix" is true when
 // the range is exactly "every key starting with cover". "service" is present
 // only when the op names a service.
+//
+// "foreign" (always present) is true when the op acts on a thing another
+// identity owns, such as a lease the gateway recorded as granted by another
+// caller; "owner" is present only then, and is that identity's SPIFFE ID, or
+// "" when no owner is on record. The shipped intentions engine allows a
+// foreign op only through an intention whose owners match "owner".
 //
 // The document is built as an ast.Value directly, with no JSON round trip.
 func Input(caller gate.Identity, op *gate.Op) ast.Value {
@@ -65,7 +71,7 @@ func callerTerm(caller gate.Identity) *ast.Term {
 
 func opTerm(op *gate.Op) *ast.Term {
 	cover, exact := op.Keys.Prefix()
-	var items [17][2]*ast.Term
+	var items [18][2]*ast.Term
 	items[0] = ast.Item(termProtocol, nameTerm(protocolTerms[:], int(op.Protocol), op.Protocol.String))
 	items[1] = ast.Item(termResource, nameTerm(resourceTerms[:], int(op.Resource), op.Resource.String))
 	items[2] = ast.Item(termAction, nameTerm(actionTerms[:], int(op.Action), op.Action.String))
@@ -85,7 +91,12 @@ func opTerm(op *gate.Op) *ast.Term {
 	items[12] = ast.Item(termTxnIndex, intTerm(int64(op.TxnIndex)))
 	items[13] = ast.Item(termSession, stringTerm(op.Session))
 	items[14] = ast.Item(termDatacenter, stringTerm(op.Datacenter))
-	n := 15
+	items[15] = ast.Item(termForeign, ast.InternedTerm(op.Foreign))
+	n := 16
+	if op.Foreign {
+		items[n] = ast.Item(termOwner, stringTerm(op.Owner))
+		n++
+	}
 	if op.Service != nil {
 		items[n] = ast.Item(termService, serviceTerm(op.Service))
 		n++
@@ -170,6 +181,8 @@ var (
 	termService     = ast.StringTerm("service")
 	termSession     = ast.StringTerm("session")
 	termDatacenter  = ast.StringTerm("datacenter")
+	termForeign     = ast.StringTerm("foreign")
+	termOwner       = ast.StringTerm("owner")
 	termName        = ast.StringTerm("name")
 	termTags        = ast.StringTerm("tags")
 	termMeta        = ast.StringTerm("meta")

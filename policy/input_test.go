@@ -19,24 +19,33 @@ func TestInput(t *testing.T) {
 		{"single key", web, &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceKV, Action: gate.ActionWrite,
 			Method: "/etcdserverpb.KV/Put", Keys: gate.KeyRange{Key: []byte("/app/x")}, Lease: 0x1234, ValueSize: 42, PrevKV: true, TxnIndex: 3},
 			`{"caller":{"id":"spiffe://example.org/web","path":"/web","trust_domain":"example.org"},` +
-				`"op":{"action":"write","cover":"/app/x","datacenter":"","key":"/app/x","lease":4660,"method":"/etcdserverpb.KV/Put",` +
+				`"op":{"action":"write","cover":"/app/x","datacenter":"","foreign":false,"key":"/app/x","lease":4660,"method":"/etcdserverpb.KV/Put",` +
 				`"prefix":false,"prev_kv":true,"protocol":"etcd","range":false,"range_end":"","resource":"kv","session":"","txn_index":3,"value_size":42}}`},
 		{"prefix", web, prefixOp(gate.ResourceWatch, gate.ActionWatch, "/app/"),
 			`{"caller":{"id":"spiffe://example.org/web","path":"/web","trust_domain":"example.org"},` +
-				`"op":{"action":"watch","cover":"/app/","datacenter":"","key":"/app/","lease":0,"method":"",` +
+				`"op":{"action":"watch","cover":"/app/","datacenter":"","foreign":false,"key":"/app/","lease":0,"method":"",` +
 				`"prefix":true,"prev_kv":false,"protocol":"etcd","range":true,"range_end":"/app0","resource":"watch","session":"","txn_index":0,"value_size":0}}`},
 		{"range", admin, &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceKV, Action: gate.ActionRead, Keys: gate.KeyRange{Key: []byte("/a/b"), End: []byte("/a/d")}},
 			`{"caller":{"id":"spiffe://example.org/admin","path":"/admin","trust_domain":"example.org"},` +
-				`"op":{"action":"read","cover":"/a/","datacenter":"","key":"/a/b","lease":0,"method":"",` +
+				`"op":{"action":"read","cover":"/a/","datacenter":"","foreign":false,"key":"/a/b","lease":0,"method":"",` +
 				`"prefix":false,"prev_kv":false,"protocol":"etcd","range":true,"range_end":"/a/d","resource":"kv","session":"","txn_index":0,"value_size":0}}`},
 		{"service", web, &gate.Op{Protocol: gate.ProtocolConsul, Resource: gate.ResourceService, Action: gate.ActionRegister,
 			Method: "PUT /v1/agent/service/register", Datacenter: "dc1", Session: "s1",
 			Service: &gate.Service{Name: "web", ID: "web-1", Tags: []string{"a"}, Meta: map[string]string{"k": "v"}, Address: "10.0.0.1", Port: 8080, Checks: []string{"http"}}},
 			`{"caller":{"id":"spiffe://example.org/web","path":"/web","trust_domain":"example.org"},` +
-				`"op":{"action":"register","cover":"","datacenter":"dc1","key":"","lease":0,"method":"PUT /v1/agent/service/register",` +
+				`"op":{"action":"register","cover":"","datacenter":"dc1","foreign":false,"key":"","lease":0,"method":"PUT /v1/agent/service/register",` +
 				`"prefix":false,"prev_kv":false,"protocol":"consul","range":false,"range_end":"","resource":"service",` +
 				`"service":{"address":"10.0.0.1","checks":["http"],"id":"web-1","meta":{"k":"v"},"name":"web","port":8080,"tags":["a"]},` +
 				`"session":"s1","txn_index":0,"value_size":0}}`},
+		{"foreign lease", web, &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceLease, Action: gate.ActionKeepalive,
+			Method: "/etcdserverpb.Lease/LeaseKeepAlive", Lease: 7, Foreign: true, Owner: "spiffe://example.org/admin"},
+			`{"caller":{"id":"spiffe://example.org/web","path":"/web","trust_domain":"example.org"},` +
+				`"op":{"action":"keepalive","cover":"","datacenter":"","foreign":true,"key":"","lease":7,"method":"/etcdserverpb.Lease/LeaseKeepAlive",` +
+				`"owner":"spiffe://example.org/admin","prefix":false,"prev_kv":false,"protocol":"etcd","range":false,"range_end":"","resource":"lease","session":"","txn_index":0,"value_size":0}}`},
+		{"foreign lease with no owner on record", web, &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceLease, Action: gate.ActionRevoke, Foreign: true},
+			`{"caller":{"id":"spiffe://example.org/web","path":"/web","trust_domain":"example.org"},` +
+				`"op":{"action":"revoke","cover":"","datacenter":"","foreign":true,"key":"","lease":0,"method":"",` +
+				`"owner":"","prefix":false,"prev_kv":false,"protocol":"etcd","range":false,"range_end":"","resource":"lease","session":"","txn_index":0,"value_size":0}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -23,8 +23,11 @@ type intention struct {
 	actions   []string // gate action names; nil means any
 	keys      []glob   // nil: any key, and ops that name none
 	services  []glob   // nil: any service, and ops that name none
-	deny      bool
-	line      int // of the entry in the file
+	// owners are SPIFFE ID globs ("**": any owner, none on record
+	// included); an intention without owners never matches a foreign op.
+	owners []string
+	deny   bool
+	line   int // of the entry in the file
 }
 
 // parseIntentions decodes and validates an intentions file. Decoding is
@@ -103,7 +106,7 @@ func (p *intentionParser) intention(n *yaml.Node) (in intention, ok bool) {
 	fields := make(map[string]*yaml.Node, 8)
 	for k, v := range pairs(n) {
 		switch k.Value {
-		case "name", "description", "source", "resources", "actions", "keys", "services", "effect":
+		case "name", "description", "source", "resources", "actions", "keys", "services", "owners", "effect":
 			if fields[k.Value] != nil {
 				p.addf(k, "duplicate field %q", k.Value)
 			}
@@ -134,6 +137,13 @@ func (p *intentionParser) intention(n *yaml.Node) (in intention, ok bool) {
 	})
 	in.keys = p.globs(fields, "keys", what)
 	in.services = p.globs(fields, "services", what)
+	for _, e := range p.list(fields, "owners", what) {
+		if err := checkOwner(e.Value); err != nil {
+			p.addf(e, "%s: owners: %v", what, err)
+			continue
+		}
+		in.owners = append(in.owners, e.Value)
+	}
 	if fields["keys"] != nil && fields["services"] != nil {
 		p.addf(fields["services"], "%s: keys and services cannot be combined: an op names one or the other", what)
 	}
@@ -257,6 +267,15 @@ func checkSource(s string) error {
 	}
 	if !strings.HasPrefix(s, "spiffe://") {
 		return errors.New(`want a SPIFFE ID glob such as "spiffe://example.org/web" or "spiffe://example.org/**", or "**" for any caller`)
+	}
+	return checkGlob(s)
+}
+
+// checkOwner accepts "**" (any owner, none on record included) or a glob
+// over a SPIFFE ID.
+func checkOwner(s string) error {
+	if s != "**" && !strings.HasPrefix(s, "spiffe://") {
+		return errors.New(`want a SPIFFE ID glob such as "spiffe://example.org/web" or "spiffe://example.org/**", or "**" for any owner`)
 	}
 	return checkGlob(s)
 }

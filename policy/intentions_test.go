@@ -46,6 +46,13 @@ func TestParseIntentionsRejects(t *testing.T) {
 		{"bad source", "intentions:\n  - name: web\n    source: web\n    resources: [kv]\n    actions: [read]\n    effect: allow\n", []string{
 			`f.yaml:3: intention "web": source: want a SPIFFE ID glob`,
 		}},
+		{"bad owners", head + "    resources: [lease]\n    actions: [read]\n    owners: [web, \"*\", \"spiffe://example.org/***\"]\n    effect: allow\n", []string{
+			`f.yaml:6: intention "web": owners: want a SPIFFE ID glob such as "spiffe://example.org/web" or "spiffe://example.org/**", or "**" for any owner`,
+			`f.yaml:6: intention "web": owners: use "*" for one segment or "**" for any, not "***"`,
+		}},
+		{"empty owners", head + "    resources: [lease]\n    actions: [read]\n    owners: []\n    effect: allow\n", []string{
+			`f.yaml:6: intention "web": owners: want a non-empty list (quote a lone "*")`,
+		}},
 		{"bad name", strings.Replace(head, "name: web", "name: web app", 1) + "    resources: [kv]\n    actions: [read]\n    effect: allow\n", []string{
 			`f.yaml:2: intention "web app": a name may hold only letters, digits and . _ -`,
 		}},
@@ -87,6 +94,7 @@ intentions:
     resources: [watch, kv, kv]
     actions: [read]
     keys: ["/a/**", "/b"]
+    owners: ["**", "spiffe://example.org/team/*"]
     effect: deny
 `
 	ins, err := parseIntentions("f.yaml", []byte(src))
@@ -100,7 +108,11 @@ intentions:
 	if first.name != "any" || first.resources != nil || first.actions != nil || first.keys != nil || first.deny || first.line != 3 {
 		t.Errorf("first = %+v", first)
 	}
-	if !slices.Equal(second.resources, []string{"kv", "watch"}) || !second.deny || len(second.keys) != 2 || second.line != 9 {
+	if first.owners != nil {
+		t.Errorf("first has owners %q", first.owners)
+	}
+	if !slices.Equal(second.resources, []string{"kv", "watch"}) || !second.deny || len(second.keys) != 2 || second.line != 9 ||
+		!slices.Equal(second.owners, []string{"**", "spiffe://example.org/team/*"}) {
 		t.Errorf("second = %+v", second)
 	}
 	for _, empty := range []string{"", "# nothing\n", "intentions:\n", "intentions: []\n"} {
