@@ -91,7 +91,7 @@ func (g *generator) rules(in *intention, common []string) {
 			if k.open {
 				g.rule(covers, in.name, ranged, globTests("input.op.cover", k, false)...)
 			}
-			for _, t := range overlapTests(k) {
+			for _, t := range overlapTests("input.op.cover", k) {
 				g.rule(overlaps, in.name, ranged, t)
 			}
 		}
@@ -168,12 +168,11 @@ func globTests(ref string, g glob, nonEmpty bool) []string {
 }
 
 // overlapTests returns alternative tests (one rule each) that hold when a
-// range whose keys all start with input.op.cover may hold a key g matches
-// and the covers rule does not already say so: cover and the glob's literal
-// part are prefixes of one another. Listing the literal's prefixes keeps the
-// second direction indexable.
-func overlapTests(g glob) []string {
-	const ref = "input.op.cover"
+// range whose keys all start with the string at ref (input.op.cover) may
+// hold a key g matches and the covers rule does not already say so: cover
+// and the glob's literal part are prefixes of one another. Listing the
+// literal's prefixes keeps the second direction indexable.
+func overlapTests(ref string, g glob) []string {
 	lit := g.literal
 	var out []string
 	switch {
