@@ -90,7 +90,7 @@ func BenchmarkAuthorizeLatency(b *testing.B) {
 	for _, n := range []int{20, 1000} {
 		dir := scaledPolicy(b, n)
 		uncached := mustLoad(b, dir, ModeEnforce)
-		cached, err := Load(context.Background(), Config{Dir: dir, Logger: discardLogger(), CacheSize: 1 << 16})
+		cached, err := Load(context.Background(), Config{Dir: dir, Logger: discardLogger(), CacheSize: 1 << 16, EvalTimeout: mustLoadTimeout})
 		if err != nil {
 			b.Fatal(err)
 		}

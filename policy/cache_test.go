@@ -249,7 +249,7 @@ func TestNonDeterministicPolicyIsNotCached(t *testing.T) {
 
 allow if time.now_ns() > 0
 `)
-	e, err := Load(context.Background(), Config{Dir: dir, Logger: discardLogger(), CacheBytes: 1 << 20})
+	e, err := Load(context.Background(), Config{Dir: dir, Logger: discardLogger(), CacheBytes: 1 << 20, EvalTimeout: mustLoadTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

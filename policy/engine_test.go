@@ -82,7 +82,7 @@ func TestShippedDecisions(t *testing.T) {
 		{"admin attaches keys to a gateway's lease", admin, foreignLease(gate.ActionWrite, "spiffe://example.org/storegate"), gate.Deny,
 			`deny intention "gateway-leases" matches`},
 	}
-	cached, err := Load(context.Background(), Config{Dir: shipped, Logger: discardLogger(), CacheSize: 64})
+	cached, err := Load(context.Background(), Config{Dir: shipped, Logger: discardLogger(), CacheSize: 64, EvalTimeout: mustLoadTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestNoPolicyDeniesEverything(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs logBuffer
-			e, err := Load(context.Background(), Config{Dir: tt.dir, Logger: newLogger(&logs)})
+			e, err := Load(context.Background(), Config{Dir: tt.dir, Logger: newLogger(&logs), EvalTimeout: mustLoadTimeout})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,7 +211,7 @@ func TestPolicyWithoutAllowDenies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.dir, func(t *testing.T) {
 			var logs logBuffer
-			e, err := Load(context.Background(), Config{Dir: tt.dir, Logger: newLogger(&logs)})
+			e, err := Load(context.Background(), Config{Dir: tt.dir, Logger: newLogger(&logs), EvalTimeout: mustLoadTimeout})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -249,7 +249,7 @@ func TestAuthorizeHonoursContext(t *testing.T) {
 func TestReloadKeepsLastGoodVersion(t *testing.T) {
 	dir := copyShipped(t)
 	var logs logBuffer
-	e, err := Load(context.Background(), Config{Dir: dir, Logger: newLogger(&logs)})
+	e, err := Load(context.Background(), Config{Dir: dir, Logger: newLogger(&logs), EvalTimeout: mustLoadTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

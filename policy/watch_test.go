@@ -24,7 +24,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestWatchReloadsOnChange(t *testing.T) {
 	dir := copyShipped(t)
 	var logs logBuffer
-	e, err := Load(context.Background(), Config{Dir: dir, Logger: newLogger(&logs)})
+	e, err := Load(context.Background(), Config{Dir: dir, Logger: newLogger(&logs), EvalTimeout: mustLoadTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
