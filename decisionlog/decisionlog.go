@@ -178,6 +178,11 @@ type Log struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// rotateBytes is the size at which the output rotates (0: it does
+	// not); paceNext is the writer's, for pace.
+	rotateBytes int64
+	paceNext    time.Time
+
 	written func() // test hook: the writer finished a batch
 }
 
@@ -229,7 +234,10 @@ func Open(cfg Config) (*Log, error) {
 		MaxAge:     cfg.MaxAgeDays,
 		Compress:   cfg.Compress,
 	}
-	return newLog(cfg.Output, lj, lj, cfg), nil
+	l := makeLog(cfg.Output, lj, lj, cfg)
+	l.rotateBytes = int64(size) << 20
+	go l.run()
+	return l, nil
 }
 
 // check validates the settings Open does not default.

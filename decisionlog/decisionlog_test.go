@@ -501,7 +501,7 @@ func benchRecord() (context.Context, *gate.Record) {
 
 func BenchmarkObserve(b *testing.B) {
 	ctx, rec := benchRecord()
-	l := newLog("discard", io.Discard, nil, Config{ErrorMode: ErrorDrop})
+	l := newLog("discard", io.Discard, nil, Config{ErrorMode: ErrorDrop, OnError: func(error) {}})
 	defer l.Close()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -511,7 +511,7 @@ func BenchmarkObserve(b *testing.B) {
 
 func BenchmarkObserveParallel(b *testing.B) {
 	ctx, rec := benchRecord()
-	l := newLog("discard", io.Discard, nil, Config{ErrorMode: ErrorDrop})
+	l := newLog("discard", io.Discard, nil, Config{ErrorMode: ErrorDrop, OnError: func(error) {}})
 	defer l.Close()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -1,6 +1,7 @@
 // Package decisionlog is the gateway's audit log of policy decisions: one
 // JSON object per line for every decision the gate takes in Check, written
-// to stdout, stderr or a size-rotated file. A *Log is a gate.Observer.
+// to stdout, stderr or a size-rotated file. A *Log is a gate.Auditor (and a
+// gate.Observer): the gate denies an op whose line the log refuses.
 //
 // # What a line holds
 //
@@ -26,6 +27,19 @@
 //     sampled one (an unsampled trace is recorded nowhere), to join a line
 //     to its trace.
 //
+// A line is at most MaxLineBytes (16 KiB), whatever the request: etcd and
+// Consul take keys of a megabyte and more, and a log of such keys would
+// cost the gateway and every log shipper behind it far more than the
+// attacker who sends them. Each text field is cut, at a character boundary,
+// to a limit on its encoded length (escapes and base64 count): 1 KiB for
+// key, range_end, reason, error and shadow_reason, 2 KiB for caller, 256
+// bytes for method, service name and id, session, datacenter and
+// policy_revision. A cut field is followed by "<field>_truncated" holding
+// the field's full length in bytes: a 1.5 MB key is logged as its first
+// 1 KiB and "key_truncated":1572864. Nothing is appended to the value
+// itself, so a cut key is a prefix of the key policy saw. A cut key is logged as text
+// when the part kept is valid UTF-8, so key_base64 means that part is not.
+//
 // # Why it is built this way
 //
 //   - No values, ever. gate.Record carries only a value's size, and of a
@@ -33,12 +47,28 @@
 //     address are registration content, which may hold secrets, and an
 //     audit log is copied to more places, and kept longer, than the store.
 //     Keys are logged: they are what policy decides on.
-//   - One Write per line, under a mutex. A line is encoded into a pooled
-//     buffer outside the lock and handed to the output in a single Write,
-//     so concurrent requests never interleave their lines, and a line is
-//     never split between two files by rotation (lumberjack rotates only
-//     between Writes). Holding the lock only for the Write keeps requests
-//     from queueing behind each other's encoding.
+//   - Off the request path, through a bounded queue. Audit encodes the
+//     line on the caller's goroutine (the record and its op are the
+//     gate's, and may change once Audit returns), appends it to the queue
+//     under a mutex held only for the copy, and returns; one writer
+//     goroutine takes everything queued at once and writes it in Writes of
+//     whole lines of at most 64 KiB. A request never waits for the disk, a
+//     line is never interleaved with another or split between two files
+//     (lumberjack rotates only between Writes), and a burst costs a few
+//     syscalls rather than one per line. The queue is bounded both in lines
+//     (Config.QueueSize, 4096) and in bytes (Config.QueueBytes, 8 MiB), a
+//     line counting until it is written: the gateway's memory for the log is
+//     bounded whatever the line sizes and however stuck the output.
+//   - A failed write is retried, with a pause growing to a second, from
+//     the first byte not written: a line the log took is the record of a
+//     decision that went ahead, and is not given up while the log is open.
+//     While writes fail, Audit refuses under on_error deny; the first write
+//     that succeeds ends that.
+//   - The writer paces itself to at most one file's worth (MaxSizeMB) per
+//     2 ms. lumberjack names a rotated file after the rotation's time to
+//     the millisecond; two rotations in one millisecond (a full queue
+//     written at memory speed to small files) would rename the second file
+//     onto the first backup and lose it.
 //   - A hand-written JSON encoder. The log runs on every request's path;
 //     appending fields to a reused buffer costs no allocation on the common
 //     path, where encoding/json would reflect over a struct per line. Every
@@ -58,15 +88,31 @@
 //
 // # When a line cannot be written
 //
-// The request still proceeds: Observe returns nothing, the decision the
-// gate took stands, and Config.OnError is told (the gateway counts it in a
-// metric). This is deliberate: a full disk or a closed pipe must not turn
-// into an outage of every etcd and Consul client behind the gateway. The
-// price is that decisions taken while the output fails are not audited. A
-// deployment that must not lose audit records should write to a file on a
-// reliable disk, with room to spare, and alert on the decision-log error
-// metric; the log never fails closed by itself. Lines observed after Close
-// are reported to OnError (as ErrClosed) and dropped.
+// A line cannot be taken when the queue is full (the output is slower than
+// the requests, or stuck), while the writer's last write failed (a full
+// disk, a closed pipe), or after Close. Config.ErrorMode (on_error) says
+// what then happens:
+//
+//   - deny (the default): Audit returns the error and the gate denies the
+//     op; Refused counts them. The log is then a condition of every
+//     decision: nothing goes ahead whose line the log has not taken,
+//     because an attacker who can fill a queue or a disk (every denied
+//     request writes a line too) must not thereby act unlogged. The price
+//     is that a stuck or failing output is an outage of every etcd and
+//     Consul client behind the gateway, until it recovers; alert on the
+//     decision-log reports and keep the log on a reliable disk with room to
+//     spare. A healthy output is not the weak point: the writer writes 64
+//     KiB per syscall, far faster than the gateway decides, so only a slow
+//     or stuck output fills the queue. (A taken line is lost only when Close
+//     gives up on it.)
+//   - drop: the line is dropped and counted (Dropped), the op proceeds,
+//     and the decisions taken meanwhile are not audited.
+//
+// Observe, which cannot fail a request, drops under either mode. Either way
+// Config.OnError (or, if nil, slog.Default()) is told, at once for the first
+// failure and then at most every ReportInterval, with the counts so far.
+// Close drains the queue, waiting at most Config.CloseTimeout (5 s); lines
+// still queued then are counted as dropped and Close returns an error.
 //
 // One exception is not this package's to handle: by Go's default, a write
 // to stdout or stderr whose reader has gone (a broken pipe) kills the

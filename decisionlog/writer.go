@@ -14,8 +14,9 @@ import (
 // between two files.
 const maxWrite = 64 << 10
 
-// maxIdleBuf is the largest buffer the writer keeps once written: a burst
-// must not pin megabytes for ever.
+// maxIdleBuf is the largest buffer the writer keeps once it is mostly
+// unused: a burst must not pin megabytes for ever, and a steady load must
+// not grow a buffer again for every batch.
 const maxIdleBuf = 1 << 20
 
 // run is the writer: it takes what is queued, writes it, and returns once
@@ -44,8 +45,8 @@ func (l *Log) run() {
 		if !l.writeLines(out) {
 			return
 		}
-		if cap(out) > maxIdleBuf {
-			out = nil
+		if cap(out) > maxIdleBuf && len(out) < cap(out)/4 {
+			out = nil // the burst that grew it is over
 		}
 		if l.written != nil {
 			l.written()
@@ -69,7 +70,7 @@ func (l *Log) writeLines(b []byte) bool {
 			}
 		}
 		chunk := b[:n]
-		if !l.writeChunk(chunk) {
+		if !l.pace(len(chunk)) || !l.writeChunk(chunk) {
 			return false
 		}
 		l.mu.Lock()
@@ -119,4 +120,40 @@ func (l *Log) writeChunk(p []byte) bool {
 		}
 		wait = min(2*wait, l.retryMax)
 	}
+}
+
+// rotationGap is the least time in which the writer may write a whole
+// file's worth (Config.MaxSizeMB) of lines. lumberjack names a rotated file
+// after the time of rotation to the millisecond, and a second rotation in
+// the same millisecond renames the new file onto the backup just made,
+// losing it. A queued burst is written at memory speed, so a small
+// MaxSizeMB could rotate twice in a millisecond; pacing the writer to one
+// file per rotationGap (500 MB/s for 1 MB files, far above what requests
+// produce) keeps two rotations, between which nearly a whole file is
+// written, apart.
+const rotationGap = 2 * time.Millisecond
+
+// pace waits, when the output rotates, until writing n more bytes keeps
+// the writer at or under one file per rotationGap. It returns false if
+// Close gave up first.
+func (l *Log) pace(n int) bool {
+	if l.rotateBytes <= 0 {
+		return true
+	}
+	now := time.Now()
+	if wait := l.paceNext.Sub(now); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-l.stop:
+			t.Stop()
+			return false
+		}
+		now = l.paceNext
+	}
+	if l.paceNext.Before(now) {
+		l.paceNext = now
+	}
+	l.paceNext = l.paceNext.Add(time.Duration(int64(rotationGap) * int64(n) / l.rotateBytes))
+	return true
 }
