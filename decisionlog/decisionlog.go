@@ -46,9 +46,10 @@ type Config struct {
 	// write error, a full queue, a line after Close. It is rate-limited
 	// (the first report at once, then at most one per ReportInterval) and
 	// the error it gets says how many lines were dropped and decisions
-	// refused so far. It is called on the writer's goroutine or, for a full
-	// queue, on the goroutine of the request that found it full, and must
-	// not block. When nil, the reports go to slog.Default() as warnings.
+	// refused so far. It is called on the writer's goroutine (write
+	// errors) or on the goroutine of a request refused a line (a full
+	// queue, a closed log), and must not block. When nil, the reports go
+	// to slog.Default() as warnings.
 	OnError func(error)
 }
 

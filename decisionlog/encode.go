@@ -34,7 +34,8 @@ const (
 )
 
 // MaxLineBytes bounds the size of one line, newline included: every field
-// is bounded, by the limits above or by its type.
+// is bounded, text fields by the limits the package documentation lists
+// (about 10 KiB together), the others by their type.
 const MaxLineBytes = 16 << 10
 
 // appendRecord appends rec as one JSON object and a newline.
