@@ -144,7 +144,7 @@ func (r *Request) decideFrom(ctx context.Context, from int) error {
 		if d.Shadow {
 			r.g.log.Info("shadow deny", "caller", r.caller.String(), "method", op.Method,
 				"resource", op.Resource.String(), "action", op.Action.String(),
-				"key", QuoteKey(op.Keys.Key), "reason", d.Reason)
+				"key", QuoteKey(op.Keys.Key), "reason", Truncate(d.Reason, maxReason))
 		}
 		switch {
 		case d.Effect == Allow && reserved:
@@ -174,7 +174,7 @@ const genericReason = "the request touches what the caller may not use"
 func (r *Request) deny(op *Op, in *opInfo, reason, _ string) error {
 	r.g.log.Info("deny", "caller", r.caller.String(), "method", op.Method,
 		"resource", op.Resource.String(), "action", op.Action.String(),
-		"key", QuoteKey(op.Keys.Key), "derived", in.derived, "reason", reason)
+		"key", QuoteKey(op.Keys.Key), "derived", in.derived, "reason", Truncate(reason, maxReason))
 	if in.derived {
 		return &Error{Kind: KindDenied, Reason: genericReason, Detail: reason, Op: op}
 	}

@@ -73,11 +73,24 @@ func (v *version) decide(ctx context.Context, caller gate.Identity, op *gate.Op,
 			}
 		}
 	}
+	if len(op.Keys.Key)+len(op.Keys.End) > maxQuotedKeyBytes {
+		// Reasons quote the key: for a huge key that costs far more than
+		// the decision (an attacker's lever), and the caller sees only a
+		// cut reason anyway.
+		d.Reason = reasonKeyTooLong
+		return d, nil
+	}
 	if d.Reason, err = ev.reason(ctx, &v.reason); err != nil {
 		d.Effect = gate.Deny
 	}
 	return d, err
 }
+
+// maxQuotedKeyBytes is the longest key (and range end) a reason is asked
+// for; longer ones get reasonKeyTooLong.
+const maxQuotedKeyBytes = 4096
+
+const reasonKeyTooLong = "denied by policy (the key is too long to quote in a reason)"
 
 // noMetrics spares every evaluation the metrics OPA would otherwise
 // allocate and never be asked for.

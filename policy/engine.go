@@ -52,7 +52,7 @@ type Config struct {
 }
 
 // DefaultEvalTimeout is the evaluation deadline when Config.EvalTimeout is 0.
-const DefaultEvalTimeout = 100 * time.Millisecond
+const DefaultEvalTimeout = time.Second
 
 // Engine decides ops with the policies of one directory. It is safe for
 // concurrent use; Reload swaps the prepared policy atomically under running

@@ -158,7 +158,7 @@ type PolicyConfig struct {
 	// CacheBytes bounds the decision cache's memory per policy version;
 	// set, it replaces cache_size. Keys over 512 bytes are never cached.
 	CacheBytes ByteSize `yaml:"cache_bytes"`
-	// EvalTimeout bounds every policy evaluation (default 100ms); a
+	// EvalTimeout bounds every policy evaluation (default 1s); a
 	// decision that takes longer denies.
 	EvalTimeout Duration `yaml:"eval_timeout"`
 }

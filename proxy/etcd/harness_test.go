@@ -52,6 +52,7 @@ const testIntentions = `intentions:
     source: "spiffe://example.org/admin"
     resources: ["*"]
     actions: ["*"]
+    owners: ["**"]
     effect: allow
   - name: web-app-kv
     source: "spiffe://example.org/web"
@@ -419,7 +420,21 @@ func (e *env) value(t testing.TB, key string) (string, bool) {
 }
 
 // grant grants a lease straight in etcd.
+// grant grants a lease through the gateway as web, so that web owns it
+// (most tests' leases are web's; see grantDirect for one nobody owns).
 func (e *env) grant(t testing.TB, ttl int64) clientv3.LeaseID {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	r, err := pb.NewLeaseClient(e.conn(t, "web")).LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clientv3.LeaseID(r.ID)
+}
+
+// grantDirect grants a lease straight in etcd: no owner is on record.
+func (e *env) grantDirect(t testing.TB, ttl int64) clientv3.LeaseID {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()

@@ -403,13 +403,10 @@ func TestKVTxn(t *testing.T) {
 // key already on that lease (etcd's own rule).
 func TestKVPutLease(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	// The admin attaches keys through the gateway.
+	// The leases are web's; the admin (whose intention covers every
+	// owner's leases) attaches keys to them through the gateway.
 	admin := e.client(t, "admin")
-	grant := func() clientv3.LeaseID {
-		r, err := admin.Grant(testCtx(t), 600)
-		mustOK(t, err)
-		return r.ID
-	}
+	grant := func() clientv3.LeaseID { return e.grant(t, 600) }
 	forbidden := grant()
 	_, err := admin.Put(testCtx(t), "/app/secret/leased", "s", clientv3.WithLease(forbidden))
 	mustOK(t, err)

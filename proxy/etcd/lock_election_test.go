@@ -71,6 +71,11 @@ func TestLockReleasable(t *testing.T) {
     actions: [acquire, release]
     keys: ["/app/locks/*"]
     effect: allow
+  - name: web-leases
+    source: "spiffe://example.org/web"
+    resources: [lease]
+    actions: ["*"]
+    effect: allow
 `})
 	lease := e.grant(t, 600)
 	web := v3lockpb.NewLockClient(e.conn(t, "web"))
