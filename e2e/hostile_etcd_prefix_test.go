@@ -415,8 +415,15 @@ func TestHostileEtcdPrefix(t *testing.T) {
 			_, err := wLock.Lock(ctx, &v3lockpb.LockRequest{Name: []byte(n), Lease: webLease})
 			cancel()
 			heDenied(t, fmt.Sprintf("Lock %q", n), err)
-			if got := e.get(t, fmt.Sprintf("%s/%x", n, webLease)); got != nil {
-				t.Errorf("Lock %q: %q written in etcd", n, got.Key)
+			got := e.get(t, fmt.Sprintf("%s/%x", n, webLease))
+			// "/_storegate/leases/<lease>" is the gateway's own record of the
+			// lease's owner: a Lock there would have overwritten it (with an
+			// empty value).
+			if n == "/_storegate/leases" && got != nil && string(got.Value) == "spiffe://example.org/web" {
+				got = nil
+			}
+			if got != nil {
+				t.Errorf("Lock %q: %q written in etcd (value %q)", n, got.Key, got.Value)
 			}
 		}
 		for _, k := range []string{string(held.Key), "/app/secret/token", "/other/x", "/app/secret/l", "/appz/x"} {

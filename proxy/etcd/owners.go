@@ -50,13 +50,6 @@ func (s *Server) leaseOwner(ctx context.Context, id int64) (string, error) {
 	return string(resp.Kvs[0].Value), nil
 }
 
-// leaseExists reports whether etcd has lease id; errors say it does, so
-// that a failed look-up never makes a lease anyone's.
-func (s *Server) leaseExists(ctx context.Context, id int64) bool {
-	resp, err := s.up.lease.LeaseTimeToLive(upstreamCtx(ctx), &pb.LeaseTimeToLiveRequest{ID: id})
-	return err != nil || resp.TTL != -1
-}
-
 // recordLease writes the owner record of a lease just granted to owner.
 func (s *Server) recordLease(ctx context.Context, id int64, owner string) error {
 	key := leaseOwnerKey(id)
@@ -97,12 +90,10 @@ func (s *Server) useLease(q *gate.Request, act gate.Action, method string, id in
 		if err != nil {
 			return err
 		}
-		switch {
-		case owner == q.Caller().String():
-		case owner == "" && !s.leaseExists(ctx, id):
-			// A lease that does not exist is no one's: etcd answers as it
-			// does for any missing lease (not found, TTL -1 or 0).
-		default:
+		// A lease with no owner on record — granted directly in etcd, or
+		// gone — is foreign too: answering "not found" for a missing lease
+		// and "denied" for another's would tell which leases exist.
+		if owner != q.Caller().String() {
 			foreign(owner)
 		}
 		if attach {
