@@ -295,9 +295,7 @@ func TestHostileEtcdPrefix(t *testing.T) {
 						return r.Canceled
 					})
 				} else {
-					for r := w.next(250 * time.Millisecond); r != nil; r = w.next(150 * time.Millisecond) {
-						events = append(events, r)
-					}
+					events = w.drain(300 * time.Millisecond)
 				}
 				for _, r := range append(first, events...) {
 					for _, ev := range r.Events {

@@ -331,6 +331,23 @@ func (w *heWatch) next(d time.Duration) *pb.WatchResponse {
 	}
 }
 
+// drain collects the responses that arrive within d.
+func (w *heWatch) drain(d time.Duration) []*pb.WatchResponse {
+	var got []*pb.WatchResponse
+	deadline := time.After(d)
+	for {
+		select {
+		case r, open := <-w.resp:
+			if !open {
+				return got
+			}
+			got = append(got, r)
+		case <-deadline:
+			return got
+		}
+	}
+}
+
 // until reads responses until ok says stop (returning them all), failing
 // after d.
 func (w *heWatch) until(t *testing.T, d time.Duration, ok func(*pb.WatchResponse) bool) []*pb.WatchResponse {
