@@ -257,6 +257,7 @@ const allowAll = `intentions:
     source: "spiffe://example.org/**"
     resources: ["*"]
     actions: ["*"]
+    owners: ["**"]
     effect: allow
 `
 
