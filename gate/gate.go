@@ -62,30 +62,6 @@ func New(authz Authorizer, log *slog.Logger, opts ...Option) *Gate {
 	return g
 }
 
-// Check authorizes ops for caller as one request of asked ops, reads and
-// watches narrowable, and stores their effects in effects (nil, or at least
-// len(ops) long).
-//
-// Deprecated: fronts drive a Request (Begin), which also knows derived ops.
-func (g *Gate) Check(ctx context.Context, caller Identity, ops []Op, effects []Effect) error {
-	r := g.Begin(caller)
-	for i := range ops {
-		j := r.Ask(ops[i])
-		if ops[i].Action == ActionRead || ops[i].Action == ActionWatch {
-			r.Narrow(j)
-		}
-	}
-	if err := r.Authorize(ctx); err != nil {
-		return err
-	}
-	if effects != nil {
-		for i := range ops {
-			effects[i] = r.Effect(i)
-		}
-	}
-	return nil
-}
-
 // PolicyChanged returns a channel closed when the policy next changes: the
 // signal for open streams to judge what they carry again.
 func (g *Gate) PolicyChanged() <-chan struct{} {

@@ -85,16 +85,24 @@ func TestCheckFailsClosed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			eff := make([]Effect, 1)
-			err := New(tt.authz, log).Check(context.Background(), tt.caller, []Op{tt.op}, eff)
+			q := New(tt.authz, log).Begin(tt.caller)
+			i := q.Ask(tt.op)
+			if tt.op.Action == ActionRead {
+				q.Narrow(i)
+			}
+			err := q.Authorize(context.Background())
+			if err == nil {
+				eff[0] = q.Effect(i)
+			}
 			if tt.kind == 0 {
 				if err != nil || eff[0] != tt.effect {
-					t.Fatalf("Check = %v, effect %v; want nil, %v", err, eff[0], tt.effect)
+					t.Fatalf("Authorize = %v, effect %v; want nil, %v", err, eff[0], tt.effect)
 				}
 				return
 			}
 			ge := AsError(err)
 			if ge == nil || ge.Kind != tt.kind {
-				t.Fatalf("Check = %v; want kind %d", err, tt.kind)
+				t.Fatalf("Authorize = %v; want kind %d", err, tt.kind)
 			}
 		})
 	}
