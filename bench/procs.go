@@ -6,7 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
+	"github.com/storegate/storegate/internal/loopback"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,19 +185,18 @@ var clockTicks = sync.OnceValue(func() uint64 {
 	return 100
 })
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1. All listeners
-// are held until every port is chosen, so the ports differ; a port may still
-// be taken by another program before a child binds it, which then fails to
-// start with a clear error.
+// freePorts returns n distinct free TCP ports on 127.0.0.1, outside the
+// ephemeral range (see internal/loopback); a port may still be taken by
+// another program before a child binds it, which then fails to start with
+// a clear error.
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := loopback.Port()
 		if err != nil {
 			return nil, err
 		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, p)
 	}
 	return ports, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/storegate/storegate/internal/loopback"
 	"net"
 	"net/http"
 	"net/url"
@@ -104,15 +105,15 @@ func (p *pki) issue(t *testing.T, out, path string, server bool) {
 func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
 func (p *pki) bundle() string          { return p.path(mtls.BundleFile) }
 
-// freePort returns a loopback address that was free a moment ago.
+// freePort returns a loopback address that was free a moment ago, outside
+// the ephemeral range (see internal/loopback).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := loopback.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 // etcdCluster is a real etcd cluster of n members in this process, serving

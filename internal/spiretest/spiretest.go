@@ -82,6 +82,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/storegate/storegate/internal/loopback"
 	"io"
 	"net"
 	"os"
@@ -831,14 +832,7 @@ func poll(timeout time.Duration, f func() (done bool, fatal error)) error {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return loopback.Port() }
 
 // tail returns about the last n lines of a file.
 func tail(path string, n int) string {
