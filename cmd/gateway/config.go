@@ -66,6 +66,12 @@ type LimitsConfig struct {
 	Streams          int `yaml:"streams"`            // default 16384
 	WatchesPerCaller int `yaml:"watches_per_caller"` // default 8192
 	Watches          int `yaml:"watches"`            // default 65536
+	// RefusedBytesPerSecond and RefusedBurstBytes are what the requests
+	// the gateway refuses may cost one caller (their size plus 4 KiB
+	// each): the burst is free, beyond it the caller's connections are not
+	// read until it has paid at the rate (default 16MiB and 16MiB).
+	RefusedBytesPerSecond ByteSize `yaml:"refused_bytes_per_second"`
+	RefusedBurstBytes     ByteSize `yaml:"refused_burst_bytes"`
 }
 
 // DebugConfig turns on diagnostics that are off in production.
@@ -391,7 +397,8 @@ func (c *Config) validate() error {
 			bad("upstreams.etcd.max_txn_ops: must not be negative")
 		}
 	}
-	if l := c.Limits; l.StreamsPerCaller < 0 || l.Streams < 0 || l.WatchesPerCaller < 0 || l.Watches < 0 {
+	if l := c.Limits; l.StreamsPerCaller < 0 || l.Streams < 0 || l.WatchesPerCaller < 0 || l.Watches < 0 ||
+		l.RefusedBytesPerSecond < 0 || l.RefusedBurstBytes < 0 {
 		bad("limits: negative bounds are not allowed (0 is the default)")
 	}
 	if *c.Policy.CacheSize < 0 {

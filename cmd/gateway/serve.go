@@ -28,6 +28,7 @@ import (
 	consulfront "github.com/storegate/storegate/proxy/consul"
 	etcdfront "github.com/storegate/storegate/proxy/etcd"
 	"github.com/storegate/storegate/telemetry"
+	"github.com/storegate/storegate/throttle"
 )
 
 // identitySource is the gateway's own SVID and bundles, closable.
@@ -121,6 +122,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	changed.Store(g)
 
 	tds := cfg.trustDomains()
+	// One ledger for both fronts: a refusal costs the gateway's CPU
+	// whichever front it came through.
+	debts := throttle.New(int64(cfg.Limits.RefusedBytesPerSecond), int64(cfg.Limits.RefusedBurstBytes))
 	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
 	if err != nil {
 		return fmt.Errorf("listen.admin: %w", err)
@@ -143,7 +147,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 			MaxTxnOps:       cfg.Upstreams.Etcd.MaxTxnOps,
 			Limits: etcdfront.Limits{StreamsPerCaller: cfg.Limits.StreamsPerCaller, Streams: cfg.Limits.Streams,
 				WatchesPerCaller: cfg.Limits.WatchesPerCaller, Watches: cfg.Limits.Watches},
-			Logger: log,
+			Throttle: debts,
+			Logger:   log,
 		})
 		gs = front.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)), tel.ServerOptions()...)
 		if etcdLis, err = net.Listen("tcp", cfg.Listen.Etcd); err != nil {
@@ -152,7 +157,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		defer etcdLis.Close()
 		checks.etcd = up
 	}
-	consulSrv, consulLis, consul, err := consulFront(cfg, g, authn.New(tds), src, tel, log)
+	consulSrv, consulLis, consul, err := consulFront(cfg, g, authn.New(tds), debts, src, tel, log)
 	if err != nil {
 		return err
 	}
@@ -210,7 +215,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 
 // consulFront builds the Consul front's HTTPS server and listener, or
 // nothing when no Consul front is configured.
-func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, src mtls.Source, tel *telemetry.Telemetry, log *slog.Logger) (*http.Server, net.Listener, *consulfront.Server, error) {
+func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, debts *throttle.Debts, src mtls.Source, tel *telemetry.Telemetry, log *slog.Logger) (*http.Server, net.Listener, *consulfront.Server, error) {
 	cu := cfg.Upstreams.Consul
 	if cu == nil {
 		return nil, nil, nil, nil
@@ -220,8 +225,8 @@ func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, src 
 		return nil, nil, nil, fmt.Errorf("upstreams.consul.address: %w", err)
 	}
 	opts := consulfront.Options{Upstream: addr, MaxValueBytes: int64(cu.MaxValueBytes), Logger: log,
-		ForwardCallerTokens: cu.ForwardCallerTokens,
-		WrapTransport:       func(rt http.RoundTripper) http.RoundTripper { return tel.HTTPTransport(rt, gate.ProtocolConsul) }}
+		ForwardCallerTokens: cu.ForwardCallerTokens, Throttle: debts,
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return tel.HTTPTransport(rt, gate.ProtocolConsul) }}
 	if cu.TokenFile != "" {
 		b, err := os.ReadFile(cu.TokenFile)
 		if err != nil {

@@ -118,6 +118,13 @@ func (r *recorder) count(what string) int {
 
 func newEnv(t *testing.T, opts ...gate.Option) *env {
 	t.Helper()
+	return newEnvOptions(t, Options{}, opts...)
+}
+
+// newEnvOptions is newEnv with the front's options fo (Upstream is set
+// here).
+func newEnvOptions(t *testing.T, fo Options, opts ...gate.Option) *env {
+	t.Helper()
 	e := &env{consul: "http://" + startAgent(t), rec: &recorder{}}
 
 	up, _ := url.Parse(e.consul)
@@ -157,7 +164,8 @@ func newEnv(t *testing.T, opts ...gate.Option) *env {
 	// As cmd/gateway builds it: the gate keeps every caller off the
 	// gateway's own records, in both stores.
 	opts = append([]gate.Option{gate.WithReserved([]byte("/_storegate/"))}, opts...)
-	front, err := New(gate.New(eng, nil, opts...), authn.New(trust), Options{Upstream: recURL})
+	fo.Upstream = recURL
+	front, err := New(gate.New(eng, nil, opts...), authn.New(trust), fo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -44,7 +45,18 @@ type Options struct {
 	// MaxValueBytes bounds a KV value (default 512 KiB, Consul's default
 	// kv_max_value_size); larger bodies are refused before forwarding.
 	MaxValueBytes int64
-	Logger        *slog.Logger
+	// Throttle, when set, is charged for every request the front refuses;
+	// a caller who owes it is not served (its body not even read) until it
+	// has paid (throttle.Debts).
+	Throttle Throttle
+	Logger   *slog.Logger
+}
+
+// Throttle makes callers pay for refusals: Charge records one, Wait
+// returns once the caller owes nothing.
+type Throttle interface {
+	Charge(id gate.Identity, size int)
+	Wait(ctx context.Context, id gate.Identity) error
 }
 
 // Server is the Consul front.
@@ -84,10 +96,13 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 	}
 	// Everything else: refused, never forwarded.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := s.identify(w, r); !ok {
+		id, ok := s.identify(w, r)
+		if !ok {
 			return
 		}
-		deny(w, fmt.Sprintf("%s %s is not a route storegate forwards", r.Method, r.URL.Path))
+		s.billed(id, w, r, func(w http.ResponseWriter, r *http.Request) {
+			deny(w, fmt.Sprintf("%s %s is not a route storegate forwards", r.Method, r.URL.Path))
+		})
 	})
 	return s, nil
 }
@@ -184,46 +199,116 @@ func (s *Server) handle(rt route) http.Handler {
 		if !ok {
 			return
 		}
-		q := &request{r: r, query: r.URL.Query(), route: rt.name}
-		if err := rejectRepeated(q.query); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		q.dc = q.query.Get("dc")
-		q.req = s.gate.Begin(id)
-		if err := rt.decode(s, q); err != nil {
-			s.fail(w, err)
-			return
-		}
-		ctx := r.Context()
-		if err := q.req.Authorize(ctx); err != nil {
-			s.fail(w, err)
-			return
-		}
-		if q.req.Filtered() {
-			if q.narrow == nil {
-				// The gate filters only what the route said it can narrow.
-				deny(w, partlyReadable)
-				return
-			}
-			q.filter = q.narrow
-		}
-		if err := q.req.Transform(ctx); err != nil {
-			s.fail(w, err)
-			return
-		}
-		if q.err != nil {
-			s.fail(w, q.err)
-			return
-		}
-		if q.tx != nil {
-			if err := q.tx.finish(q); err != nil {
-				s.fail(w, err)
-				return
-			}
-		}
-		s.forward(w, q)
+		s.billed(id, w, r, func(w http.ResponseWriter, r *http.Request) { s.serve(rt, id, w, r) })
 	})
+}
+
+// billed runs serve for caller id once it owes the Throttle nothing, and
+// charges it for the request when the answer refuses it.
+func (s *Server) billed(id gate.Identity, w http.ResponseWriter, r *http.Request, serve func(http.ResponseWriter, *http.Request)) {
+	t := s.opts.Throttle
+	if t == nil {
+		serve(w, r)
+		return
+	}
+	if err := t.Wait(r.Context(), id); err != nil {
+		return // the caller went away while it owed
+	}
+	body := &countingBody{ReadCloser: r.Body}
+	r.Body = body
+	rec := &statusRecorder{ResponseWriter: w}
+	serve(rec, r)
+	switch rec.status {
+	case http.StatusBadRequest, http.StatusForbidden, http.StatusMethodNotAllowed,
+		http.StatusRequestEntityTooLarge, http.StatusTooManyRequests, http.StatusRequestURITooLong:
+		t.Charge(id, len(r.URL.RawPath)+len(r.URL.Path)+len(r.URL.RawQuery)+int(body.n))
+	}
+}
+
+// countingBody counts the bytes read from a request body.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+// statusRecorder keeps the status of the answer written through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes of
+// blocking queries, deadlines).
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush passes flushes on (the reverse proxy flushes streamed answers).
+func (w *statusRecorder) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// serve is the route's request path for the authenticated caller id.
+func (s *Server) serve(rt route, id gate.Identity, w http.ResponseWriter, r *http.Request) {
+	q := &request{r: r, query: r.URL.Query(), route: rt.name}
+	if err := rejectRepeated(q.query); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	q.dc = q.query.Get("dc")
+	q.req = s.gate.Begin(id)
+	if err := rt.decode(s, q); err != nil {
+		s.fail(w, err)
+		return
+	}
+	ctx := r.Context()
+	if err := q.req.Authorize(ctx); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if q.req.Filtered() {
+		if q.narrow == nil {
+			// The gate filters only what the route said it can narrow.
+			deny(w, partlyReadable)
+			return
+		}
+		q.filter = q.narrow
+	}
+	if err := q.req.Transform(ctx); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if q.err != nil {
+		s.fail(w, q.err)
+		return
+	}
+	if q.tx != nil {
+		if err := q.tx.finish(q); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
+	s.forward(w, q)
 }
 
 func (s *Server) identify(w http.ResponseWriter, r *http.Request) (gate.Identity, bool) {

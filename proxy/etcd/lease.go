@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 
 	"github.com/storegate/storegate/gate"
@@ -190,6 +191,7 @@ func (l *leaseServer) keepAlives(ctx context.Context, client grpc.BidiStreamingS
 			if gate.AsError(err) == nil {
 				return err // the owner look-up failed upstream
 			}
+			l.s.charge(q.Caller(), req, rpctypes.ErrGRPCPermissionDenied)
 			if err := send(&pb.LeaseKeepAliveResponse{Header: &pb.ResponseHeader{}, ID: req.ID, TTL: 0}); err != nil {
 				return err
 			}

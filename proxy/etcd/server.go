@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"runtime"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/storegate/storegate/gate"
 )
@@ -44,7 +46,17 @@ type Options struct {
 	MaxTxnOps int
 	// Limits bound the streams and watches callers hold open.
 	Limits Limits
-	Logger *slog.Logger
+	// Throttle, when set, is charged for every request the front refuses
+	// and holds back the connections of callers who owe (throttle.Debts).
+	Throttle Throttle
+	Logger   *slog.Logger
+}
+
+// Throttle makes callers pay for refusals: Charge records one, and a
+// connection from Conn is not read while its caller owes.
+type Throttle interface {
+	Charge(id gate.Identity, size int)
+	Conn(c net.Conn, id gate.Identity) net.Conn
 }
 
 // Server is the etcd front.
@@ -82,6 +94,9 @@ func New(g *gate.Gate, up *Upstream, auth Authenticator, opts Options) *Server {
 // GRPCServer returns a gRPC server with every etcd service registered,
 // serving TLS with creds. Extra options (e.g. stats handlers) are appended.
 func (s *Server) GRPCServer(creds credentials.TransportCredentials, extra ...grpc.ServerOption) *grpc.Server {
+	if s.opts.Throttle != nil {
+		creds = throttledCreds{TransportCredentials: creds, s: s}
+	}
 	opts := []grpc.ServerOption{
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(s.opts.MaxRequestBytes),
@@ -134,9 +149,58 @@ func (s *Server) unaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 		return nil, err
 	}
 	if err := checkKnown(req); err != nil {
+		s.charge(id, req, err)
 		return nil, err
 	}
-	return h(gate.WithIdentity(ctx, id), req)
+	resp, err := h(gate.WithIdentity(ctx, id), req)
+	s.charge(id, req, err)
+	return resp, err
+}
+
+// charge bills id for req when err refuses it (see Throttle).
+func (s *Server) charge(id gate.Identity, req any, err error) {
+	if s.opts.Throttle == nil || !refusal(err) {
+		return
+	}
+	size := 0
+	if m, ok := req.(proto.Message); ok {
+		size = proto.Size(m)
+	}
+	s.opts.Throttle.Charge(id, size)
+}
+
+// refusal reports whether err refuses the caller's request: a denial, a
+// request the front cannot read or will not serve, a limit.
+func refusal(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.InvalidArgument, codes.Unauthenticated, codes.ResourceExhausted, codes.Unimplemented:
+		return true
+	}
+	return false
+}
+
+// throttledCreds hands gRPC connections that are not read while their
+// caller owes the Throttle.
+type throttledCreds struct {
+	credentials.TransportCredentials
+	s *Server
+}
+
+func (c throttledCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, ai, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		return conn, ai, err
+	}
+	if ti, ok := ai.(credentials.TLSInfo); ok {
+		if id, err := c.s.auth.Identify(&ti.State); err == nil {
+			conn = c.s.opts.Throttle.Conn(conn, id)
+		}
+	}
+	return conn, ai, nil
+}
+
+func (c throttledCreds) Clone() credentials.TransportCredentials {
+	return throttledCreds{TransportCredentials: c.TransportCredentials.Clone(), s: c.s}
 }
 
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
@@ -146,10 +210,13 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 		return err
 	}
 	if !s.limits.streams.acquire(id) {
+		s.charge(id, nil, rpctypes.ErrGRPCRequestTooManyRequests)
 		return rpctypes.ErrGRPCRequestTooManyRequests
 	}
 	defer s.limits.streams.release(id)
-	return h(srv, &identifiedStream{ServerStream: knownFieldsStream{ss}, ctx: gate.WithIdentity(ss.Context(), id)})
+	err = h(srv, &identifiedStream{ServerStream: knownFieldsStream{ss}, ctx: gate.WithIdentity(ss.Context(), id)})
+	s.charge(id, nil, err)
+	return err
 }
 
 type identifiedStream struct {

@@ -211,9 +211,11 @@ func (ws *watchStream) create(req *pb.WatchRequest, cr *pb.WatchCreateRequest) e
 		if gate.AsError(err) == nil {
 			return err
 		}
+		ws.s.charge(ws.caller, cr, rpctypes.ErrGRPCPermissionDenied)
 		return ws.refuse(denyCreate(rpctypes.ErrPermissionDenied.Error()))
 	}
 	if !ws.s.limits.watches.acquire(ws.caller) {
+		ws.s.charge(ws.caller, cr, rpctypes.ErrGRPCRequestTooManyRequests)
 		return ws.refuse(denyCreate(rpctypes.ErrTooManyRequests.Error()))
 	}
 	ws.mu.Lock()
@@ -224,6 +226,7 @@ func (ws *watchStream) create(req *pb.WatchRequest, cr *pb.WatchCreateRequest) e
 		if gate.AsError(err) == nil {
 			return err
 		}
+		ws.s.charge(ws.caller, cr, rpctypes.ErrGRPCPermissionDenied)
 		return ws.refuse(denyCreate(rpctypes.ErrPermissionDenied.Error()))
 	}
 	st := &watchState{op: op, filter: q.Effect(i) == gate.Filter, asked: q.Asked(cr), keys: op.Keys}
