@@ -1,7 +1,10 @@
 package etcd
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -60,11 +63,7 @@ func (s *Server) rangeRequest(ctx context.Context, r *pb.RangeRequest, method st
 // counts nor "more" reveal hidden keys) and keeps the readable ones.
 func (k *kvServer) filteredRange(ctx context.Context, q *gate.Request, asked, r *pb.RangeRequest, method string) (*pb.RangeResponse, error) {
 	whole := proto.Clone(r).(*pb.RangeRequest)
-	whole.Limit = 0
-	if whole.CountOnly {
-		whole.CountOnly = false
-		whole.KeysOnly = true
-	}
+	askWhole(whole)
 	resp, err := k.s.up.kv.Range(upstreamCtx(ctx), whole)
 	if err != nil {
 		return nil, err
@@ -77,10 +76,30 @@ func (k *kvServer) filteredRange(ctx context.Context, q *gate.Request, asked, r 
 	return resp, nil
 }
 
+// askWhole turns r, a range the caller may read only in part, into the
+// request for its whole answer (see narrowRange): no limit, no count_only
+// (keys only instead), and values kept when they are the sort target.
+func askWhole(r *pb.RangeRequest) {
+	r.Limit = 0
+	if r.CountOnly {
+		r.CountOnly, r.KeysOnly = false, true
+	}
+	if r.SortTarget == pb.RangeRequest_VALUE {
+		r.KeysOnly = false // sortTotal needs them; narrowRange drops them
+	}
+}
+
 // narrowRange keeps the readable key-values of resp, the whole answer to
-// r asked without limit or count_only, and applies r's limit and count_only.
+// r asked as askWhole does, and applies r's order, limit, count_only and
+// keys_only.
 func (s *Server) narrowRange(ctx context.Context, q *gate.Request, r *pb.RangeRequest, resp *pb.RangeResponse, method string) {
 	resp.Kvs = s.readable(ctx, q, method, resp.Kvs)
+	sortTotal(r, resp.Kvs)
+	if r.KeysOnly {
+		for _, kv := range resp.Kvs {
+			kv.Value = nil
+		}
+	}
 	resp.Count = int64(len(resp.Kvs))
 	resp.More = false
 	switch {
@@ -90,6 +109,45 @@ func (s *Server) narrowRange(ctx context.Context, q *gate.Request, r *pb.RangeRe
 		resp.Kvs = resp.Kvs[:r.Limit]
 		resp.More = true
 	}
+}
+
+// sortTotal orders kvs as r asks, like etcd, but totally: etcd's sort is
+// not stable, so readable keys that tie on the sort target come back in an
+// order that depends on the hidden keys around them (the order would tell
+// that something hidden changed). Ties go by key, in the asked direction.
+func sortTotal(r *pb.RangeRequest, kvs []*mvccpb.KeyValue) {
+	order := r.SortOrder
+	if r.SortTarget != pb.RangeRequest_KEY && order == pb.RangeRequest_NONE {
+		order = pb.RangeRequest_ASCEND
+	}
+	if order != pb.RangeRequest_ASCEND && order != pb.RangeRequest_DESCEND {
+		return // NONE: etcd's key order, already total
+	}
+	var by func(a, b *mvccpb.KeyValue) int
+	switch r.SortTarget {
+	case pb.RangeRequest_KEY:
+		by = func(a, b *mvccpb.KeyValue) int { return 0 }
+	case pb.RangeRequest_VERSION:
+		by = func(a, b *mvccpb.KeyValue) int { return cmp.Compare(a.Version, b.Version) }
+	case pb.RangeRequest_CREATE:
+		by = func(a, b *mvccpb.KeyValue) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) }
+	case pb.RangeRequest_MOD:
+		by = func(a, b *mvccpb.KeyValue) int { return cmp.Compare(a.ModRevision, b.ModRevision) }
+	case pb.RangeRequest_VALUE:
+		by = func(a, b *mvccpb.KeyValue) int { return bytes.Compare(a.Value, b.Value) }
+	default:
+		return
+	}
+	sign := 1
+	if order == pb.RangeRequest_DESCEND {
+		sign = -1
+	}
+	slices.SortFunc(kvs, func(a, b *mvccpb.KeyValue) int {
+		if c := by(a, b); c != 0 {
+			return sign * c
+		}
+		return sign * bytes.Compare(a.Key, b.Key)
+	})
 }
 
 func (k *kvServer) RangeStream(r *pb.RangeRequest, stream grpc.ServerStreamingServer[pb.RangeStreamResponse]) error {
@@ -182,10 +240,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	for rr, i := range d.ranges {
 		if q.Effect(i) == gate.Filter {
 			narrowed[rr] = proto.Clone(rr).(*pb.RangeRequest)
-			rr.Limit = 0
-			if rr.CountOnly {
-				rr.CountOnly, rr.KeysOnly = false, true
-			}
+			askWhole(rr)
 		}
 	}
 	if err := q.Transform(ctx); err != nil {
