@@ -270,7 +270,15 @@ func (w *statusRecorder) Flush() {
 
 // serve is the route's request path for the authenticated caller id.
 func (s *Server) serve(rt route, id gate.Identity, w http.ResponseWriter, r *http.Request) {
-	q := &request{r: r, query: r.URL.Query(), route: rt.name}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// A pair Go cannot read (a bad escape, a ';') is one Consul drops:
+		// the gateway refuses the request rather than judge a different
+		// one from the one forwarded.
+		http.Error(w, "storegate: malformed query: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	q := &request{r: r, query: query, route: rt.name}
 	if err := rejectRepeated(q.query); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -460,9 +468,13 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 			pr.SetURL(up)
 			pr.Out.Host = up.Host
 			if !s.opts.ForwardCallerTokens {
+				// Every place Consul reads a token (agent/http.go,
+				// parseTokenInternal): the token parameter as Consul
+				// decodes its name (%74oken is token too), X-Consul-Token
+				// and Authorization: Bearer in any case of name or scheme.
 				pr.Out.Header.Del("X-Consul-Token")
 				pr.Out.Header.Del("Authorization")
-				if strings.Contains(pr.Out.URL.RawQuery, "token") {
+				if pr.Out.URL.RawQuery != "" {
 					if q := pr.Out.URL.Query(); q.Has("token") {
 						q.Del("token")
 						pr.Out.URL.RawQuery = q.Encode()
@@ -514,7 +526,7 @@ func hasCallerToken(r *http.Request) bool {
 	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		return true
 	}
-	return strings.Contains(r.URL.RawQuery, "token") && r.URL.Query().Get("token") != ""
+	return r.URL.RawQuery != "" && r.URL.Query().Get("token") != ""
 }
 
 // copyBuffers recycles the buffers answers are copied through: without it
