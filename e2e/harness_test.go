@@ -290,14 +290,22 @@ policy: {dir: %s, mode: %s}
 %s`, g.addr, g.admin, consulListen, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
 		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(), consulUpstream,
 		o.policyDir, o.mode, o.extraConfig)
+	return launchGateway(t, g, cfg, o.env)
+}
+
+// launchGateway writes cfg, starts the gateway binary on it as g (its
+// listeners already in cfg) with env added to its environment, stops it
+// when the test ends, and returns g once /readyz answers 200.
+func launchGateway(t *testing.T, g *gateway, cfg string, env []string) *gateway {
+	t.Helper()
 	cfgPath := filepath.Join(t.TempDir(), "storegate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	g.cmd = exec.Command(gatewayBin, "serve", "--config", cfgPath, "--log-level", "debug")
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	if len(o.env) > 0 {
-		g.cmd.Env = append(os.Environ(), o.env...)
+	if len(env) > 0 {
+		g.cmd.Env = append(os.Environ(), env...)
 	}
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -58,47 +56,7 @@ policy: {dir: %s, mode: enforce}
 `, g.addr, g.admin, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
 		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
 		hecUser, pwFile, policyDir)
-	cfgPath := filepath.Join(t.TempDir(), "storegate.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	g.cmd = exec.Command(gatewayBin, "serve", "--config", cfgPath, "--log-level", "debug")
-	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- g.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = g.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = g.cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("gateway logs:\n%s", g.logs.String())
-		}
-	})
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		resp, err := http.Get("http://" + g.admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return g
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("gateway exited before it was ready: %v\n%s", err, g.logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready in 3m:\n%s", g.logs.String())
-		}
-	}
+	return launchGateway(t, g, cfg, nil)
 }
 
 // hecNoCreds fails when an answer's metadata carries a token or the
