@@ -131,6 +131,9 @@ func (c consulCLI) run(t *testing.T, stdin string, args ...string) (string, stri
 	return out.String(), errb.String(), err
 }
 
+// gatewayWithConsul starts a gateway with the Consul front alone (no etcd
+// listener or upstream: ec is not used), so that every Consul e2e test also
+// shows that a Consul-only gateway serves.
 func gatewayWithConsul(t *testing.T, p *pki, ec *etcdCluster, ca *consulAgent, policyDir string, tokenFile ...string) (*gateway, string) {
 	t.Helper()
 	consulAddr := freePort(t)
@@ -138,7 +141,7 @@ func gatewayWithConsul(t *testing.T, p *pki, ec *etcdCluster, ca *consulAgent, p
 	if len(tokenFile) > 0 {
 		upstream += ", token_file: " + tokenFile[0]
 	}
-	gw := startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, consulListen: consulAddr, consulUpstream: upstream})
+	gw := startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, consulListen: consulAddr, consulUpstream: upstream, consulOnly: true})
 	return gw, "https://" + consulAddr
 }
 

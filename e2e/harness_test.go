@@ -219,6 +219,8 @@ type gatewayOpts struct {
 	mode      string
 	// consulListen and consulUpstream add the Consul front.
 	consulListen, consulUpstream string
+	// consulOnly runs the Consul front alone: no etcd listener or upstream.
+	consulOnly bool
 	// extraConfig is appended to the YAML config as it is (top-level
 	// sections such as telemetry: or decision_log:).
 	extraConfig string
@@ -276,20 +278,25 @@ func startGateway(t *testing.T, p *pki, ec *etcdCluster, o gatewayOpts) *gateway
 		consulListen = "\n  consul: " + o.consulListen
 		consulUpstream = "\n  consul: {address: " + o.consulUpstream + "}"
 	}
-	cfg := fmt.Sprintf(`listen:
-  etcd: %s
+	etcdListen, etcdUpstream := "", ""
+	if o.consulOnly {
+		g.addr = ""
+	} else {
+		etcdListen = "\n  etcd: " + g.addr
+		etcdUpstream = fmt.Sprintf(`
+  etcd:
+    endpoints: [%s]
+    tls: {cert: %s, key: %s, ca: %s}`, strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle())
+	}
+	cfg := fmt.Sprintf(`listen:%s
   admin: %s%s
 identity:
   files: {cert: %s, key: %s, bundle: %s}
   trust_domains: [example.org]
-upstreams:
-  etcd:
-    endpoints: [%s]
-    tls: {cert: %s, key: %s, ca: %s}%s
+upstreams:%s%s
 policy: {dir: %s, mode: %s}
-%s`, g.addr, g.admin, consulListen, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
-		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(), consulUpstream,
-		o.policyDir, o.mode, o.extraConfig)
+%s`, etcdListen, g.admin, consulListen, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
+		etcdUpstream, consulUpstream, o.policyDir, o.mode, o.extraConfig)
 	return launchGateway(t, g, cfg, o.env)
 }
 

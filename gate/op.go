@@ -151,20 +151,132 @@ type Op struct {
 	Owner   string
 
 	// Consul targets.
-	Service    *Service
+	Service *Service
+	// Node is the catalog node a node op registers, changes or removes.
+	Node       *Node
 	Session    string
 	Datacenter string
 }
 
-// Service is a Consul service (or check) registration as policy sees it.
+// Service is a Consul service registration as policy sees it: everything
+// Consul will create or change for it. A registration that creates several
+// services (a service and its Connect sidecar) gives one op per service.
 type Service struct {
-	Name    string
-	ID      string
+	Name string
+	ID   string
+	// Kind is Consul's service kind: "" for a typical service,
+	// "connect-proxy", "mesh-gateway", "terminating-gateway",
+	// "ingress-gateway", "api-gateway".
+	Kind string
+	// Node is the catalog node the service is registered on ("" for the
+	// agent's own node, or when not known).
+	Node    string
 	Tags    []string
 	Meta    map[string]string
 	Address string
 	Port    int
-	Checks  []string // check kinds: "ttl", "http", "tcp", "grpc", "script", ...
+	// TaggedAddresses are the other addresses the service advertises
+	// ("lan", "wan", "lan_ipv4"...), each with its port.
+	TaggedAddresses map[string]Endpoint
+	// Proxy is a connect-proxy's configuration: the service it fronts and
+	// its upstreams (nil for other kinds).
+	Proxy *Proxy
+	// SidecarOf is the name of the service this one is the Connect sidecar
+	// of ("" when it is not a sidecar).
+	SidecarOf string
+	// Checks are the health checks the registration adds or changes.
+	Checks []Check
+}
+
+// Endpoint is a host and port as a registration spells it.
+type Endpoint struct {
+	Address string
+	Port    int
+}
+
+// Proxy is a connect-proxy's place in the mesh.
+type Proxy struct {
+	DestinationName string
+	DestinationID   string
+	// Upstreams are the destination names of the proxy's upstreams.
+	Upstreams []string
+}
+
+// CheckKind is what a health check does.
+type CheckKind uint8
+
+// Check kinds, as Consul's check types.
+const (
+	CheckUnknown CheckKind = iota
+	CheckTTL
+	CheckHTTP
+	CheckTCP
+	CheckUDP
+	CheckGRPC
+	CheckH2Ping
+	CheckAlias
+	CheckOSService
+	CheckScript
+	CheckDocker
+)
+
+var checkKindNames = [...]string{CheckUnknown: "unknown", CheckTTL: "ttl", CheckHTTP: "http", CheckTCP: "tcp",
+	CheckUDP: "udp", CheckGRPC: "grpc", CheckH2Ping: "h2ping", CheckAlias: "alias", CheckOSService: "os_service",
+	CheckScript: "script", CheckDocker: "docker"}
+
+func (k CheckKind) String() string { return name(checkKindNames[:], int(k), "check") }
+
+// MarshalText writes the kind's name.
+func (k CheckKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Check is one health check as policy sees it: what it does and what it
+// reaches.
+type Check struct {
+	Kind CheckKind
+	ID   string
+	Name string
+	// Target is what the agent connects to when it runs the check (zero for
+	// ttl, alias and OS-service checks).
+	Target CheckTarget
+	// AliasService and AliasNode are what an alias check mirrors.
+	AliasService, AliasNode string
+	// OSService is the operating-system service an os_service check asks
+	// about.
+	OSService string
+}
+
+// CheckTarget is the network target of a check, as the agent will reach it.
+type CheckTarget struct {
+	// URL, Method, Headers (names only) and Body (whether one is sent) are
+	// an HTTP check's request.
+	URL     string
+	Method  string
+	Headers []string
+	Body    bool
+	// Host and Port are where the check connects: the URL's host and port
+	// (the scheme's default port when it names none), or the address of a
+	// TCP, UDP, gRPC or H2PING check. Host is lower case, an IP in its
+	// canonical form when it is one.
+	Host string
+	Port int
+	// Own is true when the target is the registering service's own address
+	// and port (a loopback target counts as its own for a service on the
+	// agent's host).
+	Own bool
+	// Guarded names what the gateway knows the target to be, which no
+	// check may reach unless an intention names it: "consul" (the agent),
+	// "etcd", "gateway" (its own listeners), "link_local", "metadata";
+	// "" for none of those.
+	Guarded string
+}
+
+// Node is a Consul catalog node as a registration names it.
+type Node struct {
+	Name            string
+	ID              string
+	Address         string
+	TaggedAddresses map[string]string
+	Meta            map[string]string
 }
 
 // KeyRange is an etcd key range: End empty means the single key Key; End

@@ -39,8 +39,11 @@ type Request struct {
 
 type opInfo struct {
 	derived bool
-	narrow  bool
-	effect  Effect
+	// unseen marks an asked op whose target the gateway looked up (the
+	// service behind an ID): its denial says no more than a derived one's.
+	unseen bool
+	narrow bool
+	effect Effect
 	// msg and writeBack, when set, let plugins rewrite the op: msg is the
 	// request message it came from (the key of its answer's response
 	// chain), writeBack writes the rewritten op into it.
@@ -61,6 +64,16 @@ func (r *Request) Ask(op Op) int {
 	r.ops = append(r.ops, op)
 	r.info = append(r.info, opInfo{})
 	return len(r.ops) - 1
+}
+
+// AskUnseen adds an op the caller asked for by a name of its own (an ID)
+// that the front resolved to what it names today, and returns its index. It
+// is judged as an asked op, but its denial tells the caller no more than a
+// derived op's: the reason would name what the ID resolves to.
+func (r *Request) AskUnseen(op Op) int {
+	i := r.Ask(op)
+	r.info[i].unseen = true
+	return i
 }
 
 // Narrow says the front can narrow the answer to asked op i (drop every
@@ -175,7 +188,7 @@ func (r *Request) deny(op *Op, in *opInfo, reason, _ string) error {
 	r.g.log.Info("deny", "caller", r.caller.String(), "method", op.Method,
 		"resource", op.Resource.String(), "action", op.Action.String(),
 		"key", QuoteKey(op.Keys.Key), "derived", in.derived, "reason", Truncate(reason, maxReason))
-	if in.derived {
+	if in.derived || in.unseen {
 		return &Error{Kind: KindDenied, Reason: genericReason, Detail: reason, Op: op}
 	}
 	return &Error{Kind: KindDenied, Reason: Truncate(reason, maxReason), Detail: reason, Op: op}
@@ -230,6 +243,12 @@ func (r *Request) Respond(ctx context.Context, op *Op, key, value []byte) ([]byt
 // filtered answer. Reserved keys are never readable; errors deny.
 func (r *Request) Readable(ctx context.Context, proto Protocol, res Resource, method string, key []byte) bool {
 	return r.g.Readable(ctx, r.caller, proto, res, method, key)
+}
+
+// SomeReadable reports whether the caller may read some key of range kr
+// (see Gate.SomeReadable).
+func (r *Request) SomeReadable(ctx context.Context, proto Protocol, res Resource, method string, kr KeyRange) bool {
+	return r.g.SomeReadable(ctx, r.caller, proto, res, method, kr)
 }
 
 // maxReason bounds the reason a caller is told (reasons quote keys, which

@@ -22,14 +22,112 @@ default allow := false
 # some allow intention matches it and no deny intention does.
 allow if {
 	input.op.range == false
-	some _ in intentions.allow_hits
+	some _ in allowed
 	not hit_denied
-	not script_check
+	not unsafe_check
+	not stray_check
 }
 
-# Script checks run arbitrary commands on the agent's host: a registration
-# that carries one is denied. Teams that want them replace this rule.
-script_check if "script" in input.op.service.checks
+# The hits of intentions that match the op's service where it is: an
+# intention with `addresses` matches a service op only when the service's
+# address and port, and each of its tagged addresses, are among them.
+allowed contains n if {
+	some n in intentions.allow_hits
+	at_addresses(n)
+}
+
+denied contains n if {
+	some n in intentions.deny_hits
+	at_addresses(n)
+}
+
+at_addresses(n) if not intentions.addresses[n]
+
+at_addresses(n) if {
+	pats := intentions.addresses[n]
+	input.op.service
+	every e in endpoints {
+		some p in pats
+		endpoint_matches(p, e)
+	}
+}
+
+endpoints contains {"host": lower(s.address), "port": s.port} if s := input.op.service
+
+endpoints contains {"host": lower(a.address), "port": a.port} if some a in input.op.service.tagged_addresses
+
+# Script and Docker checks run commands on the agent's host: a registration
+# that carries one, wherever it is nested, is denied. Teams that want them
+# replace this rule.
+unsafe_check if {
+	some c in input.op.service.checks
+	c.kind in {"script", "docker"}
+}
+
+# Health checks are not a proxy: a check that connects somewhere reaches
+# only its service's own address and port, never an address the gateway
+# guards (the stores, its own listeners, link-local and metadata addresses)
+# however the service registered itself, unless an intention that allows the
+# op names the target in `check_targets` (a guarded one by its exact host
+# and port).
+stray_check if {
+	some c in input.op.service.checks
+	c.kind in {"http", "tcp", "udp", "grpc", "h2ping"}
+	not target_allowed(c.target)
+}
+
+stray := [c | some c in input.op.service.checks; c.kind in {"http", "tcp", "udp", "grpc", "h2ping"}; not target_allowed(c.target)]
+
+target_allowed(t) if {
+	t.own
+	t.guarded == ""
+}
+
+target_allowed(t) if {
+	some n in allowed
+	some p in intentions.check_targets[n]
+	target_named(p, t)
+}
+
+target_named(p, t) if {
+	t.guarded != ""
+	p.host == t.host
+	p.port == t.port
+}
+
+target_named(p, t) if {
+	t.guarded == ""
+	endpoint_matches(p, t)
+}
+
+# endpoint_matches: pattern p (host, cidr, glob or any; port, 0 for any)
+# matches e's host and port.
+endpoint_matches(p, e) if {
+	p.host != ""
+	p.host == e.host
+	port_matches(p, e)
+}
+
+endpoint_matches(p, e) if {
+	p.any
+	port_matches(p, e)
+}
+
+endpoint_matches(p, e) if {
+	p.cidr != ""
+	net.cidr_contains(p.cidr, e.host)
+	port_matches(p, e)
+}
+
+endpoint_matches(p, e) if {
+	p.glob != ""
+	glob.match(p.glob, ["."], e.host)
+	port_matches(p, e)
+}
+
+port_matches(p, _) if p.port == 0
+
+port_matches(p, e) if p.port == e.port
 
 # A multi-key range: some allow intention matches every key it may hold, and
 # no deny intention may match any of them.
@@ -54,7 +152,7 @@ filter if {
 	not range_denied
 }
 
-hit_denied if some _ in intentions.deny_hits
+hit_denied if some _ in denied
 
 # The generated overlaps sets leave out the intentions that cover the range.
 range_may_be_allowed if some _ in intentions.allow_covers
@@ -68,11 +166,11 @@ range_may_be_denied if some _ in intentions.deny_overlaps
 range_denied if some _ in intentions.deny_covers
 
 # reason says why an op is not allowed; the first branch that holds wins.
-reason := "script checks are not allowed" if {
-	script_check
+reason := "script and Docker checks are not allowed" if {
+	unsafe_check
 } else := sprintf("%s %s %s", [noun[one], listed(names), verb[one]]) if {
 	input.op.range == false
-	names := sort(intentions.deny_hits)
+	names := sort(denied)
 	one := count(names) == 1
 	count(names) > 0
 } else := sprintf("%s %s %s every key in %s", [noun[one], listed(names), verb[one], target]) if {
@@ -86,7 +184,21 @@ reason := "script checks are not allowed" if {
 	names := sort(intentions.deny_overlaps)
 	one := count(names) == 1
 	count(names) > 0
+} else := sprintf("a %s check may reach only its service's own address and port, not %s", [c.kind, endpoint(c.target)]) if {
+	input.op.range == false
+	some _ in allowed
+	c := stray[0]
 } else := sprintf("no intention allows %s to %s %s", [input.caller.id, input.op.action, target])
+
+# endpoint spells a check target for reasons.
+endpoint(t) := "an unreadable target" if t.host == ""
+
+endpoint(t) := sprintf("%s:%d", [t.host, t.port]) if {
+	t.host != ""
+	not contains(t.host, ":")
+}
+
+endpoint(t) := sprintf("[%s]:%d", [t.host, t.port]) if contains(t.host, ":")
 
 # The words of a reason, by whether one deny intention is named (true) or
 # several.

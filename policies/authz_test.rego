@@ -274,14 +274,65 @@ test_reason_names_every_matching_deny if {
 
 web_registers(checks) := {
 	"caller": {"id": "spiffe://example.org/web", "trust_domain": "example.org", "path": "/web"},
-	"op": object.union(service("register", "web-api"), {"service": {"name": "web-api", "id": "web-api", "checks": checks}}),
+	"op": object.union(service("register", "web-api"), {"service": {
+		"name": "web-api", "id": "web-api", "address": "127.0.0.1", "port": 8080,
+		"tagged_addresses": {}, "checks": checks,
+	}}),
 }
 
-test_script_check_denied if {
-	not authz.allow with input as web_registers(["http", "script"])
-	authz.reason == "script checks are not allowed" with input as web_registers(["script"])
+check(kind, host, port, own, guarded) := {
+	"kind": kind, "id": "c", "name": "c", "alias_service": "", "alias_node": "", "os_service": "",
+	"target": {"url": "", "method": "", "headers": [], "body": false, "host": host, "port": port, "own": own, "guarded": guarded},
 }
 
-test_http_check_allowed if {
-	authz.allow with input as web_registers(["http", "ttl"])
+ttl := check("ttl", "", 0, false, "")
+
+test_script_and_docker_checks_denied if {
+	not authz.allow with input as web_registers([check("http", "127.0.0.1", 8080, true, ""), check("script", "", 0, false, "")])
+	authz.reason == "script and Docker checks are not allowed" with input as web_registers([check("script", "", 0, false, "")])
+	not authz.allow with input as web_registers([check("docker", "", 0, false, "")])
+}
+
+test_own_checks_allowed if {
+	authz.allow with input as web_registers([check("http", "127.0.0.1", 8080, true, ""), ttl])
+	authz.allow with input as web_registers([check("tcp", "localhost", 8080, true, ""), check("alias", "", 0, false, "")])
+}
+
+test_checks_elsewhere_denied if {
+	not authz.allow with input as web_registers([check("http", "10.0.0.9", 80, false, "")])
+	authz.reason == "a http check may reach only its service's own address and port, not 10.0.0.9:80" with input as web_registers([check("http", "10.0.0.9", 80, false, "")])
+	not authz.allow with input as web_registers([ttl, check("grpc", "::1", 9, false, "")])
+	authz.reason == "a grpc check may reach only its service's own address and port, not [::1]:9" with input as web_registers([check("grpc", "::1", 9, false, "")])
+	not authz.allow with input as web_registers([check("tcp", "", 0, false, "")])
+}
+
+test_guarded_targets_denied_even_when_own if {
+	not authz.allow with input as web_registers([check("http", "127.0.0.1", 8500, true, "consul")])
+	not authz.allow with input as web_registers([check("tcp", "169.254.169.254", 80, false, "link_local")])
+}
+
+test_check_targets_name_a_target if {
+	authz.allow with input as web_registers([check("http", "10.0.0.9", 80, false, "")])
+		with data.storegate.intentions.check_targets as {"web-services": [{"host": "10.0.0.9", "port": 80}]}
+	authz.allow with input as web_registers([check("http", "10.0.0.9", 80, false, "")])
+		with data.storegate.intentions.check_targets as {"web-services": [{"cidr": "10.0.0.0/8", "port": 0}]}
+	authz.allow with input as web_registers([check("http", "db.internal", 443, false, "")])
+		with data.storegate.intentions.check_targets as {"web-services": [{"glob": "*.internal", "port": 443}]}
+	# A guarded target only by its exact host and port.
+	not authz.allow with input as web_registers([check("http", "127.0.0.1", 8500, true, "consul")])
+		with data.storegate.intentions.check_targets as {"web-services": [{"cidr": "127.0.0.0/8", "port": 0}]}
+	authz.allow with input as web_registers([check("http", "127.0.0.1", 8500, true, "consul")])
+		with data.storegate.intentions.check_targets as {"web-services": [{"host": "127.0.0.1", "port": 8500}]}
+	# Only an intention that allows the op names targets for it.
+	not authz.allow with input as web_registers([check("http", "10.0.0.9", 80, false, "")])
+		with data.storegate.intentions.check_targets as {"admin-all": [{"host": "10.0.0.9", "port": 80}]}
+}
+
+test_addresses_restrict_where_a_service_registers if {
+	authz.allow with input as web_registers([ttl])
+		with data.storegate.intentions.addresses as {"web-services": [{"cidr": "127.0.0.0/8", "port": 0}]}
+	not authz.allow with input as web_registers([ttl])
+		with data.storegate.intentions.addresses as {"web-services": [{"host": "10.0.0.1", "port": 0}]}
+	not authz.allow with input as web_registers([ttl])
+		with data.storegate.intentions.addresses as {"web-services": [{"any": true, "port": 9090}]}
 }

@@ -47,6 +47,8 @@ func generate(file string, ins []intention) []byte {
 	for i := range ins {
 		g.intention(file, &ins[i])
 	}
+	g.endpoints("addresses", ins, func(in *intention) []endpointPattern { return in.addresses })
+	g.endpoints("check_targets", ins, func(in *intention) []endpointPattern { return in.checkTargets })
 	return g.b.Bytes()
 }
 
@@ -99,6 +101,20 @@ func (g *generator) rules(in *intention, common []string) {
 		g.rule(hits, in.name, single)
 		g.rule(covers, in.name, ranged)
 	}
+}
+
+// endpoints writes the object of name (addresses, check_targets): each
+// intention that has them, by name, to its endpoint patterns, which
+// authz.rego matches.
+func (g *generator) endpoints(name string, ins []intention, of func(*intention) []endpointPattern) {
+	m := map[string][]endpointPattern{}
+	for i := range ins {
+		if eps := of(&ins[i]); len(eps) > 0 {
+			m[ins[i].name] = eps
+		}
+	}
+	b, _ := json.Marshal(m) // plain strings, ints and bools: always encodes
+	fmt.Fprintf(&g.b, "\n%s := %s\n", name, b)
 }
 
 // rule writes one rule adding name to set; empty tests are skipped.

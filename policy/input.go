@@ -15,14 +15,27 @@ import (
 //	 "op": {"protocol", "resource", "action", "method",
 //	        "key", "range_end", "range", "prefix", "cover",
 //	        "lease", "value_size", "prev_kv", "txn_index",
-//	        "service": {"name", "id", "tags", "meta", "address", "port", "checks"},
+//	        "service": {"name", "id", "kind", "node", "tags", "meta",
+//	                    "address", "port", "tagged_addresses", "sidecar_of",
+//	                    "proxy": {"destination_name", "destination_id", "upstreams"},
+//	                    "checks": [{"kind", "id", "name", "alias_service",
+//	                                "alias_node", "os_service",
+//	                                "target": {"url", "method", "headers", "body",
+//	                                           "host", "port", "own", "guarded"}}]},
+//	        "node": {"name", "id", "address", "tagged_addresses", "meta"},
 //	        "session", "datacenter", "foreign", "owner"}}
 //
 // Keys are bytes and go in as strings, unchanged. "range" is true for a
 // multi-key range; "cover" is the longest prefix every key of the range
 // starts with (the key itself for a single key) and "prefix" is true when
 // the range is exactly "every key starting with cover". "service" is present
-// only when the op names a service.
+// only when the op names a service ("proxy" only for a connect-proxy), "node"
+// only when it names a catalog node. A check's "kind" is one of ttl, http,
+// tcp, udp, grpc, h2ping, alias, os_service, script, docker, unknown; its
+// "target" is where the agent connects when it runs it (host "" for kinds
+// that connect nowhere): "own" is true when that is the service's own address
+// and port, "guarded" names what the gateway knows it to be — "consul",
+// "etcd", "gateway", "link_local", "metadata" — or is "".
 //
 // "foreign" (always present) is true when the op acts on a thing another
 // identity owns, such as a lease the gateway recorded as granted by another
@@ -71,7 +84,7 @@ func callerTerm(caller gate.Identity) *ast.Term {
 
 func opTerm(op *gate.Op) *ast.Term {
 	cover, exact := op.Keys.Prefix()
-	var items [18][2]*ast.Term
+	var items [19][2]*ast.Term
 	items[0] = ast.Item(termProtocol, nameTerm(protocolTerms[:], int(op.Protocol), op.Protocol.String))
 	items[1] = ast.Item(termResource, nameTerm(resourceTerms[:], int(op.Resource), op.Resource.String))
 	items[2] = ast.Item(termAction, nameTerm(actionTerms[:], int(op.Action), op.Action.String))
@@ -101,31 +114,97 @@ func opTerm(op *gate.Op) *ast.Term {
 		items[n] = ast.Item(termService, serviceTerm(op.Service))
 		n++
 	}
+	if op.Node != nil {
+		items[n] = ast.Item(ast.StringTerm("node"), nodeTerm(op.Node))
+		n++
+	}
 	return ast.ObjectTerm(items[:n]...)
 }
 
+// serviceTerm is a registration's service. Registrations are rare next to
+// KV ops: its terms are built plainly.
 func serviceTerm(s *gate.Service) *ast.Term {
-	tags := make([]*ast.Term, len(s.Tags))
-	for i, t := range s.Tags {
-		tags[i] = stringTerm(t)
-	}
-	meta := ast.NewObjectWithCapacity(len(s.Meta))
-	for k, v := range s.Meta {
-		meta.Insert(stringTerm(k), stringTerm(v))
+	tagged := ast.NewObjectWithCapacity(len(s.TaggedAddresses))
+	for k, e := range s.TaggedAddresses {
+		tagged.Insert(stringTerm(k), endpointTerm(e.Address, e.Port))
 	}
 	checks := make([]*ast.Term, len(s.Checks))
-	for i, c := range s.Checks {
-		checks[i] = stringTerm(c)
+	for i := range s.Checks {
+		checks[i] = checkTerm(&s.Checks[i])
 	}
-	return ast.ObjectTerm(
+	items := [][2]*ast.Term{
 		ast.Item(termName, stringTerm(s.Name)),
 		ast.Item(termID, stringTerm(s.ID)),
-		ast.Item(termTags, ast.ArrayTerm(tags...)),
-		ast.Item(termMeta, ast.NewTerm(meta)),
+		ast.Item(ast.StringTerm("kind"), stringTerm(s.Kind)),
+		ast.Item(ast.StringTerm("node"), stringTerm(s.Node)),
+		ast.Item(termTags, stringsTerm(s.Tags)),
+		ast.Item(termMeta, mapTerm(s.Meta)),
 		ast.Item(termAddress, stringTerm(s.Address)),
 		ast.Item(termPort, ast.InternedTerm(s.Port)),
+		ast.Item(ast.StringTerm("tagged_addresses"), ast.NewTerm(tagged)),
+		ast.Item(ast.StringTerm("sidecar_of"), stringTerm(s.SidecarOf)),
 		ast.Item(termChecks, ast.ArrayTerm(checks...)),
+	}
+	if p := s.Proxy; p != nil {
+		items = append(items, ast.Item(ast.StringTerm("proxy"), ast.ObjectTerm(
+			ast.Item(ast.StringTerm("destination_name"), stringTerm(p.DestinationName)),
+			ast.Item(ast.StringTerm("destination_id"), stringTerm(p.DestinationID)),
+			ast.Item(ast.StringTerm("upstreams"), stringsTerm(p.Upstreams)),
+		)))
+	}
+	return ast.ObjectTerm(items...)
+}
+
+func checkTerm(c *gate.Check) *ast.Term {
+	t := &c.Target
+	return ast.ObjectTerm(
+		ast.Item(ast.StringTerm("kind"), ast.StringTerm(c.Kind.String())),
+		ast.Item(termID, stringTerm(c.ID)),
+		ast.Item(termName, stringTerm(c.Name)),
+		ast.Item(ast.StringTerm("alias_service"), stringTerm(c.AliasService)),
+		ast.Item(ast.StringTerm("alias_node"), stringTerm(c.AliasNode)),
+		ast.Item(ast.StringTerm("os_service"), stringTerm(c.OSService)),
+		ast.Item(ast.StringTerm("target"), ast.ObjectTerm(
+			ast.Item(ast.StringTerm("url"), stringTerm(t.URL)),
+			ast.Item(ast.StringTerm("method"), stringTerm(t.Method)),
+			ast.Item(ast.StringTerm("headers"), stringsTerm(t.Headers)),
+			ast.Item(ast.StringTerm("body"), ast.InternedTerm(t.Body)),
+			ast.Item(ast.StringTerm("host"), stringTerm(t.Host)),
+			ast.Item(termPort, ast.InternedTerm(t.Port)),
+			ast.Item(ast.StringTerm("own"), ast.InternedTerm(t.Own)),
+			ast.Item(ast.StringTerm("guarded"), stringTerm(t.Guarded)),
+		)),
 	)
+}
+
+func nodeTerm(n *gate.Node) *ast.Term {
+	return ast.ObjectTerm(
+		ast.Item(termName, stringTerm(n.Name)),
+		ast.Item(termID, stringTerm(n.ID)),
+		ast.Item(termAddress, stringTerm(n.Address)),
+		ast.Item(ast.StringTerm("tagged_addresses"), mapTerm(n.TaggedAddresses)),
+		ast.Item(termMeta, mapTerm(n.Meta)),
+	)
+}
+
+func endpointTerm(addr string, port int) *ast.Term {
+	return ast.ObjectTerm(ast.Item(termAddress, stringTerm(addr)), ast.Item(termPort, ast.InternedTerm(port)))
+}
+
+func stringsTerm(ss []string) *ast.Term {
+	ts := make([]*ast.Term, len(ss))
+	for i, v := range ss {
+		ts[i] = stringTerm(v)
+	}
+	return ast.ArrayTerm(ts...)
+}
+
+func mapTerm(m map[string]string) *ast.Term {
+	o := ast.NewObjectWithCapacity(len(m))
+	for k, v := range m {
+		o.Insert(stringTerm(k), stringTerm(v))
+	}
+	return ast.NewTerm(o)
 }
 
 func stringTerm(s string) *ast.Term {

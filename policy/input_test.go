@@ -31,11 +31,21 @@ func TestInput(t *testing.T) {
 				`"prefix":false,"prev_kv":false,"protocol":"etcd","range":true,"range_end":"/a/d","resource":"kv","session":"","txn_index":0,"value_size":0}}`},
 		{"service", web, &gate.Op{Protocol: gate.ProtocolConsul, Resource: gate.ResourceService, Action: gate.ActionRegister,
 			Method: "PUT /v1/agent/service/register", Datacenter: "dc1", Session: "s1",
-			Service: &gate.Service{Name: "web", ID: "web-1", Tags: []string{"a"}, Meta: map[string]string{"k": "v"}, Address: "10.0.0.1", Port: 8080, Checks: []string{"http"}}},
+			Service: &gate.Service{Name: "web", ID: "web-1", Tags: []string{"a"}, Meta: map[string]string{"k": "v"}, Address: "10.0.0.1", Port: 8080,
+				Kind: "connect-proxy", Proxy: &gate.Proxy{DestinationName: "api", Upstreams: []string{"db"}},
+				TaggedAddresses: map[string]gate.Endpoint{"lan": {Address: "10.0.0.1", Port: 8080}},
+				Checks: []gate.Check{{Kind: gate.CheckHTTP, ID: "c1", Target: gate.CheckTarget{URL: "http://10.0.0.1:8080/h", Method: "GET",
+					Headers: []string{"X-A"}, Host: "10.0.0.1", Port: 8080, Own: true}}}},
+			Node: &gate.Node{Name: "n1", Address: "10.0.0.1"}},
 			`{"caller":{"id":"spiffe://example.org/web","path":"/web","trust_domain":"example.org"},` +
 				`"op":{"action":"register","cover":"","datacenter":"dc1","foreign":false,"key":"","lease":0,"method":"PUT /v1/agent/service/register",` +
+				`"node":{"address":"10.0.0.1","id":"","meta":{},"name":"n1","tagged_addresses":{}},` +
 				`"prefix":false,"prev_kv":false,"protocol":"consul","range":false,"range_end":"","resource":"service",` +
-				`"service":{"address":"10.0.0.1","checks":["http"],"id":"web-1","meta":{"k":"v"},"name":"web","port":8080,"tags":["a"]},` +
+				`"service":{"address":"10.0.0.1","checks":[{"alias_node":"","alias_service":"","id":"c1","kind":"http","name":"","os_service":"",` +
+				`"target":{"body":false,"guarded":"","headers":["X-A"],"host":"10.0.0.1","method":"GET","own":true,"port":8080,"url":"http://10.0.0.1:8080/h"}}],` +
+				`"id":"web-1","kind":"connect-proxy","meta":{"k":"v"},"name":"web","node":"","port":8080,` +
+				`"proxy":{"destination_id":"","destination_name":"api","upstreams":["db"]},"sidecar_of":"",` +
+				`"tagged_addresses":{"lan":{"address":"10.0.0.1","port":8080}},"tags":["a"]},` +
 				`"session":"s1","txn_index":0,"value_size":0}}`},
 		{"foreign lease", web, &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceLease, Action: gate.ActionKeepalive,
 			Method: "/etcdserverpb.Lease/LeaseKeepAlive", Lease: 7, Foreign: true, Owner: "spiffe://example.org/admin"},

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -26,8 +29,12 @@ type intention struct {
 	// owners are SPIFFE ID globs ("**": any owner, none on record
 	// included); an intention without owners never matches a foreign op.
 	owners []string
-	deny   bool
-	line   int // of the entry in the file
+	// addresses, when set, are where the services the intention matches may
+	// be registered (their address and tagged addresses); checkTargets are
+	// the targets their health checks may reach besides their own.
+	addresses, checkTargets []endpointPattern
+	deny                    bool
+	line                    int // of the entry in the file
 }
 
 // parseIntentions decodes and validates an intentions file. Decoding is
@@ -106,7 +113,8 @@ func (p *intentionParser) intention(n *yaml.Node) (in intention, ok bool) {
 	fields := make(map[string]*yaml.Node, 8)
 	for k, v := range pairs(n) {
 		switch k.Value {
-		case "name", "description", "source", "resources", "actions", "keys", "services", "owners", "effect":
+		case "name", "description", "source", "resources", "actions", "keys", "services", "owners", "effect",
+			"addresses", "check_targets":
 			if fields[k.Value] != nil {
 				p.addf(k, "duplicate field %q", k.Value)
 			}
@@ -143,6 +151,11 @@ func (p *intentionParser) intention(n *yaml.Node) (in intention, ok bool) {
 			continue
 		}
 		in.owners = append(in.owners, e.Value)
+	}
+	in.addresses = p.endpoints(fields, "addresses", what)
+	in.checkTargets = p.endpoints(fields, "check_targets", what)
+	if fields["keys"] != nil && (fields["addresses"] != nil || fields["check_targets"] != nil) {
+		p.addf(fields["keys"], "%s: keys cannot be combined with addresses or check_targets, which are about services", what)
 	}
 	if fields["keys"] != nil && fields["services"] != nil {
 		p.addf(fields["services"], "%s: keys and services cannot be combined: an op names one or the other", what)
@@ -236,6 +249,68 @@ func (p *intentionParser) globs(fields map[string]*yaml.Node, name, what string)
 		out = append(out, parseGlob(e.Value))
 	}
 	return out
+}
+
+// endpoints returns an optional list of endpoint patterns.
+func (p *intentionParser) endpoints(fields map[string]*yaml.Node, name, what string) []endpointPattern {
+	var out []endpointPattern
+	for _, e := range p.list(fields, name, what) {
+		ep, err := parseEndpoint(e.Value)
+		if err != nil {
+			p.addf(e, "%s: %s: %v", what, name, err)
+			continue
+		}
+		out = append(out, ep)
+	}
+	return out
+}
+
+// endpointPattern is one entry of addresses or check_targets: HOST:PORT,
+// where HOST is an IP, a CIDR prefix, a DNS name, a glob over a name's
+// dot-separated labels ("*.svc.cluster.local") or "*" for any host, and PORT
+// a port number or "*" for any. IPv6 hosts are bracketed ("[::1]:8080").
+type endpointPattern struct {
+	Host string `json:"host,omitempty"`
+	CIDR string `json:"cidr,omitempty"`
+	Glob string `json:"glob,omitempty"`
+	Any  bool   `json:"any,omitempty"`
+	Port int    `json:"port"` // 0: any
+}
+
+func parseEndpoint(s string) (endpointPattern, error) {
+	var ep endpointPattern
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return ep, fmt.Errorf("%q: want HOST:PORT (PORT may be \"*\")", s)
+	}
+	if port != "*" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return ep, fmt.Errorf("%q: the port must be 1-65535 or \"*\"", s)
+		}
+		ep.Port = n
+	}
+	host = strings.ToLower(host)
+	switch {
+	case host == "*":
+		ep.Any = true
+	case strings.Contains(host, "/"):
+		pfx, err := netip.ParsePrefix(host)
+		if err != nil {
+			return ep, fmt.Errorf("%q: %v", s, err)
+		}
+		ep.CIDR = pfx.Masked().String()
+	case strings.Contains(host, "*"):
+		ep.Glob = host
+	case host == "":
+		return ep, fmt.Errorf("%q: the host is empty", s)
+	default:
+		if ip, err := netip.ParseAddr(host); err == nil {
+			host = ip.Unmap().String() // as the gateway spells target hosts
+		}
+		ep.Host = strings.TrimSuffix(host, ".")
+	}
+	return ep, nil
 }
 
 // pairs yields the key and value nodes of a mapping.

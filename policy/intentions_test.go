@@ -53,6 +53,17 @@ func TestParseIntentionsRejects(t *testing.T) {
 		{"empty owners", head + "    resources: [lease]\n    actions: [read]\n    owners: []\n    effect: allow\n", []string{
 			`f.yaml:6: intention "web": owners: want a non-empty list (quote a lone "*")`,
 		}},
+		{"bad endpoints", head + "    resources: [service]\n    actions: [register]\n    addresses: [\"10.0.0.1\", \"10.0.0.0/33:80\", \"h:0\", \":80\"]\n" +
+			"    check_targets: [\"a:b\"]\n    effect: allow\n", []string{
+			`f.yaml:6: intention "web": addresses: "10.0.0.1": want HOST:PORT (PORT may be "*")`,
+			`f.yaml:6: intention "web": addresses: "10.0.0.0/33:80": netip.ParsePrefix("10.0.0.0/33"): prefix length out of range`,
+			`f.yaml:6: intention "web": addresses: "h:0": the port must be 1-65535 or "*"`,
+			`f.yaml:6: intention "web": addresses: ":80": the host is empty`,
+			`f.yaml:7: intention "web": check_targets: "a:b": the port must be 1-65535 or "*"`,
+		}},
+		{"keys and endpoints", head + "    resources: [kv]\n    actions: [read]\n    keys: [\"/a/**\"]\n    check_targets: [\"*:*\"]\n    effect: allow\n", []string{
+			`f.yaml:6: intention "web": keys cannot be combined with addresses or check_targets, which are about services`,
+		}},
 		{"bad name", strings.Replace(head, "name: web", "name: web app", 1) + "    resources: [kv]\n    actions: [read]\n    effect: allow\n", []string{
 			`f.yaml:2: intention "web app": a name may hold only letters, digits and . _ -`,
 		}},
@@ -118,6 +129,23 @@ intentions:
 	for _, empty := range []string{"", "# nothing\n", "intentions:\n", "intentions: []\n"} {
 		if ins, err := parseIntentions("f.yaml", []byte(empty)); err != nil || len(ins) != 0 {
 			t.Errorf("parse %q = %v, %v", empty, ins, err)
+		}
+	}
+}
+
+func TestParseEndpoint(t *testing.T) {
+	for in, want := range map[string]endpointPattern{
+		"10.0.0.5:8080":           {Host: "10.0.0.5", Port: 8080},
+		"[::FFFF:10.0.0.5]:*":     {Host: "10.0.0.5"},
+		"[::1]:80":                {Host: "::1", Port: 80},
+		"10.1.2.3/8:*":            {CIDR: "10.0.0.0/8"},
+		"*.Svc.cluster.local:443": {Glob: "*.svc.cluster.local", Port: 443},
+		"*:9090":                  {Any: true, Port: 9090},
+		"DB.internal.:5432":       {Host: "db.internal", Port: 5432},
+	} {
+		got, err := parseEndpoint(in)
+		if err != nil || got != want {
+			t.Errorf("parseEndpoint(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
 	}
 }

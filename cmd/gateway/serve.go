@@ -225,7 +225,7 @@ func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, debt
 		return nil, nil, nil, fmt.Errorf("upstreams.consul.address: %w", err)
 	}
 	opts := consulfront.Options{Upstream: addr, MaxValueBytes: int64(cu.MaxValueBytes), Logger: log,
-		ForwardCallerTokens: cu.ForwardCallerTokens, Throttle: debts,
+		ForwardCallerTokens: cu.ForwardCallerTokens, Throttle: debts, Guarded: guarded(cfg),
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return tel.HTTPTransport(rt, gate.ProtocolConsul) }}
 	if cu.TokenFile != "" {
 		b, err := os.ReadFile(cu.TokenFile)
@@ -258,6 +258,40 @@ func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, debt
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return srv, lis, front, nil
+}
+
+// guarded are the addresses no Consul health check may reach unless an
+// intention names them: the stores' (the agent's own ports the front reads
+// from the agent) and every listener of the gateway's.
+func guarded(cfg *Config) []consulfront.Guarded {
+	var out []consulfront.Guarded
+	if e := cfg.Upstreams.Etcd; e != nil {
+		for _, ep := range e.Endpoints {
+			if u, err := url.Parse(ep); err == nil && u.Host != "" {
+				out = append(out, consulfront.Guarded{Addr: hostPort(u), What: "etcd"})
+			}
+		}
+	}
+	if u, err := url.Parse(cfg.Upstreams.Consul.Address); err == nil && u.Host != "" {
+		out = append(out, consulfront.Guarded{Addr: hostPort(u), What: "consul"})
+	}
+	for _, l := range []string{cfg.Listen.Etcd, cfg.Listen.Consul, cfg.Listen.Admin} {
+		if l != "" {
+			out = append(out, consulfront.Guarded{Addr: l, What: "gateway"})
+		}
+	}
+	return out
+}
+
+// hostPort is u's host and port, the scheme's port when it names none.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identitySource, error) {

@@ -13,10 +13,13 @@ import (
 )
 
 // agentCheckRegister decodes PUT /v1/agent/check/register like a service
-// registration: strictly, with Consul's own type, forwarded re-encoded. The
-// op names the service the check is attached to (read from the agent), so
-// intentions scoped by service name apply, and the check's kind (the
-// shipped policy refuses script checks).
+// registration: strictly, with Consul's own type, forwarded re-encoded (HTTP
+// checks with redirects off). The op names the service the check is
+// attached to, read from the agent (name, address and port: the check's
+// target is judged against them), and says nothing of it when denied; a
+// check with no service is a node check, an op with no service name. A
+// check ID that already exists is, once the registration is allowed, an op
+// on the check's current service as well.
 func (s *Server) agentCheckRegister(q *request) error {
 	var reg api.AgentCheckRegistration
 	if err := decodeCanonical(q, &reg, "check"); err != nil {
@@ -25,25 +28,51 @@ func (s *Server) agentCheckRegister(q *request) error {
 	if reg.Name == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Missing check name"}
 	}
-
-	svc := &gate.Service{ID: reg.ServiceID, Checks: []string{agentCheckKind(&reg.AgentServiceCheck)}}
+	agent, err := s.agentPorts(q.r.Context())
+	if err != nil {
+		return unavailable("reading the Consul agent's ports", err)
+	}
+	if err := noRedirects(q); err != nil {
+		return err
+	}
+	id := reg.ID
+	if id == "" {
+		id = reg.Name // Consul's default
+	}
+	svc := &gate.Service{ID: reg.ServiceID}
 	if reg.ServiceID != "" {
-		name, err := s.serviceName(q, reg.ServiceID)
+		cur, err := s.agentServiceByID(q, reg.ServiceID)
 		if err != nil {
 			return err
 		}
-		svc.Name = name
+		if cur != nil {
+			svc.Name, svc.Kind, svc.Tags, svc.Meta, svc.Address, svc.Port = cur.Service, string(cur.Kind), cur.Tags, cur.Meta, cur.Address, cur.Port
+			svc.TaggedAddresses = tagged(cur.TaggedAddresses)
+		}
 	}
-	i := q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Service: svc,
-		Value: q.body, ValueSize: len(q.body)})
+	var within *gate.Service // a node check has no service to be its own
+	if reg.ServiceID != "" {
+		within = svc
+	}
+	svc.Checks = []gate.Check{s.checkOf(&reg.AgentServiceCheck, id, reg.Name, within, true, agent)}
+	op := gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Service: svc,
+		Value: q.body, ValueSize: len(q.body)}
+	var i int
+	if reg.ServiceID != "" {
+		i = q.askUnseen(op)
+	} else {
+		i = q.ask(op)
+	}
 	if s.gate.Plugins() {
 		s.carry(q, i, q.r, registrationRewrite(&api.AgentCheckRegistration{}, false))
 	}
+	s.checkTakeover(q, []*gate.Service{svc})
 	return nil
 }
 
 // agentCheckUpdate decodes the routes that act on a registered check by ID:
-// pass, warn, fail, update (writes) and deregister.
+// pass, warn, fail, update (writes) and deregister. The check's service is
+// read from the agent; a denial says nothing of it.
 func (s *Server) agentCheckUpdate(q *request) error {
 	rest := strings.TrimPrefix(q.r.URL.Path, "/v1/agent/check/")
 	verb, id, _ := strings.Cut(rest, "/")
@@ -54,35 +83,31 @@ func (s *Server) agentCheckUpdate(q *request) error {
 	if verb == "deregister" {
 		act = gate.ActionDeregister
 	}
-	var checks map[string]api.AgentCheck
-	var out bytes.Buffer
-	if err := s.upstream(q.r.Context(), http.MethodGet, "/v1/agent/checks", "", nil, &out); err != nil {
-		return unavailable("listing the agent's checks", err)
-	}
-	if err := json.Unmarshal(out.Bytes(), &checks); err != nil {
-		return unavailable("reading the agent's checks", err)
+	checks, err := s.agentChecks(q.r.Context())
+	if err != nil {
+		return err
 	}
 	svc := &gate.Service{}
 	if c, ok := checks[id]; ok {
 		svc.Name, svc.ID = c.ServiceName, c.ServiceID
 	}
-	q.ask(gate.Op{Resource: gate.ResourceCheck, Action: act, Service: svc})
+	q.askUnseen(gate.Op{Resource: gate.ResourceCheck, Action: act, Service: svc})
 	return nil
 }
 
-// serviceName reads a registered service's name from the agent ("" when
-// the agent does not know the ID).
-func (s *Server) serviceName(q *request, id string) (string, error) {
+// agentServiceByID reads a registered service from the agent (nil when the
+// agent does not know the ID).
+func (s *Server) agentServiceByID(q *request, id string) (*api.AgentService, error) {
 	var out bytes.Buffer
 	switch err := s.upstream(q.r.Context(), http.MethodGet, "/v1/agent/service/"+url.PathEscape(id), "", nil, &out); {
 	case err == errNotFound:
-		return "", nil
+		return nil, nil
 	case err != nil:
-		return "", unavailable("looking up service "+id, err)
+		return nil, unavailable("looking up a service", err)
 	}
 	var cur api.AgentService
 	if err := json.Unmarshal(out.Bytes(), &cur); err != nil {
-		return "", unavailable("reading service "+id, err)
+		return nil, unavailable("reading a service", err)
 	}
-	return cur.Service, nil
+	return &cur, nil
 }

@@ -151,7 +151,29 @@ func filterEntries(_ *Server, q *request, resp *http.Response) error {
 			kept = append(kept, e)
 		}
 	}
+	markFiltered(resp, len(kept) < len(entries))
 	return writeJSON(resp, kept, len(kept) == 0)
+}
+
+// markFiltered says so in the answer, as Consul's ACLs do, when the
+// gateway dropped something from it.
+func markFiltered(resp *http.Response, dropped bool) {
+	if dropped {
+		resp.Header.Set("X-Consul-Results-Filtered-By-ACLs", "true")
+	}
+}
+
+// separator is the ?keys listing's separator as Consul reads it (the
+// historic "seperator" spelling, then "separator").
+func separator(q *request) string {
+	sep := ""
+	if has(q, "seperator") {
+		sep = q.query.Get("seperator")
+	}
+	if has(q, "separator") {
+		sep = q.query.Get("separator")
+	}
+	return sep
 }
 
 // filterKeyList narrows a keys answer (a JSON array of key names).
@@ -163,13 +185,26 @@ func filterKeyList(_ *Server, q *request, resp *http.Response) error {
 	if err := readJSON(resp, &keys); err != nil {
 		return err
 	}
+	// With a separator, Consul rolls the keys under a prefix up to one
+	// entry ending in the separator: it is shown only if the caller may read
+	// some key under it, or it would tell of keys the caller cannot see.
+	sep := separator(q)
 	kept := keys[:0]
 	for _, k := range keys {
+		if sep != "" && strings.HasSuffix(k, sep) {
+			p := []byte("/" + k)
+			if q.req.SomeReadable(q.r.Context(), gate.ProtocolConsul, gate.ResourceKV, q.route, gate.KeyRange{Key: p, End: gate.PrefixEnd(p)}) {
+				kept = append(kept, k)
+			}
+			continue
+		}
 		if readable(q, k) {
 			kept = append(kept, k)
 		}
 	}
-	return writeJSON(resp, kept, len(kept) == 0)
+	n := len(kept)
+	markFiltered(resp, n < len(keys))
+	return writeJSON(resp, kept, n == 0)
 }
 
 func readJSON(resp *http.Response, v any) error {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 
 	"github.com/hashicorp/consul/api"
 
@@ -19,8 +21,17 @@ const maxRegistrationBody = 512 << 10
 // decoded with Consul's own type and forwarded re-encoded, so that Consul
 // reads exactly what policy judged: fields the gateway does not know
 // (Consul's snake_case aliases included) are refused rather than passed on
-// for Consul to read differently. What a caller may register — name, tags,
-// meta, address, port, check kinds (script checks!) — is a policy question.
+// for Consul to read differently.
+//
+// Every service the registration creates is an op of its own, with
+// everything Consul will store for it: the service, and the Connect sidecar
+// the agent derives from Connect.SidecarService (with Consul's defaults:
+// name, ID, kind, proxy destination, address, default checks). A
+// connect-proxy also asks to register its destination, as Consul's ACLs ask
+// write on it: a proxy puts itself in its destination's place in the mesh.
+// Every check, wherever it is nested, is in its service's op with its kind
+// and target. HTTP checks are forwarded with redirects off, so that the
+// agent fetches only the URL policy judged.
 func (s *Server) agentServiceRegister(q *request) error {
 	var reg api.AgentServiceRegistration
 	if err := decodeCanonical(q, &reg, "registration"); err != nil {
@@ -29,30 +40,229 @@ func (s *Server) agentServiceRegister(q *request) error {
 	if reg.Name == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Missing service name"}
 	}
+	agent, err := s.agentPorts(q.r.Context())
+	if err != nil {
+		return unavailable("reading the Consul agent's ports", err)
+	}
+	if err := noRedirects(q); err != nil {
+		return err
+	}
 
-	svc := &gate.Service{Name: reg.Name, ID: reg.ID, Tags: reg.Tags, Meta: reg.Meta, Address: reg.Address, Port: reg.Port}
-	if svc.ID == "" {
-		svc.ID = reg.Name // Consul's own default
-	}
-	for _, c := range append(api.AgentServiceChecks{reg.Check}, reg.Checks...) {
-		if c != nil {
-			svc.Checks = append(svc.Checks, agentCheckKind(c))
-		}
-	}
+	svc := s.agentService(&reg, agent)
 	i := q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc,
 		Value: q.body, ValueSize: len(q.body)})
 	if s.gate.Plugins() {
 		s.carry(q, i, q.r, registrationRewrite(&api.AgentServiceRegistration{}, true))
 	}
-	s.takeover(q, svc, "", func(ctx context.Context, out *bytes.Buffer) (*api.AgentService, error) {
-		err := s.upstream(ctx, http.MethodGet, "/v1/agent/service/"+url.PathEscape(svc.ID), "", nil, out)
-		if err != nil {
-			return nil, err
+	s.askDestination(q, svc, "")
+	services := []*gate.Service{svc}
+	if reg.Connect != nil && reg.Connect.SidecarService != nil {
+		sc := reg.Connect.SidecarService
+		if sc.Connect != nil && sc.Connect.SidecarService != nil {
+			return httpError{code: http.StatusBadRequest, msg: "Invalid SidecarService: SidecarService cannot have a nested SidecarService"}
 		}
-		var cur api.AgentService
-		return &cur, json.Unmarshal(out.Bytes(), &cur)
-	})
+		side := s.sidecarService(svc, sc, agent)
+		q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: side})
+		if side.Proxy.DestinationName != svc.Name {
+			s.askDestination(q, side, "")
+		}
+		services = append(services, side)
+	}
+	for _, sv := range services {
+		s.takeover(q, sv, "", func(ctx context.Context, out *bytes.Buffer) ([]*api.AgentService, error) {
+			var holders []*api.AgentService
+			switch err := s.upstream(ctx, http.MethodGet, "/v1/agent/service/"+url.PathEscape(sv.ID), "", nil, out); {
+			case err == nil:
+				var cur api.AgentService
+				if err := json.Unmarshal(out.Bytes(), &cur); err != nil {
+					return nil, err
+				}
+				holders = append(holders, &cur)
+			case err != errNotFound:
+				return nil, err
+			}
+			// The agent syncs its services into the catalog, whose IDs
+			// ignore case: an ID another service holds there in any case
+			// is that service's.
+			out.Reset()
+			cat, err := s.nodeServices(ctx, s.agentNode(), sv.ID, "", out)
+			return append(holders, cat...), err
+		})
+	}
+	s.checkTakeover(q, services)
 	return nil
+}
+
+// agentService is the policy view of an agent registration's own service.
+func (s *Server) agentService(reg *api.AgentServiceRegistration, agent []guardedAddr) *gate.Service {
+	svc := &gate.Service{Name: reg.Name, ID: reg.ID, Kind: string(reg.Kind), Tags: reg.Tags, Meta: reg.Meta,
+		Address: reg.Address, Port: reg.Port, TaggedAddresses: tagged(reg.TaggedAddresses), Proxy: proxyOf(reg.Proxy)}
+	if svc.ID == "" {
+		svc.ID = reg.Name // Consul's own default
+	}
+	checks := agentChecks(reg.Check, reg.Checks)
+	for n, c := range checks {
+		svc.Checks = append(svc.Checks, s.checkOf(c, defaultCheckID(c, svc.ID, n, len(checks)), "", svc, true, agent))
+	}
+	return svc
+}
+
+// sidecarService is the service the agent derives from a Connect sidecar
+// registration (agent/sidecar_service.go, Consul 1.14.11): its ID is always
+// the parent's with "-sidecar-proxy" (an ID in the body is ignored); name,
+// address, tags and meta are the parent's when not given; the kind is
+// connect-proxy and the proxy's destination the parent only when the body
+// says none; without checks of its own the agent gives it a TCP check on its
+// own address and port and an alias of the parent.
+func (s *Server) sidecarService(parent *gate.Service, sc *api.AgentServiceRegistration, agent []guardedAddr) *gate.Service {
+	side := &gate.Service{Name: sc.Name, ID: parent.ID + "-sidecar-proxy", Kind: string(sc.Kind), Tags: sc.Tags, Meta: sc.Meta,
+		Address: sc.Address, Port: sc.Port, TaggedAddresses: tagged(sc.TaggedAddresses), SidecarOf: parent.Name,
+		Proxy: proxyOf(sc.Proxy)}
+	if side.Kind == "" {
+		side.Kind = string(api.ServiceKindConnectProxy)
+	}
+	if side.Name == "" {
+		side.Name = parent.Name + "-sidecar-proxy"
+	}
+	if side.Address == "" {
+		side.Address = parent.Address
+	}
+	if len(side.Tags) == 0 {
+		side.Tags = parent.Tags
+	}
+	if len(side.Meta) == 0 {
+		side.Meta = parent.Meta
+	}
+	if side.Proxy == nil {
+		side.Proxy = &gate.Proxy{}
+	}
+	if side.Proxy.DestinationName == "" {
+		side.Proxy.DestinationName = parent.Name
+	}
+	if side.Proxy.DestinationID == "" {
+		side.Proxy.DestinationID = parent.ID
+	}
+	checks := agentChecks(sc.Check, sc.Checks)
+	for n, c := range checks {
+		side.Checks = append(side.Checks, s.checkOf(c, defaultCheckID(c, side.ID, n, len(checks)), "", side, true, agent))
+	}
+	if len(checks) == 0 {
+		side.Checks = []gate.Check{
+			{Kind: gate.CheckTCP, ID: "service:" + side.ID + ":1", Target: gate.CheckTarget{Own: true}},
+			{Kind: gate.CheckAlias, ID: "service:" + side.ID + ":2", AliasService: parent.ID},
+		}
+	}
+	return side
+}
+
+// askDestination asks, for a connect-proxy, to register its destination:
+// the proxy takes that service's place in the mesh.
+func (s *Server) askDestination(q *request, svc *gate.Service, dc string) {
+	if svc.Proxy == nil || svc.Proxy.DestinationName == "" {
+		return
+	}
+	q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Datacenter: dc,
+		Service: &gate.Service{Name: svc.Proxy.DestinationName, ID: svc.Proxy.DestinationID, Node: svc.Node}})
+}
+
+func agentChecks(one *api.AgentServiceCheck, many api.AgentServiceChecks) []*api.AgentServiceCheck {
+	var out []*api.AgentServiceCheck
+	if one != nil {
+		out = append(out, one)
+	}
+	for _, c := range many {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// defaultCheckID is the ID the agent gives check n of a service's checks
+// (agent.go, AddService): its own CheckID, else "service:ID" for a lone check
+// and "service:ID:n" (from 1) for several.
+func defaultCheckID(c *api.AgentServiceCheck, serviceID string, n, of int) string {
+	if c.CheckID != "" {
+		return c.CheckID
+	}
+	if of == 1 {
+		return "service:" + serviceID
+	}
+	return "service:" + serviceID + ":" + strconv.Itoa(n+1)
+}
+
+func tagged(m map[string]api.ServiceAddress) map[string]gate.Endpoint {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]gate.Endpoint, len(m))
+	for k, a := range m {
+		out[k] = gate.Endpoint{Address: a.Address, Port: a.Port}
+	}
+	return out
+}
+
+func proxyOf(p *api.AgentServiceConnectProxyConfig) *gate.Proxy {
+	if p == nil {
+		return nil
+	}
+	out := &gate.Proxy{DestinationName: p.DestinationServiceName, DestinationID: p.DestinationServiceID}
+	for _, u := range p.Upstreams {
+		out.Upstreams = append(out.Upstreams, u.DestinationName)
+	}
+	return out
+}
+
+// noRedirects turns redirects off in every HTTP check of the canonical body
+// (the service's, its checks', its sidecar's): Consul's HTTP checks follow
+// redirects unless told not to, and a redirect would make the agent fetch a
+// URL policy never saw. api v1.34.5 has no field for it, so the body is
+// patched as JSON.
+func noRedirects(q *request) error {
+	var doc map[string]any
+	dec := json.NewDecoder(bytes.NewReader(q.body))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return err
+	}
+	if !patchChecks(doc) {
+		return nil
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	setBody(q, b)
+	q.body = b
+	return nil
+}
+
+// patchChecks sets DisableRedirects on the HTTP checks of a registration
+// object (an agent service or check registration) and of its sidecar; it
+// reports whether it changed anything.
+func patchChecks(doc map[string]any) bool {
+	changed := false
+	mark := func(c any) {
+		if m, ok := c.(map[string]any); ok {
+			if h, _ := m["HTTP"].(string); h != "" {
+				m["DisableRedirects"] = true
+				changed = true
+			}
+		}
+	}
+	mark(doc) // an agent check registration is itself a check
+	mark(doc["Check"])
+	if cs, ok := doc["Checks"].([]any); ok {
+		for _, c := range cs {
+			mark(c)
+		}
+	}
+	if conn, ok := doc["Connect"].(map[string]any); ok {
+		if sc, ok := conn["SidecarService"].(map[string]any); ok && patchChecks(sc) {
+			changed = true
+		}
+	}
+	return changed
 }
 
 // registrationRewrite writes back a registration a plugin rewrote: the new
@@ -79,7 +289,11 @@ func registrationRewrite(into any, sameName bool) func(q *request, op *gate.Op) 
 		if err != nil {
 			return err
 		}
-		setBody(q, b)
+		q.body = b
+		if err := noRedirects(q); err != nil {
+			return err
+		}
+		setBody(q, q.body)
 		return nil
 	}
 }
@@ -92,53 +306,76 @@ func registrationRewrite(into any, sameName bool) func(q *request, op *gate.Op) 
 //
 // What the ID names is looked up only once the registration itself is
 // allowed, and a denial of the derived op says nothing of that service.
-func (s *Server) takeover(q *request, svc *gate.Service, dc string, lookup func(context.Context, *bytes.Buffer) (*api.AgentService, error)) {
+func (s *Server) takeover(q *request, svc *gate.Service, dc string, lookup func(context.Context, *bytes.Buffer) ([]*api.AgentService, error)) {
 	q.req.DeriveAfter(func(ctx context.Context, _ *gate.Request) error {
 		var out bytes.Buffer
-		cur, err := lookup(ctx, &out)
-		switch {
-		case err == errNotFound || (err == nil && cur == nil):
-			return nil
-		case err != nil:
-			return unavailable("looking up service "+svc.ID, err)
-		case cur.Service == svc.Name:
-			return nil
+		holders, err := lookup(ctx, &out)
+		if err != nil && err != errNotFound {
+			return unavailable("looking up a service", err)
 		}
-		q.derive(gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Datacenter: dc,
-			Service: &gate.Service{Name: cur.Service, ID: cur.ID, Tags: cur.Tags, Meta: cur.Meta, Address: cur.Address, Port: cur.Port}})
+		for _, cur := range holders {
+			if cur == nil || cur.Service == svc.Name {
+				continue
+			}
+			q.derive(gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Datacenter: dc,
+				Service: &gate.Service{Name: cur.Service, ID: cur.ID, Node: svc.Node, Tags: cur.Tags, Meta: cur.Meta,
+					Address: cur.Address, Port: cur.Port}})
+		}
 		return nil
 	})
 }
 
-// agentCheckKind names a registration check's kind as policy sees it.
-func agentCheckKind(c *api.AgentServiceCheck) string {
-	switch {
-	case len(c.Args) > 0:
-		return "script"
-	case c.DockerContainerID != "":
-		return "docker"
-	case c.HTTP != "":
-		return "http"
-	case c.TCP != "":
-		return "tcp"
-	case c.UDP != "":
-		return "udp"
-	case c.GRPC != "":
-		return "grpc"
-	case c.H2PING != "":
-		return "h2ping"
-	case c.AliasService != "" || c.AliasNode != "":
-		return "alias"
-	case c.TTL != "":
-		return "ttl"
+// checkTakeover derives, once the registration is allowed, an op on every
+// check whose ID the registration reuses while it belongs to another service
+// (or to the node): registering it replaces that check, so the caller needs
+// the right to register checks of its current service.
+func (s *Server) checkTakeover(q *request, services []*gate.Service) {
+	q.req.DeriveAfter(func(ctx context.Context, _ *gate.Request) error {
+		checks, err := s.agentChecks(ctx)
+		if err != nil {
+			return err
+		}
+		catalog, err := s.nodeChecks(ctx, s.agentNode(), "")
+		if err != nil {
+			return err
+		}
+		for _, sv := range services {
+			for _, c := range sv.Checks {
+				if cur, ok := checks[c.ID]; ok && cur.ServiceID != sv.ID {
+					q.derive(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister,
+						Service: &gate.Service{Name: cur.ServiceName, ID: cur.ServiceID}})
+				}
+				// The catalog's check IDs ignore case (see takeover).
+				for _, h := range catalog {
+					if strings.EqualFold(h.CheckID, c.ID) && !strings.EqualFold(h.ServiceID, sv.ID) {
+						q.derive(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister,
+							Service: &gate.Service{Name: h.ServiceName, ID: h.ServiceID}})
+					}
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// agentChecks reads every check registered on the agent, by ID.
+func (s *Server) agentChecks(ctx context.Context) (map[string]api.AgentCheck, error) {
+	var out bytes.Buffer
+	if err := s.upstream(ctx, http.MethodGet, "/v1/agent/checks", "", nil, &out); err != nil {
+		return nil, unavailable("listing the agent's checks", err)
 	}
-	return "unknown"
+	var checks map[string]api.AgentCheck
+	if err := json.Unmarshal(out.Bytes(), &checks); err != nil {
+		return nil, unavailable("reading the agent's checks", err)
+	}
+	return checks, nil
 }
 
 // agentServiceDeregister decodes PUT /v1/agent/service/deregister/ID. The
 // path names only the ID; the service's name, which policy judges, is read
-// from the agent first. An unknown ID keeps only its ID, which only
-// intentions without `services` match.
+// from the agent first, and a denial says nothing of it (AskUnseen). An
+// unknown ID keeps only its ID, which only intentions without `services`
+// match.
 func (s *Server) agentServiceDeregister(q *request) error {
 	id := pathName(q, "/v1/agent/service/deregister/")
 	if id == "" {
@@ -150,20 +387,23 @@ func (s *Server) agentServiceDeregister(q *request) error {
 	case err == nil:
 		var cur api.AgentService
 		if err := json.Unmarshal(out.Bytes(), &cur); err != nil {
-			return unavailable("reading service "+id, err)
+			return unavailable("reading a service", err)
 		}
-		svc.Name, svc.Tags, svc.Meta, svc.Address, svc.Port = cur.Service, cur.Tags, cur.Meta, cur.Address, cur.Port
+		svc.Name, svc.Kind, svc.Tags, svc.Meta, svc.Address, svc.Port = cur.Service, string(cur.Kind), cur.Tags, cur.Meta, cur.Address, cur.Port
 	case err != errNotFound:
-		return unavailable("looking up service "+id, err)
+		return unavailable("looking up a service", err)
 	}
-	q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc})
+	q.askUnseen(gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc})
 	return nil
 }
 
 // catalogRegister decodes PUT /v1/catalog/register: a node, and optionally
 // a service and checks on it, decoded strictly with Consul's type and
-// forwarded re-encoded. Registering the node is a node register; the
-// service, if any, a service register judged like an agent registration.
+// forwarded re-encoded. Registering the node is a node register (with the
+// node's name, address, tagged addresses and meta); the service, if any, a
+// service register judged like an agent registration; every check is in the
+// op of the service it belongs to (a node check in an op of its own with no
+// service name).
 func (s *Server) catalogRegister(q *request) error {
 	var reg api.CatalogRegistration
 	if err := decodeCanonical(q, &reg, "registration"); err != nil {
@@ -172,19 +412,27 @@ func (s *Server) catalogRegister(q *request) error {
 	if reg.Node == "" || reg.Address == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Must provide node and address"}
 	}
+	agent, err := s.agentPorts(q.r.Context())
+	if err != nil {
+		return unavailable("reading the Consul agent's ports", err)
+	}
+	dc := reg.Datacenter
+	q.ask(gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRegister, Datacenter: dc,
+		Node: &gate.Node{Name: reg.Node, ID: reg.ID, Address: reg.Address, TaggedAddresses: reg.TaggedAddresses, Meta: reg.NodeMeta}})
 
-	q.ask(gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRegister, Datacenter: reg.Datacenter})
+	var svc *gate.Service
+	svcOp := -1
 	if sv := reg.Service; sv != nil {
-		svc := &gate.Service{Name: sv.Service, ID: sv.ID, Tags: sv.Tags, Meta: sv.Meta, Address: sv.Address, Port: sv.Port}
-		if svc.ID == "" {
-			svc.ID = svc.Name
+		if sv.Connect != nil && sv.Connect.SidecarService != nil {
+			return httpError{code: http.StatusBadRequest, msg: "storegate: a catalog registration cannot carry Connect.SidecarService (agents expand sidecars)"}
 		}
-		i := q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: reg.Datacenter,
+		svc = catalogServiceOf(sv, reg.Node)
+		svcOp = q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: dc,
 			Value: q.body, ValueSize: len(q.body)})
 		if s.gate.Plugins() {
 			// A plugin sees the whole registration (the node's too) as the
 			// service op's value, and may not change the service's name.
-			s.carry(q, i, q.r, func(q *request, op *gate.Op) error {
+			s.carry(q, svcOp, q.r, func(q *request, op *gate.Op) error {
 				var in api.CatalogRegistration
 				if err := registrationRewrite(&in, false)(q, op); err != nil {
 					return err
@@ -195,29 +443,142 @@ func (s *Server) catalogRegister(q *request) error {
 				return nil
 			})
 		}
+		s.askDestination(q, svc, dc)
 		node := reg.Node
-		s.takeover(q, svc, reg.Datacenter, func(ctx context.Context, out *bytes.Buffer) (*api.AgentService, error) {
-			return s.nodeService(ctx, node, svc.ID, reg.Datacenter, out)
+		s.takeover(q, svc, dc, func(ctx context.Context, out *bytes.Buffer) ([]*api.AgentService, error) {
+			return s.nodeServices(ctx, node, svc.ID, dc, out)
 		})
 	}
-	if reg.Check != nil || len(reg.Checks) > 0 {
-		// Catalog checks are status records, not checks the agent runs.
-		q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: reg.Datacenter,
-			Service: &gate.Service{Name: serviceNameOf(reg.Service)}})
+
+	var checks []*api.HealthCheck
+	if c := reg.Check; c != nil {
+		checks = append(checks, &api.HealthCheck{Node: c.Node, CheckID: c.CheckID, Name: c.Name, ServiceID: c.ServiceID,
+			Type: c.Type, Definition: c.Definition})
+	}
+	for _, c := range reg.Checks {
+		if c != nil {
+			checks = append(checks, c)
+		}
+	}
+	for _, c := range checks {
+		switch {
+		case svc != nil && c.ServiceID == svc.ID:
+			gc := s.healthCheckOf(c, svc, agent)
+			svc.Checks = append(svc.Checks, gc)
+		case c.ServiceID == "":
+			owner := &gate.Service{Node: reg.Node}
+			owner.Checks = []gate.Check{s.healthCheckOf(c, nil, agent)}
+			q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: dc, Service: owner})
+		default:
+			// A check of another service already on the node: the op names
+			// that service as the catalog knows it, and says nothing of it
+			// when denied.
+			owner := &gate.Service{ID: c.ServiceID, Node: reg.Node}
+			var out bytes.Buffer
+			switch cur, err := s.nodeService(q.r.Context(), reg.Node, c.ServiceID, dc, &out); {
+			case err == nil && cur != nil:
+				owner.Name, owner.Kind, owner.Address, owner.Port = cur.Service, string(cur.Kind), cur.Address, cur.Port
+			case err != nil && err != errNotFound:
+				return unavailable("looking up a node's services", err)
+			}
+			owner.Checks = []gate.Check{s.healthCheckOf(c, owner, agent)}
+			q.askUnseen(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: dc, Service: owner})
+		}
+	}
+	if len(checks) > 0 {
+		node := reg.Node
+		q.req.DeriveAfter(func(ctx context.Context, _ *gate.Request) error {
+			return s.nodeCheckTakeover(ctx, q, node, dc, checks)
+		})
 	}
 	return nil
 }
 
-func serviceNameOf(sv *api.AgentService) string {
-	if sv == nil {
-		return ""
+// catalogServiceOf is the policy view of a catalog registration's service.
+func catalogServiceOf(sv *api.AgentService, node string) *gate.Service {
+	svc := &gate.Service{Name: sv.Service, ID: sv.ID, Kind: string(sv.Kind), Node: node, Tags: sv.Tags, Meta: sv.Meta,
+		Address: sv.Address, Port: sv.Port, TaggedAddresses: tagged(sv.TaggedAddresses), Proxy: proxyOf(sv.Proxy)}
+	if svc.ID == "" {
+		svc.ID = sv.Service
 	}
-	return sv.Service
+	return svc
+}
+
+// nodeCheckTakeover derives an op on every check of the node whose ID a
+// catalog registration reuses while it belongs to another service.
+func (s *Server) nodeCheckTakeover(ctx context.Context, q *request, node, dc string, checks []*api.HealthCheck) error {
+	cur, err := s.nodeChecks(ctx, node, dc)
+	if err != nil {
+		return err
+	}
+	for _, c := range checks {
+		for _, h := range cur {
+			if strings.EqualFold(h.CheckID, c.CheckID) && !strings.EqualFold(h.ServiceID, c.ServiceID) {
+				q.derive(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: dc,
+					Service: &gate.Service{Name: h.ServiceName, ID: h.ServiceID, Node: node}})
+			}
+		}
+	}
+	return nil
+}
+
+// nodeChecks reads the checks of a node from the catalog (none when there is
+// no such node).
+func (s *Server) nodeChecks(ctx context.Context, node, dc string) ([]api.HealthCheck, error) {
+	if node == "" {
+		return nil, nil
+	}
+	var out bytes.Buffer
+	switch err := s.upstream(ctx, http.MethodGet, "/v1/health/node/"+url.PathEscape(node), dc, nil, &out); {
+	case err == errNotFound:
+		return nil, nil
+	case err != nil:
+		return nil, unavailable("looking up a node's checks", err)
+	}
+	var cur []api.HealthCheck
+	if err := json.Unmarshal(out.Bytes(), &cur); err != nil {
+		return nil, unavailable("reading a node's checks", err)
+	}
+	return cur, nil
+}
+
+// healthCheckOf is the policy view of a catalog or transaction check.
+// Consul stores these as status records and does not run them, but they are
+// judged as if an agent would.
+func (s *Server) healthCheckOf(c *api.HealthCheck, svc *gate.Service, agent []guardedAddr) gate.Check {
+	d := &c.Definition
+	ac := &api.AgentServiceCheck{HTTP: d.HTTP, Header: d.Header, Method: d.Method, Body: d.Body,
+		TCP: d.TCP, UDP: d.UDP, GRPC: d.GRPC}
+	out := s.checkOf(ac, c.CheckID, c.Name, svc, false, agent)
+	switch {
+	case d.OSService != "":
+		out.Kind, out.OSService = gate.CheckOSService, d.OSService
+	case out.Kind == gate.CheckUnknown:
+		out.Kind = checkKindOf(c.Type)
+	}
+	return out
+}
+
+// checkKindOf reads a check's Type as Consul spells it.
+func checkKindOf(t string) gate.CheckKind {
+	for k := gate.CheckTTL; k <= gate.CheckDocker; k++ {
+		if k.String() == t {
+			return k
+		}
+	}
+	switch t {
+	case "":
+		return gate.CheckUnknown
+	case "os-service", "osservice":
+		return gate.CheckOSService
+	}
+	return gate.CheckUnknown
 }
 
 // catalogDeregister decodes PUT /v1/catalog/deregister: a whole node, or one
-// service or check of it. A service is named by its ID only; its name is
-// read from the catalog, so that intentions scoped by service name apply.
+// service or check of it. A service or check is named by its ID only; what
+// it belongs to is read from the catalog, so that intentions scoped by
+// service name apply, and a denial says nothing of it (AskUnseen).
 func (s *Server) catalogDeregister(q *request) error {
 	var dr api.CatalogDeregistration
 	if err := decodeCanonical(q, &dr, "deregistration"); err != nil {
@@ -226,28 +587,67 @@ func (s *Server) catalogDeregister(q *request) error {
 	if dr.Node == "" {
 		return httpError{code: http.StatusBadRequest, msg: "Must provide node"}
 	}
+	ctx := q.r.Context()
+	op := gate.Op{Datacenter: dr.Datacenter}
 	switch {
 	case dr.ServiceID != "":
-		svc := &gate.Service{ID: dr.ServiceID}
+		svc := &gate.Service{ID: dr.ServiceID, Node: dr.Node}
 		var out bytes.Buffer
-		switch cur, err := s.nodeService(q.r.Context(), dr.Node, dr.ServiceID, dr.Datacenter, &out); {
+		switch cur, err := s.nodeService(ctx, dr.Node, dr.ServiceID, dr.Datacenter, &out); {
 		case err == nil && cur != nil:
-			svc.Name = cur.Service
+			svc.Name, svc.Kind, svc.Address, svc.Port = cur.Service, string(cur.Kind), cur.Address, cur.Port
 		case err != nil && err != errNotFound:
-			return unavailable("looking up node "+dr.Node, err)
+			return unavailable("looking up a node's services", err)
 		}
-		q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionDeregister, Service: svc, Datacenter: dr.Datacenter})
+		op.Resource, op.Action, op.Service = gate.ResourceService, gate.ActionDeregister, svc
 	case dr.CheckID != "":
-		q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionDeregister, Service: &gate.Service{}, Datacenter: dr.Datacenter})
+		svc := &gate.Service{Node: dr.Node}
+		var out bytes.Buffer
+		switch err := s.upstream(ctx, http.MethodGet, "/v1/health/node/"+url.PathEscape(dr.Node), dr.Datacenter, nil, &out); {
+		case err == nil:
+			var cur []api.HealthCheck
+			if err := json.Unmarshal(out.Bytes(), &cur); err != nil {
+				return unavailable("reading a node's checks", err)
+			}
+			for _, h := range cur {
+				if strings.EqualFold(h.CheckID, dr.CheckID) {
+					svc.Name, svc.ID = h.ServiceName, h.ServiceID
+				}
+			}
+		case err != errNotFound:
+			return unavailable("looking up a node's checks", err)
+		}
+		op.Resource, op.Action, op.Service = gate.ResourceCheck, gate.ActionDeregister, svc
 	default:
-		q.ask(gate.Op{Resource: gate.ResourceNode, Action: gate.ActionDeregister, Datacenter: dr.Datacenter})
+		op.Resource, op.Action, op.Node = gate.ResourceNode, gate.ActionDeregister, &gate.Node{Name: dr.Node}
+		q.ask(op)
+		return nil
 	}
+	q.askUnseen(op)
 	return nil
 }
 
-// nodeService reads service id of a node from the catalog: nil if the node
-// has no such service, errNotFound if there is no such node.
+// nodeService reads service id of a node from the catalog, whose IDs
+// ignore case: nil if the node has no such service, errNotFound if there is
+// no such node.
 func (s *Server) nodeService(ctx context.Context, node, id, dc string, out *bytes.Buffer) (*api.AgentService, error) {
+	all, err := s.nodeServices(ctx, node, id, dc, out)
+	if err != nil || len(all) == 0 {
+		return nil, err
+	}
+	for _, sv := range all {
+		if sv.ID == id {
+			return sv, nil
+		}
+	}
+	return all[0], nil
+}
+
+// nodeServices reads every service of a node whose ID is id in any case.
+func (s *Server) nodeServices(ctx context.Context, node, id, dc string, out *bytes.Buffer) ([]*api.AgentService, error) {
+	if node == "" {
+		return nil, nil
+	}
 	if err := s.upstream(ctx, http.MethodGet, "/v1/catalog/node-services/"+url.PathEscape(node), dc, nil, out); err != nil {
 		return nil, err
 	}
@@ -255,10 +655,11 @@ func (s *Server) nodeService(ctx context.Context, node, id, dc string, out *byte
 	if err := json.Unmarshal(out.Bytes(), &ns); err != nil {
 		return nil, fmt.Errorf("reading node %s: %w", node, err)
 	}
+	var match []*api.AgentService
 	for _, sv := range ns.Services {
-		if sv != nil && sv.ID == id {
-			return sv, nil
+		if sv != nil && strings.EqualFold(sv.ID, id) {
+			match = append(match, sv)
 		}
 	}
-	return nil, nil
+	return match, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -45,6 +46,10 @@ type Options struct {
 	// MaxValueBytes bounds a KV value (default 512 KiB, Consul's default
 	// kv_max_value_size); larger bodies are refused before forwarding.
 	MaxValueBytes int64
+	// Guarded are the addresses no health check may reach unless an
+	// intention names them: the stores' and the gateway's own listeners
+	// (the agent's own ports are read from it as well).
+	Guarded []Guarded
 	// Throttle, when set, is charged for every request the front refuses;
 	// a caller who owes it is not served (its body not even read) until it
 	// has paid (throttle.Debts).
@@ -69,6 +74,8 @@ type Server struct {
 	// client makes the gateway's own calls (session owner records).
 	client *http.Client
 	mux    *http.ServeMux
+	// guard classifies health-check targets.
+	guard *guard
 }
 
 // New returns the Consul front.
@@ -87,7 +94,8 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{gate: g, auth: auth, opts: opts, log: opts.Logger}
+	s := &Server{gate: g, auth: auth, opts: opts, log: opts.Logger,
+		guard: newGuard(context.Background(), append([]Guarded{{Addr: upstreamAddr(opts.Upstream), What: guardConsul}}, opts.Guarded...))}
 	s.proxy = s.newProxy()
 	s.client = &http.Client{Transport: s.proxy.Transport, Timeout: 30 * time.Second}
 	s.mux = http.NewServeMux()
@@ -105,6 +113,18 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 		})
 	})
 	return s, nil
+}
+
+// upstreamAddr is the agent's host:port, the scheme's port when the URL
+// names none.
+func upstreamAddr(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 // Handler serves the front.
@@ -148,6 +168,13 @@ type responseHook func(s *Server, q *request, resp *http.Response) error
 func (q *request) ask(op gate.Op) int {
 	q.fill(&op)
 	return q.req.Ask(op)
+}
+
+// askUnseen adds an op the caller named by an ID the front resolved (see
+// gate.Request.AskUnseen): a denial says nothing of what the ID names.
+func (q *request) askUnseen(op gate.Op) int {
+	q.fill(&op)
+	return q.req.AskUnseen(op)
 }
 
 // derive adds an op the front derived from the request, for policy only.

@@ -2,10 +2,12 @@ package consul
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -74,7 +76,9 @@ func (s *Server) txn(q *request) error {
 		return httpError{code: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("Transaction contains too many operations (%d > %d)", len(ops), txnMaxOps)}
 	}
-	var sessions []txnSession // sessions locked with, each looked up once
+	var sessions []txnSession                 // sessions locked with, each looked up once
+	var agent []guardedAddr                   // the agent's ports, read for the first check op
+	nodes := map[string][]*api.AgentService{} // node services, read once per node
 	for i, in := range ops {
 		var op gate.Op
 		var err error
@@ -113,9 +117,34 @@ func (s *Server) txn(q *request) error {
 		case in.Node != nil:
 			op, err = txnNode(in.Node)
 		case in.Service != nil:
-			op, err = txnService(in.Service)
+			if op, err = txnService(in.Service); err == nil && op.Action == gate.ActionRegister {
+				s.askDestination(q, op.Service, "")
+				node, svc := in.Service.Node, op.Service
+				s.takeover(q, svc, "", func(ctx context.Context, out *bytes.Buffer) ([]*api.AgentService, error) {
+					return s.nodeServices(ctx, node, svc.ID, q.dc, out)
+				})
+			}
 		case in.Check != nil:
-			op, err = txnCheck(in.Check)
+			if agent == nil {
+				if agent, err = s.agentPorts(q.r.Context()); err != nil {
+					return unavailable("reading the Consul agent's ports", err)
+				}
+			}
+			var unseen bool
+			op, unseen, err = s.txnCheck(q, in.Check, agent, nodes)
+			if err == nil && op.Action == gate.ActionRegister {
+				// A check ID the node holds for another service (in any
+				// case: the catalog's IDs ignore it) is that service's.
+				hc := &in.Check.Check
+				q.req.DeriveAfter(func(ctx context.Context, _ *gate.Request) error {
+					return s.nodeCheckTakeover(ctx, q, hc.Node, q.dc, []*api.HealthCheck{hc})
+				})
+			}
+			if err == nil && unseen {
+				op.TxnIndex = i + 1
+				q.askUnseen(op)
+				continue
+			}
 		default:
 			// Consul skips an op it cannot convert; the gateway does not
 			// forward what it has not examined.
@@ -199,66 +228,78 @@ func catalogAction(kind, verb string) (gate.Action, error) {
 	return 0, fmt.Errorf("storegate: unknown %s verb %q", kind, verb)
 }
 
-// txnNode: a node op. gate.Op has no node target yet, so policy sees only
-// the resource and the action.
+// txnNode: a node op, with the node as the body gives it.
 func txnNode(n *api.NodeTxnOp) (gate.Op, error) {
 	a, err := catalogAction("Node", string(n.Verb))
 	if err != nil {
 		return gate.Op{}, err
 	}
-	return gate.Op{Resource: gate.ResourceNode, Action: a}, nil
+	nd := &n.Node
+	return gate.Op{Resource: gate.ResourceNode, Action: a, Datacenter: nd.Datacenter,
+		Node: &gate.Node{Name: nd.Node, ID: nd.ID, Address: nd.Address, TaggedAddresses: nd.TaggedAddresses, Meta: nd.Meta}}, nil
 }
 
 // txnService: a service op. Consul gets and deletes a service by node and ID
 // and never checks the name the body gives, so only a set or cas (which
-// registers the name given) names its service; a get or delete carries the
-// ID alone, which only intentions without `services` match.
+// registers the service given, whole) names its service; a get or delete
+// carries the node and ID alone, which only intentions without `services`
+// match. A set or cas on an ID the node already holds under another name is
+// also an op on that service (takeover).
 func txnService(s *api.ServiceTxnOp) (gate.Op, error) {
 	a, err := catalogAction("Service", string(s.Verb))
 	if err != nil {
 		return gate.Op{}, err
 	}
-	svc := &s.Service
-	id := svc.ID
-	if id == "" {
-		id = svc.Service // Consul's servicePreApply default
+	sv := &s.Service
+	target := &gate.Service{ID: sv.ID, Node: s.Node}
+	if target.ID == "" {
+		target.ID = sv.Service // Consul's servicePreApply default
 	}
-	target := &gate.Service{ID: id}
 	if a == gate.ActionRegister {
-		target.Name, target.Tags, target.Meta, target.Address, target.Port = svc.Service, svc.Tags, svc.Meta, svc.Address, svc.Port
+		target = catalogServiceOf(sv, s.Node)
 	}
 	return gate.Op{Resource: gate.ResourceService, Action: a, Service: target}, nil
 }
 
 // txnCheck: a check op. Consul overwrites a check's ServiceName with that of
 // the service registered under its ServiceID, so the name in the body is not
-// trusted: the op carries the service ID and the check's kind only.
-func txnCheck(c *api.CheckTxnOp) (gate.Op, error) {
+// trusted: the service is read from the node's services in the catalog
+// (once per node), and the op then says nothing of it when denied (unseen).
+func (s *Server) txnCheck(q *request, c *api.CheckTxnOp, agent []guardedAddr, nodes map[string][]*api.AgentService) (op gate.Op, unseen bool, err error) {
 	a, err := catalogAction("Check", string(c.Verb))
 	if err != nil {
-		return gate.Op{}, err
+		return gate.Op{}, false, err
 	}
-	target := &gate.Service{ID: c.Check.ServiceID}
-	if k := checkKind(&c.Check); k != "" {
-		target.Checks = []string{k}
+	hc := &c.Check
+	owner := &gate.Service{ID: hc.ServiceID, Node: hc.Node}
+	if hc.ServiceID != "" {
+		svcs, ok := nodes[hc.Node]
+		if !ok {
+			var out bytes.Buffer
+			switch err := s.upstream(q.r.Context(), http.MethodGet, "/v1/catalog/node-services/"+url.PathEscape(hc.Node), q.dc, nil, &out); {
+			case err == nil:
+				var ns struct{ Services []*api.AgentService }
+				if err := json.Unmarshal(out.Bytes(), &ns); err != nil {
+					return gate.Op{}, false, unavailable("reading a node's services", err)
+				}
+				svcs = ns.Services
+			case err != errNotFound:
+				return gate.Op{}, false, unavailable("looking up a node's services", err)
+			}
+			nodes[hc.Node] = svcs
+		}
+		for _, sv := range svcs {
+			if sv != nil && strings.EqualFold(sv.ID, hc.ServiceID) {
+				owner.Name, owner.Kind, owner.Address, owner.Port = sv.Service, string(sv.Kind), sv.Address, sv.Port
+				owner.TaggedAddresses = tagged(sv.TaggedAddresses)
+			}
+		}
+		unseen = true
 	}
-	return gate.Op{Resource: gate.ResourceCheck, Action: a, Service: target}, nil
-}
-
-// checkKind names a check's kind as gate.Service.Checks spells it.
-func checkKind(c *api.HealthCheck) string {
-	d := &c.Definition
-	switch {
-	case d.HTTP != "":
-		return "http"
-	case d.TCP != "":
-		return "tcp"
-	case d.UDP != "":
-		return "udp"
-	case d.GRPC != "":
-		return "grpc"
-	case d.OSService != "":
-		return "os_service"
+	var within *gate.Service
+	if hc.ServiceID != "" {
+		within = owner
 	}
-	return strings.ToLower(c.Type)
+	owner.Checks = []gate.Check{s.healthCheckOf(hc, within, agent)}
+	return gate.Op{Resource: gate.ResourceCheck, Action: a, Service: owner}, unseen, nil
 }
