@@ -152,6 +152,8 @@ type request struct {
 	asked *gate.Op
 	// tx is a transaction's KV ops as plugins see them (plugins only).
 	tx *txnPlugins
+	// block is a filtered blocking query's state (blocking.go).
+	block *blocking
 	// session is the session an after hook records or forgets.
 	session string
 	// body is the canonical body decodeCanonical forwards.
@@ -339,6 +341,12 @@ func (s *Server) serve(rt route, id gate.Identity, w http.ResponseWriter, r *htt
 	}
 	if q.tx != nil {
 		if err := q.tx.finish(q); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
+	if q.filter != nil {
+		if err := s.startBlocking(q); err != nil {
 			s.fail(w, err)
 			return
 		}

@@ -1,0 +1,84 @@
+package consul
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestFilteredBlockingQuery: a blocking query whose answer the gateway
+// narrows does not wake for a write the caller cannot see — the gateway
+// blocks again (seen here as a third read reaching the agent) — and does
+// wake, with the change, for one it can see.
+func TestFilteredBlockingQuery(t *testing.T) {
+	e := newEnv(t)
+	if code, out := e.do(t, "admin", http.MethodPut, "/v1/kv/app/v1", []byte("1")); code != 200 {
+		t.Fatalf("seed: %d %s", code, out)
+	}
+	get := func(path string) (int, string, http.Header) {
+		resp, err := e.clients["web"].Get(e.front + path)
+		if err != nil {
+			t.Error(err)
+			return 0, "", nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	code, out, h := get("/v1/kv/app/?recurse")
+	if code != 200 || !strings.Contains(out, `"app/v1"`) {
+		t.Fatalf("first read: %d %s", code, out)
+	}
+	index := h.Get("X-Consul-Index")
+	const route = "GET /v1/kv/app/"
+	before := e.rec.count(route)
+
+	type result struct {
+		code int
+		body string
+		h    http.Header
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, b, h := get("/v1/kv/app/?recurse&index=" + index + "&wait=30s")
+		done <- result{c, b, h}
+	}()
+	reached := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for e.rec.count(route) < before+n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d reads reached the agent, want %d", e.rec.count(route)-before, n)
+			}
+			time.Sleep(10 * time.Millisecond) // polling the recorder
+		}
+	}
+	reached(2) // the gateway's current read, then the blocking one
+	if code, out := e.do(t, "admin", http.MethodPut, "/v1/kv/app/secret/hidden", []byte("s")); code != 200 {
+		t.Fatalf("hidden write: %d %s", code, out)
+	}
+	reached(3) // woken by the hidden write, the gateway blocked again
+	select {
+	case r := <-done:
+		t.Fatalf("the query returned on a write the caller cannot see: %d %s", r.code, r.body)
+	default:
+	}
+	if code, out := e.do(t, "admin", http.MethodPut, "/v1/kv/app/v2", []byte("2")); code != 200 {
+		t.Fatalf("visible write: %d %s", code, out)
+	}
+	r := <-done
+	if r.code != 200 || !strings.Contains(r.body, `"app/v2"`) || strings.Contains(r.body, "secret") {
+		t.Fatalf("blocking answer: %d %s", r.code, r.body)
+	}
+	if r.h.Get("X-Consul-Results-Filtered-By-ACLs") != "true" {
+		t.Errorf("no X-Consul-Results-Filtered-By-ACLs on a narrowed answer: %v", r.h)
+	}
+	got, _ := strconv.ParseUint(r.h.Get("X-Consul-Index"), 10, 64)
+	was, _ := strconv.ParseUint(index, 10, 64)
+	if got <= was {
+		t.Errorf("index %d after %d", got, was)
+	}
+}
