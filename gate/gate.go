@@ -177,21 +177,6 @@ func (g *Gate) Readable(ctx context.Context, caller Identity, proto Protocol, re
 	return err == nil && d.Effect == Allow
 }
 
-// SomeReadable reports whether the caller may read some key of range r:
-// policy allows or filters a read of it. It is the check for an entry of a
-// listing that stands for every key under it (Consul's ?keys&separator rolls
-// keys up to a prefix). A range wholly inside the reserved prefix is never
-// readable; errors deny.
-func (g *Gate) SomeReadable(ctx context.Context, caller Identity, proto Protocol, res Resource, method string, r KeyRange) bool {
-	if len(g.reserved) > 0 && bytes.HasPrefix(r.Key, g.reserved) && !r.All() &&
-		(r.Single() || bytes.Compare(r.End, PrefixEnd(g.reserved)) <= 0) {
-		return false
-	}
-	op := Op{Protocol: proto, Resource: res, Action: ActionRead, Method: method, Keys: r}
-	d, err := g.authz.Authorize(ctx, caller, &op)
-	return err == nil && (d.Effect == Allow || d.Effect == Filter)
-}
-
 // spanKey is a key as a span attribute: cut to a length a trace backend
 // keeps (a key may be megabytes long).
 func spanKey(k []byte) string {

@@ -68,8 +68,9 @@ func (r *Request) Ask(op Op) int {
 
 // AskUnseen adds an op the caller asked for by a name of its own (an ID)
 // that the front resolved to what it names today, and returns its index. It
-// is judged as an asked op, but its denial tells the caller no more than a
-// derived op's: the reason would name what the ID resolves to.
+// is judged as an asked op, but its denial says why only when the caller may
+// read what the op names; otherwise it tells no more than a derived op's
+// (the reason would name what the ID resolves to).
 func (r *Request) AskUnseen(op Op) int {
 	i := r.Ask(op)
 	r.info[i].unseen = true
@@ -188,10 +189,38 @@ func (r *Request) deny(op *Op, in *opInfo, reason, _ string) error {
 	r.g.log.Info("deny", "caller", r.caller.String(), "method", op.Method,
 		"resource", op.Resource.String(), "action", op.Action.String(),
 		"key", QuoteKey(op.Keys.Key), "derived", in.derived, "reason", Truncate(reason, maxReason))
-	if in.derived || in.unseen {
+	if in.derived || (in.unseen && !r.mayRead(op)) {
 		return &Error{Kind: KindDenied, Reason: genericReason, Detail: reason, Op: op}
 	}
 	return &Error{Kind: KindDenied, Reason: Truncate(reason, maxReason), Detail: reason, Op: op}
+}
+
+// Allows reports whether policy allows the caller op, an op the front
+// judges over an answer (one item of a list it narrows). Reserved keys and
+// errors deny.
+func (r *Request) Allows(ctx context.Context, op *Op) bool {
+	if r.g.touchesReserved(op) {
+		return false
+	}
+	d, err := r.g.decide(ctx, r.caller, op)
+	return err == nil && d.Effect == Allow
+}
+
+// mayRead reports whether the caller may read what unseen op names (its
+// resource and target, read): only then may its denial say why. Errors deny.
+func (r *Request) mayRead(op *Op) bool {
+	read := *op
+	read.Action, read.Value, read.ValueSize = ActionRead, nil, 0
+	if op.Service != nil {
+		svc := *op.Service
+		svc.Checks = nil
+		read.Service = &svc
+	}
+	if r.g.touchesReserved(&read) {
+		return false
+	}
+	d, err := r.g.decide(context.Background(), r.caller, &read)
+	return err == nil && d.Effect == Allow
 }
 
 // Transform runs the plugins' request chain over every carried op, after
@@ -243,12 +272,6 @@ func (r *Request) Respond(ctx context.Context, op *Op, key, value []byte) ([]byt
 // filtered answer. Reserved keys are never readable; errors deny.
 func (r *Request) Readable(ctx context.Context, proto Protocol, res Resource, method string, key []byte) bool {
 	return r.g.Readable(ctx, r.caller, proto, res, method, key)
-}
-
-// SomeReadable reports whether the caller may read some key of range kr
-// (see Gate.SomeReadable).
-func (r *Request) SomeReadable(ctx context.Context, proto Protocol, res Resource, method string, kr KeyRange) bool {
-	return r.g.SomeReadable(ctx, r.caller, proto, res, method, kr)
 }
 
 // maxReason bounds the reason a caller is told (reasons quote keys, which

@@ -166,7 +166,7 @@ range_may_be_denied if some _ in intentions.deny_overlaps
 range_denied if some _ in intentions.deny_covers
 
 # reason says why an op is not allowed; the first branch that holds wins.
-reason := "script and Docker checks are not allowed" if {
+reason := "script checks are not allowed, nor Docker checks" if {
 	unsafe_check
 } else := sprintf("%s %s %s", [noun[one], listed(names), verb[one]]) if {
 	input.op.range == false

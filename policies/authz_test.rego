@@ -289,7 +289,7 @@ ttl := check("ttl", "", 0, false, "")
 
 test_script_and_docker_checks_denied if {
 	not authz.allow with input as web_registers([check("http", "127.0.0.1", 8080, true, ""), check("script", "", 0, false, "")])
-	authz.reason == "script and Docker checks are not allowed" with input as web_registers([check("script", "", 0, false, "")])
+	authz.reason == "script checks are not allowed, nor Docker checks" with input as web_registers([check("script", "", 0, false, "")])
 	not authz.allow with input as web_registers([check("docker", "", 0, false, "")])
 }
 

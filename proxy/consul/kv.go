@@ -163,6 +163,43 @@ func markFiltered(resp *http.Response, dropped bool) {
 	}
 }
 
+// unroll makes a filtered ?keys&separator listing one the gateway rolls up
+// itself: Consul would roll keys the caller cannot read into an entry that
+// tells of them, so the gateway asks for every key under the prefix, drops
+// those the caller may not read, and rolls up the rest as Consul does.
+func unroll(q *request) {
+	sep := separator(q)
+	if !has(q, "keys") || sep == "" {
+		return
+	}
+	q.rollup = sep
+	delete(q.query, "separator")
+	delete(q.query, "seperator")
+	q.r.URL.RawQuery = q.query.Encode()
+}
+
+// rollUp is Consul's key listing with a separator (agent/consul
+// kvs_endpoint.go, ListKeys), which Consul's own ACLs also apply before
+// rolling up: a key with the separator after prefix is cut just after its
+// first one, and each cut key is listed once.
+func rollUp(keys []string, prefix, sep string) []string {
+	out := keys[:0]
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if len(k) >= len(prefix) {
+			if i := strings.Index(k[len(prefix):], sep); i >= 0 {
+				k = k[:len(prefix)+i+len(sep)]
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+			}
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
 // separator is the ?keys listing's separator as Consul reads it (the
 // historic "seperator" spelling, then "separator").
 func separator(q *request) string {
@@ -185,26 +222,18 @@ func filterKeyList(_ *Server, q *request, resp *http.Response) error {
 	if err := readJSON(resp, &keys); err != nil {
 		return err
 	}
-	// With a separator, Consul rolls the keys under a prefix up to one
-	// entry ending in the separator: it is shown only if the caller may read
-	// some key under it, or it would tell of keys the caller cannot see.
-	sep := separator(q)
 	kept := keys[:0]
 	for _, k := range keys {
-		if sep != "" && strings.HasSuffix(k, sep) {
-			p := []byte("/" + k)
-			if q.req.SomeReadable(q.r.Context(), gate.ProtocolConsul, gate.ResourceKV, q.route, gate.KeyRange{Key: p, End: gate.PrefixEnd(p)}) {
-				kept = append(kept, k)
-			}
-			continue
-		}
 		if readable(q, k) {
 			kept = append(kept, k)
 		}
 	}
-	n := len(kept)
-	markFiltered(resp, n < len(keys))
-	return writeJSON(resp, kept, n == 0)
+	dropped := len(kept) < len(keys)
+	if q.rollup != "" {
+		kept = rollUp(kept, strings.TrimPrefix(q.r.URL.Path, "/v1/kv/"), q.rollup)
+	}
+	markFiltered(resp, dropped)
+	return writeJSON(resp, kept, len(kept) == 0)
 }
 
 func readJSON(resp *http.Response, v any) error {

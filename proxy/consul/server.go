@@ -152,6 +152,9 @@ type request struct {
 	asked *gate.Op
 	// tx is a transaction's KV ops as plugins see them (plugins only).
 	tx *txnPlugins
+	// rollup is the separator of a filtered ?keys listing the gateway rolls
+	// up itself (kv.go, unroll).
+	rollup string
 	// block is a filtered blocking query's state (blocking.go).
 	block *blocking
 	// session is the session an after hook records or forgets.
@@ -330,6 +333,7 @@ func (s *Server) serve(rt route, id gate.Identity, w http.ResponseWriter, r *htt
 			return
 		}
 		q.filter = q.narrow
+		unroll(q)
 	}
 	if err := q.req.Transform(ctx); err != nil {
 		s.fail(w, err)

@@ -174,6 +174,11 @@ func sessionDestroyed(s *Server, q *request, resp *http.Response) error {
 	return nil
 }
 
+// sessionRead decodes the session reads: info of one, the sessions of a
+// node, every session. Each session stays its creator's: the answer is
+// narrowed to the caller's own sessions and those policy lets it read as
+// another identity's (a foreign read, judged by owner), so another's session
+// looks exactly like one that does not exist.
 func (s *Server) sessionRead(q *request) error {
 	op := gate.Op{Resource: gate.ResourceSession, Action: gate.ActionRead}
 	if id, ok := strings.CutPrefix(q.r.URL.Path, "/v1/session/info/"); ok {
@@ -183,7 +188,65 @@ func (s *Server) sessionRead(q *request) error {
 		op.Session = id
 	}
 	q.ask(op)
+	q.after = filterSessions
 	return nil
+}
+
+// filterSessions narrows a session list to what the caller may read.
+func filterSessions(s *Server, q *request, resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	var list []json.RawMessage
+	if err := readJSON(resp, &list); err != nil {
+		return err
+	}
+	owners, err := s.sessionOwners(resp.Request.Context(), q)
+	if err != nil {
+		return err
+	}
+	caller := q.req.Caller().String()
+	kept := list[:0]
+	for _, raw := range list {
+		var se struct{ ID string }
+		if err := json.Unmarshal(raw, &se); err != nil {
+			return fmt.Errorf("storegate: decoding a session: %w", err)
+		}
+		owner, known := owners[strings.ToLower(se.ID)]
+		if known && owner == caller || q.req.Allows(resp.Request.Context(),
+			&gate.Op{Protocol: gate.ProtocolConsul, Resource: gate.ResourceSession, Action: gate.ActionRead,
+				Method: q.route, Session: se.ID, Foreign: true, Owner: owner}) {
+			kept = append(kept, raw)
+		}
+	}
+	markFiltered(resp, len(kept) < len(list))
+	if kept == nil {
+		kept = []json.RawMessage{}
+	}
+	return writeJSON(resp, kept, false)
+}
+
+// sessionOwners reads every session owner record (lower-case ID → owner).
+func (s *Server) sessionOwners(ctx context.Context, q *request) (map[string]string, error) {
+	var out bytes.Buffer
+	switch err := s.upstream(ctx, http.MethodGet, "/v1/kv/"+ReservedPrefix+"sessions/?recurse", q.dc, nil, &out); {
+	case err == errNotFound:
+		return map[string]string{}, nil
+	case err != nil:
+		return nil, unavailable("looking up session owners", err)
+	}
+	var entries []struct {
+		Key   string
+		Value []byte
+	}
+	if err := json.Unmarshal(out.Bytes(), &entries); err != nil {
+		return nil, unavailable("reading session owners", err)
+	}
+	m := make(map[string]string, len(entries))
+	for _, e := range entries {
+		m[strings.TrimPrefix(e.Key, ReservedPrefix+"sessions/")] = string(e.Value)
+	}
+	return m, nil
 }
 
 var errNotFound = fmt.Errorf("not found")
