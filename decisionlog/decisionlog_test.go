@@ -117,7 +117,7 @@ func TestFields(t *testing.T) {
 		Service: &gate.Service{
 			Name: "web", ID: "web-1", Tags: []string{"tag-secret"},
 			Meta: map[string]string{"db_password": "meta-secret"}, Address: "10.1.2.3", Port: 8080,
-			Checks: []string{"http"},
+			Checks: []gate.Check{{Kind: gate.CheckHTTP, Target: gate.CheckTarget{URL: "http://u:check-secret@10.1.2.3:8080/"}}},
 		},
 		Session: "adf4238a-882b-9ddc-4a9d-5b6758e4159e", Datacenter: "dc1",
 	}
