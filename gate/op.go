@@ -200,6 +200,14 @@ type Proxy struct {
 	DestinationID   string
 	// Upstreams are the destination names of the proxy's upstreams.
 	Upstreams []string
+	// LocalService is where the proxy sends the mesh's traffic for its
+	// destination; ExposePorts are the local ports whose paths it exposes.
+	LocalService Endpoint
+	ExposePorts  []int
+	// LocalGuarded names what the gateway knows LocalService or an exposed
+	// local port to be (as CheckTarget.Guarded): a proxy that forwards into
+	// the stores or the gateway. "" for none.
+	LocalGuarded string
 }
 
 // CheckKind is what a health check does.

@@ -26,7 +26,12 @@ allow if {
 	not hit_denied
 	not unsafe_check
 	not stray_check
+	not proxy_into_guarded
 }
+
+# A proxy sends the mesh's traffic to its local service and exposed ports:
+# never into what the gateway guards (the stores, the gateway itself).
+proxy_into_guarded if input.op.service.proxy.local_guarded != ""
 
 # The hits of intentions that match the op's service where it is: an
 # intention with `addresses` matches a service op only when the service's
@@ -168,6 +173,8 @@ range_denied if some _ in intentions.deny_covers
 # reason says why an op is not allowed; the first branch that holds wins.
 reason := "script checks are not allowed, nor Docker checks" if {
 	unsafe_check
+} else := "a proxy may not forward to an address storegate guards" if {
+	proxy_into_guarded
 } else := sprintf("%s %s %s", [noun[one], listed(names), verb[one]]) if {
 	input.op.range == false
 	names := sort(denied)

@@ -336,3 +336,14 @@ test_addresses_restrict_where_a_service_registers if {
 	not authz.allow with input as web_registers([ttl])
 		with data.storegate.intentions.addresses as {"web-services": [{"any": true, "port": 9090}]}
 }
+
+web_proxy(guarded) := object.union(web_registers([]), {"op": {"service": {"kind": "connect-proxy", "proxy": {
+	"destination_name": "web-api", "destination_id": "", "upstreams": [],
+	"local_service": {"address": "127.0.0.1", "port": 8500}, "expose_ports": [], "local_guarded": guarded,
+}}}})
+
+test_proxy_into_guarded_denied if {
+	authz.allow with input as web_proxy("")
+	not authz.allow with input as web_proxy("consul")
+	authz.reason == "a proxy may not forward to an address storegate guards" with input as web_proxy("consul")
+}

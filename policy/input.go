@@ -17,7 +17,9 @@ import (
 //	        "lease", "value_size", "prev_kv", "txn_index",
 //	        "service": {"name", "id", "kind", "node", "tags", "meta",
 //	                    "address", "port", "tagged_addresses", "sidecar_of",
-//	                    "proxy": {"destination_name", "destination_id", "upstreams"},
+//	                    "proxy": {"destination_name", "destination_id", "upstreams",
+//	                              "local_service": {"address", "port"}, "expose_ports",
+//	                              "local_guarded"},
 //	                    "checks": [{"kind", "id", "name", "alias_service",
 //	                                "alias_node", "os_service",
 //	                                "target": {"url", "method", "headers", "body",
@@ -150,6 +152,9 @@ func serviceTerm(s *gate.Service) *ast.Term {
 			ast.Item(ast.StringTerm("destination_name"), stringTerm(p.DestinationName)),
 			ast.Item(ast.StringTerm("destination_id"), stringTerm(p.DestinationID)),
 			ast.Item(ast.StringTerm("upstreams"), stringsTerm(p.Upstreams)),
+			ast.Item(ast.StringTerm("local_service"), endpointTerm(p.LocalService.Address, p.LocalService.Port)),
+			ast.Item(ast.StringTerm("expose_ports"), intsTerm(p.ExposePorts)),
+			ast.Item(ast.StringTerm("local_guarded"), stringTerm(p.LocalGuarded)),
 		)))
 	}
 	return ast.ObjectTerm(items...)
@@ -195,6 +200,14 @@ func stringsTerm(ss []string) *ast.Term {
 	ts := make([]*ast.Term, len(ss))
 	for i, v := range ss {
 		ts[i] = stringTerm(v)
+	}
+	return ast.ArrayTerm(ts...)
+}
+
+func intsTerm(ns []int) *ast.Term {
+	ts := make([]*ast.Term, len(ns))
+	for i, n := range ns {
+		ts[i] = ast.InternedTerm(n)
 	}
 	return ast.ArrayTerm(ts...)
 }

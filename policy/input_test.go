@@ -44,7 +44,7 @@ func TestInput(t *testing.T) {
 				`"service":{"address":"10.0.0.1","checks":[{"alias_node":"","alias_service":"","id":"c1","kind":"http","name":"","os_service":"",` +
 				`"target":{"body":false,"guarded":"","headers":["X-A"],"host":"10.0.0.1","method":"GET","own":true,"port":8080,"url":"http://10.0.0.1:8080/h"}}],` +
 				`"id":"web-1","kind":"connect-proxy","meta":{"k":"v"},"name":"web","node":"","port":8080,` +
-				`"proxy":{"destination_id":"","destination_name":"api","upstreams":["db"]},"sidecar_of":"",` +
+				`"proxy":{"destination_id":"","destination_name":"api","expose_ports":[],"local_guarded":"","local_service":{"address":"","port":0},"upstreams":["db"]},"sidecar_of":"",` +
 				`"tagged_addresses":{"lan":{"address":"10.0.0.1","port":8080}},"tags":["a"]},` +
 				`"session":"s1","txn_index":0,"value_size":0}}`},
 		{"foreign lease", web, &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceLease, Action: gate.ActionKeepalive,

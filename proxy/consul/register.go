@@ -63,7 +63,7 @@ func (s *Server) agentServiceRegister(q *request) error {
 		}
 		side := s.sidecarService(svc, sc, agent)
 		q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: side})
-		if side.Proxy.DestinationName != svc.Name {
+		if side.Proxy.DestinationName != svc.Name || side.Kind != string(api.ServiceKindConnectProxy) {
 			s.askDestination(q, side, "")
 		}
 		services = append(services, side)
@@ -96,7 +96,7 @@ func (s *Server) agentServiceRegister(q *request) error {
 // agentService is the policy view of an agent registration's own service.
 func (s *Server) agentService(reg *api.AgentServiceRegistration, agent []guardedAddr) *gate.Service {
 	svc := &gate.Service{Name: reg.Name, ID: reg.ID, Kind: string(reg.Kind), Tags: reg.Tags, Meta: reg.Meta,
-		Address: reg.Address, Port: reg.Port, TaggedAddresses: tagged(reg.TaggedAddresses), Proxy: proxyOf(reg.Proxy)}
+		Address: reg.Address, Port: reg.Port, TaggedAddresses: tagged(reg.TaggedAddresses), Proxy: s.proxyOf(reg.Proxy, agent)}
 	if svc.ID == "" {
 		svc.ID = reg.Name // Consul's own default
 	}
@@ -117,7 +117,7 @@ func (s *Server) agentService(reg *api.AgentServiceRegistration, agent []guarded
 func (s *Server) sidecarService(parent *gate.Service, sc *api.AgentServiceRegistration, agent []guardedAddr) *gate.Service {
 	side := &gate.Service{Name: sc.Name, ID: parent.ID + "-sidecar-proxy", Kind: string(sc.Kind), Tags: sc.Tags, Meta: sc.Meta,
 		Address: sc.Address, Port: sc.Port, TaggedAddresses: tagged(sc.TaggedAddresses), SidecarOf: parent.Name,
-		Proxy: proxyOf(sc.Proxy)}
+		Proxy: s.proxyOf(sc.Proxy, agent)}
 	if side.Kind == "" {
 		side.Kind = string(api.ServiceKindConnectProxy)
 	}
@@ -155,9 +155,19 @@ func (s *Server) sidecarService(parent *gate.Service, sc *api.AgentServiceRegist
 	return side
 }
 
-// askDestination asks, for a connect-proxy, to register its destination:
-// the proxy takes that service's place in the mesh.
+// askDestination asks, for a proxy, to register its destination (the proxy
+// takes that service's place in the mesh), and for a gateway kind, admin on
+// the gateway.
 func (s *Server) askDestination(q *request, svc *gate.Service, dc string) {
+	switch api.ServiceKind(svc.Kind) {
+	case "", api.ServiceKindConnectProxy:
+	default:
+		// A gateway (mesh, terminating, ingress, api) carries traffic for
+		// services other than its own, as Consul's ACLs ask operator or mesh
+		// rights for it: registering one is also an admin op on it.
+		q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionAdmin, Datacenter: dc,
+			Service: &gate.Service{Name: svc.Name, ID: svc.ID, Kind: svc.Kind, Node: svc.Node}})
+	}
 	if svc.Proxy == nil || svc.Proxy.DestinationName == "" {
 		return
 	}
@@ -202,15 +212,38 @@ func tagged(m map[string]api.ServiceAddress) map[string]gate.Endpoint {
 	return out
 }
 
-func proxyOf(p *api.AgentServiceConnectProxyConfig) *gate.Proxy {
+func (s *Server) proxyOf(p *api.AgentServiceConnectProxyConfig, agent []guardedAddr) *gate.Proxy {
 	if p == nil {
 		return nil
 	}
-	out := &gate.Proxy{DestinationName: p.DestinationServiceName, DestinationID: p.DestinationServiceID}
+	out := &gate.Proxy{DestinationName: p.DestinationServiceName, DestinationID: p.DestinationServiceID,
+		LocalService: gate.Endpoint{Address: p.LocalServiceAddress, Port: p.LocalServicePort}}
 	for _, u := range p.Upstreams {
 		out.Upstreams = append(out.Upstreams, u.DestinationName)
 	}
+	for _, e := range p.Expose.Paths {
+		out.ExposePorts = append(out.ExposePorts, e.LocalPathPort)
+	}
+	s.classifyProxy(out, agent)
 	return out
+}
+
+// classifyProxy names what the proxy's local service (127.0.0.1 when not
+// given, as Consul defaults it) or an exposed local port is, when the gateway
+// guards it: a proxy forwards the mesh's traffic there.
+func (s *Server) classifyProxy(p *gate.Proxy, agent []guardedAddr) {
+	host := p.LocalService.Address
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if p.LocalService.Port > 0 {
+		p.LocalGuarded = s.guard.guarded(host, p.LocalService.Port, agent)
+	}
+	for _, port := range p.ExposePorts {
+		if p.LocalGuarded == "" && port > 0 {
+			p.LocalGuarded = s.guard.guarded("127.0.0.1", port, agent)
+		}
+	}
 }
 
 // noRedirects turns redirects off in every HTTP check of the canonical body
@@ -426,7 +459,7 @@ func (s *Server) catalogRegister(q *request) error {
 		if sv.Connect != nil && sv.Connect.SidecarService != nil {
 			return httpError{code: http.StatusBadRequest, msg: "storegate: a catalog registration cannot carry Connect.SidecarService (agents expand sidecars)"}
 		}
-		svc = catalogServiceOf(sv, reg.Node)
+		svc = s.catalogServiceOf(sv, reg.Node, agent)
 		svcOp = q.ask(gate.Op{Resource: gate.ResourceService, Action: gate.ActionRegister, Service: svc, Datacenter: dc,
 			Value: q.body, ValueSize: len(q.body)})
 		if s.gate.Plugins() {
@@ -495,9 +528,9 @@ func (s *Server) catalogRegister(q *request) error {
 }
 
 // catalogServiceOf is the policy view of a catalog registration's service.
-func catalogServiceOf(sv *api.AgentService, node string) *gate.Service {
+func (s *Server) catalogServiceOf(sv *api.AgentService, node string, agent []guardedAddr) *gate.Service {
 	svc := &gate.Service{Name: sv.Service, ID: sv.ID, Kind: string(sv.Kind), Node: node, Tags: sv.Tags, Meta: sv.Meta,
-		Address: sv.Address, Port: sv.Port, TaggedAddresses: tagged(sv.TaggedAddresses), Proxy: proxyOf(sv.Proxy)}
+		Address: sv.Address, Port: sv.Port, TaggedAddresses: tagged(sv.TaggedAddresses), Proxy: s.proxyOf(sv.Proxy, agent)}
 	if svc.ID == "" {
 		svc.ID = sv.Service
 	}

@@ -42,6 +42,10 @@ func TestRegistrationsJudgedWhole(t *testing.T) {
 			`{"Name":"web-3","Port":8083,"Connect":{"SidecarService":{"Name":"api"}}}`, 403, []string{"web-3", "web-3-sidecar-proxy"}},
 		{"proxy in another service's place", "web", "/v1/agent/service/register",
 			`{"Name":"web-evil","Kind":"connect-proxy","Port":21998,"Proxy":{"DestinationServiceName":"api"}}`, 403, []string{"web-evil"}},
+		{"proxy forwarding into the agent", "web", "/v1/agent/service/register",
+			`{"Name":"web-p2","Kind":"connect-proxy","Port":21997,"Proxy":{"DestinationServiceName":"web-1","LocalServicePort":` + agentPort + `}}`, 403, []string{"web-p2"}},
+		{"sidecar exposing the agent", "web", "/v1/agent/service/register",
+			`{"Name":"web-p3","Port":8093,"Connect":{"SidecarService":{"Proxy":{"Expose":{"Paths":[{"Path":"/v1/kv","LocalPathPort":` + agentPort + `,"ListenerPort":21500}]}}}}}`, 403, []string{"web-p3", "web-p3-sidecar-proxy"}},
 		{"check on the agent's API", "web", "/v1/agent/service/register",
 			`{"Name":"web-4","Port":8084,"Check":{"HTTP":"` + agentHTTP + `/v1/kv/x?raw","Interval":"1s"}}`, 403, []string{"web-4"}},
 		{"claiming the agent's port", "web", "/v1/agent/service/register",
@@ -152,5 +156,29 @@ func TestHTTPChecksDoNotFollowRedirects(t *testing.T) {
 	}
 	if n := elsewhere.Load(); n != 0 {
 		t.Errorf("the check followed the redirect %d times", n)
+	}
+}
+
+// TestGatewayKindsNeedAdmin: a mesh, terminating or ingress gateway carries
+// traffic for other services; web, which may register web-* services, may
+// not register one, as a service or as its sidecar's kind; admin may.
+func TestGatewayKindsNeedAdmin(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct{ who, body string }{
+		{"web", `{"Name":"web-gw","Kind":"mesh-gateway","Port":8443}`},
+		{"web", `{"Name":"web-tgw","Kind":"terminating-gateway","Port":8444}`},
+		{"web", `{"Name":"web-9","Port":8090,"Connect":{"SidecarService":{"Kind":"ingress-gateway"}}}`},
+	} {
+		if code, out := e.do(t, c.who, http.MethodPut, "/v1/agent/service/register", []byte(c.body)); code != 403 {
+			t.Errorf("%s %s: %d %s", c.who, c.body, code, out)
+		}
+	}
+	for _, id := range []string{"web-gw", "web-tgw", "web-9", "web-9-sidecar-proxy"} {
+		if code, _ := e.do(t, "", http.MethodGet, "/v1/agent/service/"+id, nil); code != 404 {
+			t.Errorf("%s is in the agent (%d)", id, code)
+		}
+	}
+	if code, out := e.do(t, "admin", http.MethodPut, "/v1/agent/service/register", []byte(`{"Name":"mgw","Kind":"mesh-gateway","Port":8443}`)); code != 200 {
+		t.Errorf("admin registers a mesh gateway: %d %s", code, out)
 	}
 }

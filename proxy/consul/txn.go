@@ -117,7 +117,12 @@ func (s *Server) txn(q *request) error {
 		case in.Node != nil:
 			op, err = txnNode(in.Node)
 		case in.Service != nil:
-			if op, err = txnService(in.Service); err == nil && op.Action == gate.ActionRegister {
+			if agent == nil {
+				if agent, err = s.agentPorts(q.r.Context()); err != nil {
+					return unavailable("reading the Consul agent's ports", err)
+				}
+			}
+			if op, err = s.txnService(in.Service, agent); err == nil && op.Action == gate.ActionRegister {
 				s.askDestination(q, op.Service, "")
 				node, svc := in.Service.Node, op.Service
 				s.takeover(q, svc, "", func(ctx context.Context, out *bytes.Buffer) ([]*api.AgentService, error) {
@@ -245,7 +250,7 @@ func txnNode(n *api.NodeTxnOp) (gate.Op, error) {
 // carries the node and ID alone, which only intentions without `services`
 // match. A set or cas on an ID the node already holds under another name is
 // also an op on that service (takeover).
-func txnService(s *api.ServiceTxnOp) (gate.Op, error) {
+func (srv *Server) txnService(s *api.ServiceTxnOp, agent []guardedAddr) (gate.Op, error) {
 	a, err := catalogAction("Service", string(s.Verb))
 	if err != nil {
 		return gate.Op{}, err
@@ -256,7 +261,7 @@ func txnService(s *api.ServiceTxnOp) (gate.Op, error) {
 		target.ID = sv.Service // Consul's servicePreApply default
 	}
 	if a == gate.ActionRegister {
-		target = catalogServiceOf(sv, s.Node)
+		target = srv.catalogServiceOf(sv, s.Node, agent)
 	}
 	return gate.Op{Resource: gate.ResourceService, Action: a, Service: target}, nil
 }
