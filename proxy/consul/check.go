@@ -54,7 +54,7 @@ func (s *Server) agentCheckRegister(q *request) error {
 	if reg.ServiceID != "" {
 		within = svc
 	}
-	svc.Checks = []gate.Check{s.checkOf(&reg.AgentServiceCheck, id, reg.Name, within, true, agent)}
+	svc.Checks = s.checksOf(&reg.AgentServiceCheck, id, reg.Name, within, true, agent)
 	op := gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Service: svc,
 		Value: q.body, ValueSize: len(q.body)}
 	var i int

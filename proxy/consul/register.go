@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -102,7 +103,7 @@ func (s *Server) agentService(reg *api.AgentServiceRegistration, agent []guarded
 	}
 	checks := agentChecks(reg.Check, reg.Checks)
 	for n, c := range checks {
-		svc.Checks = append(svc.Checks, s.checkOf(c, defaultCheckID(c, svc.ID, n, len(checks)), "", svc, true, agent))
+		svc.Checks = append(svc.Checks, s.checksOf(c, defaultCheckID(c, svc.ID, n, len(checks)), "", svc, true, agent)...)
 	}
 	return svc
 }
@@ -144,7 +145,7 @@ func (s *Server) sidecarService(parent *gate.Service, sc *api.AgentServiceRegist
 	}
 	checks := agentChecks(sc.Check, sc.Checks)
 	for n, c := range checks {
-		side.Checks = append(side.Checks, s.checkOf(c, defaultCheckID(c, side.ID, n, len(checks)), "", side, true, agent))
+		side.Checks = append(side.Checks, s.checksOf(c, defaultCheckID(c, side.ID, n, len(checks)), "", side, true, agent)...)
 	}
 	if len(checks) == 0 {
 		side.Checks = []gate.Check{
@@ -449,6 +450,9 @@ func (s *Server) catalogRegister(q *request) error {
 	if err != nil {
 		return unavailable("reading the Consul agent's ports", err)
 	}
+	// Consul's catalog endpoints read the datacenter from the body alone
+	// (no ?dc): so does policy.
+	q.dc = ""
 	dc := reg.Datacenter
 	q.ask(gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRegister, Datacenter: dc,
 		Node: &gate.Node{Name: reg.Node, ID: reg.ID, Address: reg.Address, TaggedAddresses: reg.TaggedAddresses, Meta: reg.NodeMeta}})
@@ -496,11 +500,10 @@ func (s *Server) catalogRegister(q *request) error {
 	for _, c := range checks {
 		switch {
 		case svc != nil && c.ServiceID == svc.ID:
-			gc := s.healthCheckOf(c, svc, agent)
-			svc.Checks = append(svc.Checks, gc)
+			svc.Checks = append(svc.Checks, s.healthCheckOf(c, svc, agent)...)
 		case c.ServiceID == "":
 			owner := &gate.Service{Node: reg.Node}
-			owner.Checks = []gate.Check{s.healthCheckOf(c, nil, agent)}
+			owner.Checks = s.healthCheckOf(c, nil, agent)
 			q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: dc, Service: owner})
 		default:
 			// A check of another service already on the node: the op names
@@ -514,7 +517,7 @@ func (s *Server) catalogRegister(q *request) error {
 			case err != nil && err != errNotFound:
 				return unavailable("looking up a node's services", err)
 			}
-			owner.Checks = []gate.Check{s.healthCheckOf(c, owner, agent)}
+			owner.Checks = s.healthCheckOf(c, owner, agent)
 			q.askUnseen(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: dc, Service: owner})
 		}
 	}
@@ -578,16 +581,24 @@ func (s *Server) nodeChecks(ctx context.Context, node, dc string) ([]api.HealthC
 // healthCheckOf is the policy view of a catalog or transaction check.
 // Consul stores these as status records and does not run them, but they are
 // judged as if an agent would.
-func (s *Server) healthCheckOf(c *api.HealthCheck, svc *gate.Service, agent []guardedAddr) gate.Check {
+func (s *Server) healthCheckOf(c *api.HealthCheck, svc *gate.Service, agent []guardedAddr) []gate.Check {
 	d := &c.Definition
 	ac := &api.AgentServiceCheck{HTTP: d.HTTP, Header: d.Header, Method: d.Method, Body: d.Body,
 		TCP: d.TCP, UDP: d.UDP, GRPC: d.GRPC}
-	out := s.checkOf(ac, c.CheckID, c.Name, svc, false, agent)
-	switch {
-	case d.OSService != "":
-		out.Kind, out.OSService = gate.CheckOSService, d.OSService
-	case out.Kind == gate.CheckUnknown:
-		out.Kind = checkKindOf(c.Type)
+	out := s.checksOf(ac, c.CheckID, c.Name, svc, false, agent)
+	if d.OSService != "" {
+		out = append(out, gate.Check{Kind: gate.CheckOSService, ID: c.CheckID, Name: c.Name, OSService: d.OSService})
+	}
+	// The Type the body gives is what Consul records: a kind the definition
+	// does not already show is judged too (a networked one with no target
+	// reaches nowhere policy could allow).
+	k := checkKindOf(c.Type)
+	if len(out) == 1 && out[0].Kind == gate.CheckUnknown {
+		out[0].Kind = k
+		return out
+	}
+	if k != gate.CheckUnknown && !slices.ContainsFunc(out, func(x gate.Check) bool { return x.Kind == k }) {
+		out = append(out, gate.Check{Kind: k, ID: c.CheckID, Name: c.Name})
 	}
 	return out
 }
@@ -621,6 +632,7 @@ func (s *Server) catalogDeregister(q *request) error {
 		return httpError{code: http.StatusBadRequest, msg: "Must provide node"}
 	}
 	ctx := q.r.Context()
+	q.dc = "" // as in catalogRegister
 	op := gate.Op{Datacenter: dr.Datacenter}
 	switch {
 	case dr.ServiceID != "":

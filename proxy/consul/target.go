@@ -327,6 +327,53 @@ func (g *guard) own(svc *gate.Service, host string, port int, agentHost bool) bo
 	return false
 }
 
+// checksOf is the policy view of one check definition: one gate.Check for
+// each kind of target it sets. A definition should set one, but which one the
+// agent runs when it sets several depends on the agent's order of tests:
+// every one is judged.
+func (s *Server) checksOf(c *api.AgentServiceCheck, id, name string, svc *gate.Service, agentHost bool, agent []guardedAddr) []gate.Check {
+	base := *c
+	base.Args, base.DockerContainerID, base.HTTP, base.TCP, base.UDP, base.GRPC, base.H2PING = nil, "", "", "", "", "", ""
+	base.AliasService, base.AliasNode, base.TTL = "", "", ""
+	var parts []gate.Check
+	add := func(set func(*api.AgentServiceCheck)) {
+		p := base
+		set(&p)
+		parts = append(parts, s.checkOf(&p, id, name, svc, agentHost, agent))
+	}
+	switch {
+	case c.DockerContainerID != "":
+		add(func(p *api.AgentServiceCheck) { p.DockerContainerID, p.Args = c.DockerContainerID, c.Args })
+	case len(c.Args) > 0:
+		add(func(p *api.AgentServiceCheck) { p.Args = c.Args })
+	}
+	if c.HTTP != "" {
+		add(func(p *api.AgentServiceCheck) { p.HTTP = c.HTTP })
+	}
+	if c.TCP != "" {
+		add(func(p *api.AgentServiceCheck) { p.TCP = c.TCP })
+	}
+	if c.UDP != "" {
+		add(func(p *api.AgentServiceCheck) { p.UDP = c.UDP })
+	}
+	if c.GRPC != "" {
+		add(func(p *api.AgentServiceCheck) { p.GRPC = c.GRPC })
+	}
+	if c.H2PING != "" {
+		add(func(p *api.AgentServiceCheck) { p.H2PING = c.H2PING })
+	}
+	if c.AliasService != "" || c.AliasNode != "" {
+		add(func(p *api.AgentServiceCheck) { p.AliasService, p.AliasNode = c.AliasService, c.AliasNode })
+	}
+	if c.TTL != "" {
+		add(func(p *api.AgentServiceCheck) { p.TTL = c.TTL })
+	}
+	if len(parts) == 0 {
+		parts = append(parts, s.checkOf(&base, id, name, svc, agentHost, agent))
+	}
+	return parts
+}
+
 // checkOf is the policy view of one agent check definition, its target
 // classified against svc (nil for a node check). agentHost says the service
 // runs on the agent's host (an agent registration).

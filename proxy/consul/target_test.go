@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
@@ -120,5 +121,22 @@ func TestNoRedirects(t *testing.T) {
 		`"Connect":{"SidecarService":{"Checks":[{"DisableRedirects":true,"HTTP":"http://c/"}]}},"Name":"web"}`
 	if string(q.body) != want {
 		t.Errorf("body = %s\nwant %s", q.body, want)
+	}
+}
+
+func TestChecksOfEveryKind(t *testing.T) {
+	s := &Server{guard: newGuard(context.Background(), nil)}
+	svc := &gate.Service{Name: "web", Port: 8080}
+	got := s.checksOf(&api.AgentServiceCheck{HTTP: "http://127.0.0.1:8080/", TCP: "127.0.0.1:8500", Args: []string{"id"}, TTL: "5s"},
+		"c", "", svc, true, nil)
+	var kinds []string
+	for _, c := range got {
+		kinds = append(kinds, c.Kind.String())
+	}
+	if strings.Join(kinds, ",") != "script,http,tcp,ttl" {
+		t.Errorf("kinds = %v", kinds)
+	}
+	if !got[1].Target.Own || got[2].Target.Own {
+		t.Errorf("targets: %+v", got)
 	}
 }

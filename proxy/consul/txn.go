@@ -305,6 +305,6 @@ func (s *Server) txnCheck(q *request, c *api.CheckTxnOp, agent []guardedAddr, no
 	if hc.ServiceID != "" {
 		within = owner
 	}
-	owner.Checks = []gate.Check{s.healthCheckOf(hc, within, agent)}
+	owner.Checks = s.healthCheckOf(hc, within, agent)
 	return gate.Op{Resource: gate.ResourceCheck, Action: a, Service: owner}, unseen, nil
 }
