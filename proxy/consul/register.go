@@ -497,6 +497,7 @@ func (s *Server) catalogRegister(q *request) error {
 			checks = append(checks, c)
 		}
 	}
+	var others []*api.HealthCheck // checks of services not in this registration
 	for _, c := range checks {
 		switch {
 		case svc != nil && c.ServiceID == svc.ID:
@@ -506,20 +507,33 @@ func (s *Server) catalogRegister(q *request) error {
 			owner.Checks = s.healthCheckOf(c, nil, agent)
 			q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: dc, Service: owner})
 		default:
-			// A check of another service already on the node: the op names
-			// that service as the catalog knows it, and says nothing of it
-			// when denied.
-			owner := &gate.Service{ID: c.ServiceID, Node: reg.Node}
+			others = append(others, c)
+		}
+	}
+	if len(others) > 0 {
+		// Checks of other services already on the node: once the node op
+		// (and the rest) is allowed, the node's services are read, once,
+		// and each check is an op on its service as the catalog knows it,
+		// whose denial says nothing of that service.
+		node := reg.Node
+		q.req.DeriveAfter(func(ctx context.Context, _ *gate.Request) error {
 			var out bytes.Buffer
-			switch cur, err := s.nodeService(q.r.Context(), reg.Node, c.ServiceID, dc, &out); {
-			case err == nil && cur != nil:
-				owner.Name, owner.Kind, owner.Address, owner.Port = cur.Service, string(cur.Kind), cur.Address, cur.Port
-			case err != nil && err != errNotFound:
+			onNode, err := s.nodeServices(ctx, node, "", dc, &out)
+			if err != nil && err != errNotFound {
 				return unavailable("looking up a node's services", err)
 			}
-			owner.Checks = s.healthCheckOf(c, owner, agent)
-			q.askUnseen(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: dc, Service: owner})
-		}
+			for _, c := range others {
+				owner := &gate.Service{ID: c.ServiceID, Node: node}
+				for _, cur := range onNode {
+					if strings.EqualFold(cur.ID, c.ServiceID) {
+						owner.Name, owner.Kind, owner.Address, owner.Port = cur.Service, string(cur.Kind), cur.Address, cur.Port
+					}
+				}
+				owner.Checks = s.healthCheckOf(c, owner, agent)
+				q.derive(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRegister, Datacenter: dc, Service: owner})
+			}
+			return nil
+		})
 	}
 	if len(checks) > 0 {
 		node := reg.Node
@@ -688,7 +702,8 @@ func (s *Server) nodeService(ctx context.Context, node, id, dc string, out *byte
 	return all[0], nil
 }
 
-// nodeServices reads every service of a node whose ID is id in any case.
+// nodeServices reads every service of a node whose ID is id in any case
+// (every service of the node when id is "").
 func (s *Server) nodeServices(ctx context.Context, node, id, dc string, out *bytes.Buffer) ([]*api.AgentService, error) {
 	if node == "" {
 		return nil, nil
@@ -702,7 +717,7 @@ func (s *Server) nodeServices(ctx context.Context, node, id, dc string, out *byt
 	}
 	var match []*api.AgentService
 	for _, sv := range ns.Services {
-		if sv != nil && strings.EqualFold(sv.ID, id) {
+		if sv != nil && (id == "" || strings.EqualFold(sv.ID, id)) {
 			match = append(match, sv)
 		}
 	}

@@ -182,3 +182,36 @@ func TestGatewayKindsNeedAdmin(t *testing.T) {
 		t.Errorf("admin registers a mesh gateway: %d %s", code, out)
 	}
 }
+
+// TestLookupsBeforeDecisionAreBounded: the service a check names must be
+// read before policy can judge the check. A transaction makes the gateway
+// read at most txnMaxCheckNodes nodes, however many checks it holds; a
+// catalog registration, nothing before its node op is allowed.
+func TestLookupsBeforeDecisionAreBounded(t *testing.T) {
+	e := newEnv(t)
+	var ops []string
+	for i := range txnMaxCheckNodes + 1 {
+		ops = append(ops, fmt.Sprintf(`{"Check":{"Verb":"set","Check":{"Node":"n%d","CheckID":"c","Name":"c","ServiceID":"s","Status":"passing"}}}`, i))
+	}
+	before := len(e.rec.all())
+	code, out := e.do(t, "batch", http.MethodPut, "/v1/txn", []byte("["+strings.Join(ops, ",")+"]"))
+	if code != 400 || !strings.Contains(out, "at most") {
+		t.Errorf("txn with checks on %d nodes: %d %s", txnMaxCheckNodes+1, code, out)
+	}
+	if n := len(e.rec.all()) - before; n > txnMaxCheckNodes {
+		t.Errorf("%d reads reached the agent", n)
+	}
+	var checks []string
+	for i := range 50 {
+		checks = append(checks, fmt.Sprintf(`{"CheckID":"c%d","Name":"c","ServiceID":"s%d","Status":"passing"}`, i, i))
+	}
+	before = len(e.rec.all())
+	code, out = e.do(t, "batch", http.MethodPut, "/v1/catalog/register",
+		[]byte(`{"Node":"n1","Address":"10.0.0.1","Checks":[`+strings.Join(checks, ",")+`]}`))
+	if code != 403 {
+		t.Errorf("catalog register as batch: %d %s", code, out)
+	}
+	if seen := e.rec.all()[before:]; len(seen) > 0 {
+		t.Errorf("reads before the decision: %v", seen)
+	}
+}

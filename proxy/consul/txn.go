@@ -26,6 +26,10 @@ const (
 	txnMaxReqLen = 512 << 10
 )
 
+// txnMaxCheckNodes bounds the nodes whose services one transaction's checks
+// make the gateway read before deciding (one read per node).
+const txnMaxCheckNodes = 8
+
 const txnLimitDoc = "https://www.consul.io/docs/agent/config/config-files#txn_max_req_len"
 
 // txnLimit is the largest transaction body Consul accepts.
@@ -279,6 +283,10 @@ func (s *Server) txnCheck(q *request, c *api.CheckTxnOp, agent []guardedAddr, no
 	owner := &gate.Service{ID: hc.ServiceID, Node: hc.Node}
 	if hc.ServiceID != "" {
 		svcs, ok := nodes[hc.Node]
+		if !ok && len(nodes) >= txnMaxCheckNodes {
+			return gate.Op{}, false, httpError{code: http.StatusBadRequest,
+				msg: fmt.Sprintf("storegate: a transaction's checks may name services on at most %d nodes", txnMaxCheckNodes)}
+		}
 		if !ok {
 			var out bytes.Buffer
 			switch err := s.upstream(q.r.Context(), http.MethodGet, "/v1/catalog/node-services/"+url.PathEscape(hc.Node), q.dc, nil, &out); {
