@@ -95,6 +95,11 @@ func resolveGuarded(ctx context.Context, host string, port int, what string) []g
 	return out
 }
 
+// agentPortKeys are the agent's listener ports in /v1/agent/self's
+// DebugConfig.
+var agentPortKeys = []string{"HTTPPort", "HTTPSPort", "GRPCPort", "GRPCTLSPort", "DNSPort", "ServerPort",
+	"SerfPortLAN", "SerfPortWAN"}
+
 // agentPorts reads the ports the Consul agent listens on, once: its HTTP,
 // HTTPS, gRPC, DNS, server RPC and Serf ports, on the agent's address.
 func (s *Server) agentPorts(ctx context.Context) ([]guardedAddr, error) {
@@ -121,8 +126,8 @@ func (s *Server) agentPorts(ctx context.Context) ([]guardedAddr, error) {
 	}
 	host := s.opts.Upstream.Hostname()
 	var ports []int
-	for k, v := range self.DebugConfig {
-		if n, ok := v.(float64); ok && strings.HasSuffix(k, "Port") && n > 0 && n < 65536 {
+	for _, k := range agentPortKeys {
+		if n, ok := self.DebugConfig[k].(float64); ok && n > 0 && n < 65536 {
 			ports = append(ports, int(n))
 		}
 	}
@@ -134,6 +139,26 @@ func (s *Server) agentPorts(ctx context.Context) ([]guardedAddr, error) {
 		agent = append(agent, resolveGuarded(ctx, host, p, guardConsul)...)
 		if ip, ok := parseHostIP(self.Member.Addr); ok {
 			agent = append(agent, guardedAddr{ip: ip, port: p, what: guardConsul})
+		}
+	}
+	// The listeners' own addresses ("tcp://127.0.0.1:8500").
+	for k, v := range self.DebugConfig {
+		if !strings.HasSuffix(k, "Addr") && !strings.HasSuffix(k, "Addrs") {
+			continue
+		}
+		vals, _ := v.([]any)
+		if str, ok := v.(string); ok {
+			vals = []any{str}
+		}
+		for _, a := range vals {
+			str, _ := a.(string)
+			u, err := url.Parse(str)
+			if err != nil || u.Scheme != "tcp" || u.Port() == "" {
+				continue
+			}
+			if p, err := strconv.Atoi(u.Port()); err == nil {
+				agent = append(agent, resolveGuarded(ctx, u.Hostname(), p, guardConsul)...)
+			}
 		}
 	}
 	g.agent, g.node = agent, self.Config.NodeName
