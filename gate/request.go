@@ -206,6 +206,16 @@ func (r *Request) Allows(ctx context.Context, op *Op) bool {
 	return err == nil && d.Effect == Allow
 }
 
+// Recheck decides every op again under the policy in force now, for an
+// answer that comes long after the request was allowed (a blocking query):
+// a denial now denies the answer. An asked op allowed before and only partly
+// readable now is filtered (Filtered reports true) when the front can narrow
+// it.
+func (r *Request) Recheck(ctx context.Context) error {
+	r.after = nil
+	return r.decideFrom(ctx, 0)
+}
+
 // mayRead reports whether the caller may read what unseen op names (its
 // resource and target, read): only then may its denial say why. Errors deny.
 func (r *Request) mayRead(op *Op) bool {

@@ -1,8 +1,11 @@
 package consul
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,5 +83,63 @@ func TestFilteredBlockingQuery(t *testing.T) {
 	was, _ := strconv.ParseUint(index, 10, 64)
 	if got <= was {
 		t.Errorf("index %d after %d", got, was)
+	}
+}
+
+// TestBlockingQueryAfterRevocation: a blocking query allowed under one
+// policy and answered after a reload that revokes the right is judged again:
+// the caller gets a denial, not the value.
+func TestBlockingQueryAfterRevocation(t *testing.T) {
+	e := newEnv(t)
+	if code, out := e.do(t, "admin", http.MethodPut, "/v1/kv/app/x", []byte("1")); code != 200 {
+		t.Fatalf("seed: %d %s", code, out)
+	}
+	resp, err := e.clients["web"].Get(e.front + "/v1/kv/app/x")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first read: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	index := resp.Header.Get("X-Consul-Index")
+	const route = "GET /v1/kv/app/x"
+	before := e.rec.count(route)
+	type result struct {
+		code int
+		body string
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := e.clients["web"].Get(e.front + "/v1/kv/app/x?index=" + index + "&wait=20s")
+		if err != nil {
+			done <- result{0, err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- result{resp.StatusCode, string(b)}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for e.rec.count(route) < before+1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the blocking query never reached the agent")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the recorder
+	}
+	// Web loses /app/.
+	revoked := strings.Replace(testIntentions, `keys: ["/app/**"]`, `keys: ["/elsewhere/**"]`, 1)
+	if revoked == testIntentions {
+		t.Fatal("the test intentions changed: web's /app/** intention not found")
+	}
+	if err := os.WriteFile(filepath.Join(e.policyDir, "intentions.yaml"), []byte(revoked), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.policy.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := e.do(t, "admin", http.MethodPut, "/v1/kv/app/x", []byte("2")); code != 200 {
+		t.Fatalf("write: %d %s", code, out)
+	}
+	r := <-done
+	if r.code != http.StatusForbidden || strings.Contains(r.body, `"Value"`) {
+		t.Fatalf("blocking answer after the revocation: %d %s", r.code, r.body)
 	}
 }

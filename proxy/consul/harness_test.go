@@ -81,6 +81,9 @@ type env struct {
 	front   string // the front's address, https://...
 	clients map[string]*http.Client
 	rec     *recorder
+	// policyDir and policy are the front's policy, for tests that change it.
+	policyDir string
+	policy    *policy.Engine
 }
 
 // recorder forwards to the agent and remembers every method and path
@@ -164,6 +167,7 @@ func newEnvOptions(t *testing.T, fo Options, opts ...gate.Option) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.policyDir, e.policy = dir, eng
 	trust := []spiffeid.TrustDomain{ca.TrustDomain}
 	recURL, _ := url.Parse(recSrv.URL)
 	// As cmd/gateway builds it: the gate keeps every caller off the

@@ -144,9 +144,10 @@ type request struct {
 	narrow responseHook
 	// The hooks that run on the upstream's answer, in this order: respond
 	// (the plugins' response chain, so that filtering judges keys as the
-	// caller knows them), filter (narrow, when the gate filtered), after
-	// (e.g. to record a new session's owner).
-	respond, filter, after responseHook
+	// caller knows them), filter (narrow, when the gate filtered), recheck
+	// (a blocking query judged again), after (e.g. to record a new
+	// session's owner).
+	respond, filter, recheck, after responseHook
 
 	// asked is a KV route's op as the caller sent it, when plugins answer it.
 	asked *gate.Op
@@ -348,6 +349,9 @@ func (s *Server) serve(rt route, id gate.Identity, w http.ResponseWriter, r *htt
 			s.fail(w, err)
 			return
 		}
+	}
+	if r.Method == http.MethodGet && has(q, "index") {
+		q.recheck = recheckHook
 	}
 	if q.filter != nil {
 		if err := s.startBlocking(q); err != nil {
@@ -580,7 +584,7 @@ func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
 func (s *Server) forward(w http.ResponseWriter, q *request) {
 	r := q.r
-	if q.respond != nil || q.filter != nil || q.after != nil {
+	if q.respond != nil || q.filter != nil || q.recheck != nil || q.after != nil {
 		r = r.WithContext(context.WithValue(r.Context(), hooksKey{}, q))
 	}
 	s.proxy.ServeHTTP(w, r)
@@ -590,7 +594,7 @@ func (s *Server) forward(w http.ResponseWriter, q *request) {
 // first (so that filtering judges keys as the caller knows them), then the
 // filter, then after.
 func (q *request) onResponse(s *Server, resp *http.Response) error {
-	for _, h := range [...]responseHook{q.respond, q.filter, q.after} {
+	for _, h := range [...]responseHook{q.respond, q.filter, q.recheck, q.after} {
 		if h != nil {
 			if err := h(s, q, resp); err != nil {
 				return err
@@ -598,4 +602,24 @@ func (q *request) onResponse(s *Server, resp *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// recheckHook is the recheck of a blocking query: its answer may come
+// minutes after the request was allowed, and the policy may have changed
+// since. The request is judged again under the policy now in force: a denial
+// denies the answer, and a read that became partly readable is narrowed.
+func recheckHook(s *Server, q *request, resp *http.Response) error {
+	was := q.req.Filtered()
+	if err := q.req.Recheck(resp.Request.Context()); err != nil {
+		resp.Body.Close()
+		return err
+	}
+	if !q.req.Filtered() || was {
+		return nil
+	}
+	if q.narrow == nil {
+		resp.Body.Close()
+		return &gate.Error{Kind: gate.KindDenied, Reason: partlyReadable}
+	}
+	return q.narrow(s, q, resp)
 }
