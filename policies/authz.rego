@@ -26,7 +26,23 @@ allow if {
 	not hit_denied
 	not unsafe_check
 	not stray_check
+	not stray_alias
 	not proxy_into_guarded
+}
+
+# An alias check shows another service's or node's health as the caller's
+# own check: it may mirror only the service itself or, for a proxy, the
+# service it fronts.
+stray_alias if {
+	some c in input.op.service.checks
+	c.kind == "alias"
+	not own_alias(c)
+}
+
+own_alias(c) if {
+	c.alias_node == ""
+	c.alias_service != ""
+	c.alias_service in {input.op.service.id, object.get(input.op.service, ["proxy", "destination_id"], "")}
 }
 
 # A proxy sends the mesh's traffic to its local service and exposed ports:
@@ -173,6 +189,8 @@ range_denied if some _ in intentions.deny_covers
 # reason says why an op is not allowed; the first branch that holds wins.
 reason := "script checks are not allowed, nor Docker checks" if {
 	unsafe_check
+} else := "an alias check may mirror only its own service" if {
+	stray_alias
 } else := "a proxy may not forward to an address storegate guards" if {
 	proxy_into_guarded
 } else := sprintf("%s %s %s", [noun[one], listed(names), verb[one]]) if {

@@ -295,7 +295,7 @@ test_script_and_docker_checks_denied if {
 
 test_own_checks_allowed if {
 	authz.allow with input as web_registers([check("http", "127.0.0.1", 8080, true, ""), ttl])
-	authz.allow with input as web_registers([check("tcp", "localhost", 8080, true, ""), check("alias", "", 0, false, "")])
+	authz.allow with input as web_registers([check("tcp", "localhost", 8080, true, ""), alias("web-api", "")])
 }
 
 test_checks_elsewhere_denied if {
@@ -346,4 +346,14 @@ test_proxy_into_guarded_denied if {
 	authz.allow with input as web_proxy("")
 	not authz.allow with input as web_proxy("consul")
 	authz.reason == "a proxy may not forward to an address storegate guards" with input as web_proxy("consul")
+}
+
+alias(svc, node) := object.union(check("alias", "", 0, false, ""), {"alias_service": svc, "alias_node": node})
+
+test_alias_checks_mirror_only_their_own if {
+	authz.allow with input as web_registers([alias("web-api", "")])
+	not authz.allow with input as web_registers([alias("api-1", "")])
+	authz.reason == "an alias check may mirror only its own service" with input as web_registers([alias("api-1", "")])
+	not authz.allow with input as web_registers([alias("", "node-1")])
+	authz.allow with input as object.union(web_proxy(""), {"op": {"service": {"checks": [alias("web-api", "")]}}})
 }
