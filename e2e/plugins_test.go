@@ -859,15 +859,15 @@ func TestPluginRegistration(t *testing.T) {
 	p := newPKI(t, "admin", "web")
 	ec := startEtcd(t, p, 1)
 	agent := startConsul(t)
-	// The shipped authz.rego refuses script checks itself, before any
+	// The shipped authz.rego refuses script checks itself (unsafe_check), before any
 	// plugin runs; take that rule out so the plugin's own rule is seen.
 	policyDir := copyPolicies(t, allowAll)
 	authz := filepath.Join(policyDir, "authz.rego")
 	rego := mustRead(t, authz)
-	if strings.Count(rego, "\tnot script_check\n") != 1 {
-		t.Fatalf("authz.rego no longer has one `not script_check` line:\n%s", rego)
+	if strings.Count(rego, "\tnot unsafe_check\n") != 1 {
+		t.Fatalf("authz.rego no longer has one `not unsafe_check` line:\n%s", rego)
 	}
-	if err := os.WriteFile(authz, []byte(strings.Replace(rego, "\tnot script_check\n", "", 1)), 0o644); err != nil {
+	if err := os.WriteFile(authz, []byte(strings.Replace(rego, "\tnot unsafe_check\n", "", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, front := pluginGateway(t, p, ec, agent, policyDir, plug{
