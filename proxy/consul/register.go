@@ -266,8 +266,10 @@ func noRedirects(q *request) error {
 	if err != nil {
 		return err
 	}
+	// Only the forwarded body: q.body stays the canonical registration
+	// plugins see (and may rewrite) in Consul's own type, which has no
+	// field for it.
 	setBody(q, b)
-	q.body = b
 	return nil
 }
 
@@ -324,11 +326,8 @@ func registrationRewrite(into any, sameName bool) func(q *request, op *gate.Op) 
 			return err
 		}
 		q.body = b
-		if err := noRedirects(q); err != nil {
-			return err
-		}
-		setBody(q, q.body)
-		return nil
+		setBody(q, b)
+		return noRedirects(q)
 	}
 }
 

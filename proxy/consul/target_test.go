@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -119,8 +120,9 @@ func TestNoRedirects(t *testing.T) {
 	}
 	want := `{"Check":{"DisableRedirects":true,"HTTP":"http://a/"},"Checks":[{"TTL":"5s"},{"DisableRedirects":true,"HTTP":"http://b/"}],` +
 		`"Connect":{"SidecarService":{"Checks":[{"DisableRedirects":true,"HTTP":"http://c/"}]}},"Name":"web"}`
-	if string(q.body) != want {
-		t.Errorf("body = %s\nwant %s", q.body, want)
+	got, _ := io.ReadAll(q.r.Body)
+	if string(got) != want {
+		t.Errorf("forwarded body = %s\nwant %s", got, want)
 	}
 }
 
