@@ -153,7 +153,9 @@ type Op struct {
 	// Consul targets.
 	Service *Service
 	// Node is the catalog node a node op registers, changes or removes.
-	Node       *Node
+	Node *Node
+	// NewSession is what a session create asks Consul for.
+	NewSession *NewSession
 	Session    string
 	Datacenter string
 }
@@ -276,6 +278,17 @@ type CheckTarget struct {
 	// "etcd", "gateway" (its own listeners), "link_local", "metadata";
 	// "" for none of those.
 	Guarded string
+}
+
+// NewSession is a Consul session as its create request defines it, with
+// Consul's defaults: the node it is bound to, the checks whose failure
+// invalidates it, what happens to its locks then, and its TTL.
+type NewSession struct {
+	Node          string
+	NodeChecks    []string
+	ServiceChecks []string
+	Behavior      string
+	TTL           string
 }
 
 // Node is a Consul catalog node as a registration names it.

@@ -24,7 +24,7 @@ var ErrEvalTimeout = errors.New("evaluation timed out")
 
 // cachedDecide is decide, answered from v's decision cache when it can be.
 func (v *version) cachedDecide(ctx context.Context, caller gate.Identity, op *gate.Op, withReason bool) (gate.Decision, error) {
-	if v.cache == nil || op.Service != nil || op.Node != nil || !cacheable(op) {
+	if v.cache == nil || op.Service != nil || op.Node != nil || op.NewSession != nil || !cacheable(op) {
 		return v.decide(ctx, caller, op, withReason)
 	}
 	k := keyOf(caller, op)

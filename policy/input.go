@@ -25,6 +25,7 @@ import (
 //	                                "target": {"url", "method", "headers", "body",
 //	                                           "host", "port", "own", "guarded"}}]},
 //	        "node": {"name", "id", "address", "tagged_addresses", "meta"},
+//	        "new_session": {"node", "node_checks", "service_checks", "behavior", "ttl"},
 //	        "session", "datacenter", "foreign", "owner"}}
 //
 // Keys are bytes and go in as strings, unchanged. "range" is true for a
@@ -32,7 +33,8 @@ import (
 // starts with (the key itself for a single key) and "prefix" is true when
 // the range is exactly "every key starting with cover". "service" is present
 // only when the op names a service ("proxy" only for a connect-proxy), "node"
-// only when it names a catalog node. A check's "kind" is one of ttl, http,
+// only when it names a catalog node, "new_session" only for a
+// session create. A check's "kind" is one of ttl, http,
 // tcp, udp, grpc, h2ping, alias, os_service, script, docker, unknown; its
 // "target" is where the agent connects when it runs it (host "" for kinds
 // that connect nowhere): "own" is true when that is the service's own address
@@ -86,7 +88,7 @@ func callerTerm(caller gate.Identity) *ast.Term {
 
 func opTerm(op *gate.Op) *ast.Term {
 	cover, exact := op.Keys.Prefix()
-	var items [19][2]*ast.Term
+	var items [20][2]*ast.Term
 	items[0] = ast.Item(termProtocol, nameTerm(protocolTerms[:], int(op.Protocol), op.Protocol.String))
 	items[1] = ast.Item(termResource, nameTerm(resourceTerms[:], int(op.Resource), op.Resource.String))
 	items[2] = ast.Item(termAction, nameTerm(actionTerms[:], int(op.Action), op.Action.String))
@@ -118,6 +120,16 @@ func opTerm(op *gate.Op) *ast.Term {
 	}
 	if op.Node != nil {
 		items[n] = ast.Item(ast.StringTerm("node"), nodeTerm(op.Node))
+		n++
+	}
+	if ns := op.NewSession; ns != nil {
+		items[n] = ast.Item(ast.StringTerm("new_session"), ast.ObjectTerm(
+			ast.Item(ast.StringTerm("node"), stringTerm(ns.Node)),
+			ast.Item(ast.StringTerm("node_checks"), stringsTerm(ns.NodeChecks)),
+			ast.Item(ast.StringTerm("service_checks"), stringsTerm(ns.ServiceChecks)),
+			ast.Item(ast.StringTerm("behavior"), stringTerm(ns.Behavior)),
+			ast.Item(ast.StringTerm("ttl"), stringTerm(ns.TTL)),
+		))
 		n++
 	}
 	return ast.ObjectTerm(items[:n]...)

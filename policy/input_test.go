@@ -47,6 +47,12 @@ func TestInput(t *testing.T) {
 				`"proxy":{"destination_id":"","destination_name":"api","expose_ports":[],"local_guarded":"","local_service":{"address":"","port":0},"upstreams":["db"]},"sidecar_of":"",` +
 				`"tagged_addresses":{"lan":{"address":"10.0.0.1","port":8080}},"tags":["a"]},` +
 				`"session":"s1","txn_index":0,"value_size":0}}`},
+		{"new session", web, &gate.Op{Protocol: gate.ProtocolConsul, Resource: gate.ResourceSession, Action: gate.ActionGrant,
+			NewSession: &gate.NewSession{Node: "n1", NodeChecks: []string{"serfHealth"}, ServiceChecks: []string{"c1"}, Behavior: "delete", TTL: "10s"}},
+			`{"caller":{"id":"spiffe://example.org/web","path":"/web","trust_domain":"example.org"},` +
+				`"op":{"action":"grant","cover":"","datacenter":"","foreign":false,"key":"","lease":0,"method":"",` +
+				`"new_session":{"behavior":"delete","node":"n1","node_checks":["serfHealth"],"service_checks":["c1"],"ttl":"10s"},` +
+				`"prefix":false,"prev_kv":false,"protocol":"consul","range":false,"range_end":"","resource":"session","session":"","txn_index":0,"value_size":0}}`},
 		{"foreign lease", web, &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceLease, Action: gate.ActionKeepalive,
 			Method: "/etcdserverpb.Lease/LeaseKeepAlive", Lease: 7, Foreign: true, Owner: "spiffe://example.org/admin"},
 			`{"caller":{"id":"spiffe://example.org/web","path":"/web","trust_domain":"example.org"},` +

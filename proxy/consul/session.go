@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/storegate/storegate/gate"
@@ -34,13 +35,99 @@ const maxSessionBody = 64 << 10
 // sessionCreate: the caller becomes the session's owner. The owner is
 // recorded in Consul itself after the agent created the session; if that
 // fails the session is destroyed again, so no unowned session is handed out.
+//
+// The body is read as Consul reads it (agent/session_endpoint.go: Consul's
+// defaults, then the body over them, then fixupEmptySessionChecks) and shown
+// to policy whole: the node the session is bound to and the checks whose
+// failure ends it. A session on another node is a read of that node; a node
+// check other than Consul's default serfHealth is a read of the node's
+// checks; a service check is, once the rest is allowed, a read of the checks
+// of the service that holds it (derived: its denial names nothing) — a
+// session tied to a check tells its holder when that check fails.
 func (s *Server) sessionCreate(q *request) error {
-	if _, err := readBody(q, maxSessionBody, "session"); err != nil {
+	body, err := readBody(q, maxSessionBody, "session")
+	if err != nil {
 		return err
 	}
-	q.ask(gate.Op{Resource: gate.ResourceSession, Action: gate.ActionGrant})
+	if _, err := s.agentPorts(q.r.Context()); err != nil { // the agent's node name
+		return unavailable("reading the Consul agent's node", err)
+	}
+	ns, err := decodeSession(body, s.agentNode())
+	if err != nil {
+		return httpError{code: http.StatusBadRequest, msg: "Request decode failed: " + err.Error()}
+	}
+	q.ask(gate.Op{Resource: gate.ResourceSession, Action: gate.ActionGrant, NewSession: ns})
+	if ns.Node != s.agentNode() {
+		q.ask(gate.Op{Resource: gate.ResourceNode, Action: gate.ActionRead, Node: &gate.Node{Name: ns.Node}})
+	}
+	for _, c := range ns.NodeChecks {
+		if c != serfCheck {
+			q.ask(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRead, Node: &gate.Node{Name: ns.Node},
+				Service: &gate.Service{Node: ns.Node, Checks: []gate.Check{{ID: c}}}})
+		}
+	}
+	if len(ns.ServiceChecks) > 0 {
+		q.req.DeriveAfter(func(ctx context.Context, _ *gate.Request) error {
+			checks, err := s.nodeChecks(ctx, ns.Node, q.dc)
+			if err != nil {
+				return err
+			}
+			for _, id := range ns.ServiceChecks {
+				owner := &gate.Service{Node: ns.Node, Checks: []gate.Check{{ID: id}}}
+				for _, h := range checks {
+					if h.CheckID == id && h.ServiceID != "" {
+						owner.Name, owner.ID = h.ServiceName, h.ServiceID
+					}
+				}
+				q.derive(gate.Op{Resource: gate.ResourceCheck, Action: gate.ActionRead, Service: owner})
+			}
+			return nil
+		})
+	}
 	q.after = sessionCreated
 	return nil
+}
+
+// serfCheck is the node check Consul binds a session to by default.
+const serfCheck = "serfHealth"
+
+// decodeSession reads a session create body as Consul 1.14.11 does: its
+// defaults (the agent's node, serfHealth, release), the first JSON value of
+// the body over them (encoding/json, names in any case), then
+// fixupEmptySessionChecks. The deprecated Checks are node checks too.
+func decodeSession(body []byte, agentNode string) (*gate.NewSession, error) {
+	in := struct {
+		Node          string
+		LockDelay     any
+		Behavior      string
+		TTL           string
+		NodeChecks    []string
+		ServiceChecks []struct{ ID, Namespace string }
+		Checks        []string
+	}{Node: agentNode, NodeChecks: []string{serfCheck}, Checks: []string{serfCheck}, Behavior: "release"}
+	if len(body) > 0 {
+		if err := json.NewDecoder(bytes.NewReader(body)).Decode(&in); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case len(in.Checks) == 0:
+		in.NodeChecks = nil
+	case len(in.Checks) == 1 && in.Checks[0] == serfCheck:
+		in.Checks = nil
+	case len(in.NodeChecks) == 0:
+		in.Checks = nil
+	}
+	ns := &gate.NewSession{Node: in.Node, Behavior: in.Behavior, TTL: in.TTL}
+	for _, c := range append(in.NodeChecks, in.Checks...) {
+		if !slices.Contains(ns.NodeChecks, c) {
+			ns.NodeChecks = append(ns.NodeChecks, c)
+		}
+	}
+	for _, c := range in.ServiceChecks {
+		ns.ServiceChecks = append(ns.ServiceChecks, c.ID)
+	}
+	return ns, nil
 }
 
 // sessionCreated records the owner of the session the agent just created.

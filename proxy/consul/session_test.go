@@ -195,3 +195,40 @@ type allowAll struct{}
 func (allowAll) Authorize(context.Context, gate.Identity, *gate.Op) (gate.Decision, error) {
 	return gate.Decision{Effect: gate.Allow}, nil
 }
+
+// TestSessionCreateBodies: a session create is judged on what Consul will
+// bind the session to. batch may use sessions but may read no node or check:
+// a session on another node, on a node check other than serfHealth, or on a
+// service's check is refused, and none is created; the defaults are not.
+func TestSessionCreateBodies(t *testing.T) {
+	e := newEnv(t)
+	if code, out := e.do(t, "admin", http.MethodPut, "/v1/agent/service/register",
+		[]byte(`{"Name":"api","ID":"api-1","Port":9001,"Check":{"CheckID":"api-check","TTL":"60s","Status":"passing"}}`)); code != 200 {
+		t.Fatalf("admin registers api: %d %s", code, out)
+	}
+	count := func() int {
+		_, out := e.do(t, "", http.MethodGet, "/v1/session/list", nil)
+		return strings.Count(out, `"ID"`)
+	}
+	before := count()
+	for _, body := range []string{
+		`{"Node":"elsewhere"}`,
+		`{"NodeChecks":["serfHealth","maintenance"]}`,
+		`{"Checks":["serfHealth","other"]}`,
+		`{"ServiceChecks":[{"ID":"api-check"}]}`,
+		`{"servicechecks":[{"ID":"api-check"}]}`,
+	} {
+		code, out := e.do(t, "batch", http.MethodPut, "/v1/session/create", []byte(body))
+		if code != 403 || strings.Contains(out, "api") {
+			t.Errorf("create %s: %d %s", body, code, out)
+		}
+	}
+	if n := count(); n != before {
+		t.Errorf("%d sessions created by refused requests", n-before)
+	}
+	for _, body := range []string{"", `{"Name":"x","TTL":"15s","Behavior":"delete","LockDelay":"1s"}`, `{"NodeChecks":["serfHealth"]}`, `{"Checks":[]}`} {
+		if code, out := e.do(t, "batch", http.MethodPut, "/v1/session/create", []byte(body)); code != 200 {
+			t.Errorf("create %q: %d %s", body, code, out)
+		}
+	}
+}
