@@ -268,12 +268,12 @@ func guarded(cfg *Config) []consulfront.Guarded {
 	if e := cfg.Upstreams.Etcd; e != nil {
 		for _, ep := range e.Endpoints {
 			if u, err := url.Parse(ep); err == nil && u.Host != "" {
-				out = append(out, consulfront.Guarded{Addr: hostPort(u), What: "etcd"})
+				out = append(out, consulfront.Guarded{Addr: consulfront.HostPort(u), What: "etcd"})
 			}
 		}
 	}
 	if u, err := url.Parse(cfg.Upstreams.Consul.Address); err == nil && u.Host != "" {
-		out = append(out, consulfront.Guarded{Addr: hostPort(u), What: "consul"})
+		out = append(out, consulfront.Guarded{Addr: consulfront.HostPort(u), What: "consul"})
 	}
 	for _, l := range []string{cfg.Listen.Etcd, cfg.Listen.Consul, cfg.Listen.Admin} {
 		if l != "" {
@@ -281,17 +281,6 @@ func guarded(cfg *Config) []consulfront.Guarded {
 		}
 	}
 	return out
-}
-
-// hostPort is u's host and port, the scheme's port when it names none.
-func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
-	}
-	if u.Scheme == "https" {
-		return net.JoinHostPort(u.Hostname(), "443")
-	}
-	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identitySource, error) {

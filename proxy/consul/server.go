@@ -95,7 +95,7 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{gate: g, auth: auth, opts: opts, log: opts.Logger,
-		guard: newGuard(context.Background(), append([]Guarded{{Addr: upstreamAddr(opts.Upstream), What: guardConsul}}, opts.Guarded...))}
+		guard: newGuard(context.Background(), append([]Guarded{{Addr: HostPort(opts.Upstream), What: guardConsul}}, opts.Guarded...))}
 	s.proxy = s.newProxy()
 	s.client = &http.Client{Transport: s.proxy.Transport, Timeout: 30 * time.Second}
 	s.mux = http.NewServeMux()
@@ -115,9 +115,8 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// upstreamAddr is the agent's host:port, the scheme's port when the URL
-// names none.
-func upstreamAddr(u *url.URL) string {
+// HostPort is u's host:port, the scheme's port when the URL names none.
+func HostPort(u *url.URL) string {
 	if u.Port() != "" {
 		return u.Host
 	}
