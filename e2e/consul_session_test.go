@@ -26,19 +26,11 @@ func httpsAs(t *testing.T, p *pki, who string) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots}}}
 }
 
+// call is hcoCall without the answer's headers.
 func call(t *testing.T, c *http.Client, method, url, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	code, _, b := hcoCall(t, c, method, url, body)
+	return code, b
 }
 
 // TestConsulSessionsBelongToTheirCreator: a session created through the
