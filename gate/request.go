@@ -147,7 +147,7 @@ func (r *Request) decideFrom(ctx context.Context, from int) error {
 		op, in := &r.ops[i], &r.info[i]
 		reserved := r.g.touchesReserved(op)
 		if reserved && (!in.narrow || in.derived) {
-			return r.deny(op, in, "keys under "+strconv.Quote(string(r.g.reserved))+" are reserved for storegate", "")
+			return r.deny(ctx, op, in, "keys under "+strconv.Quote(string(r.g.reserved))+" are reserved for storegate", "")
 		}
 		d, err := r.g.decide(ctx, r.caller, op)
 		if err != nil {
@@ -171,7 +171,7 @@ func (r *Request) decideFrom(ctx context.Context, from int) error {
 			if reason == "" {
 				reason = "denied by policy"
 			}
-			return r.deny(op, in, reason, d.Revision)
+			return r.deny(ctx, op, in, reason, d.Revision)
 		}
 		in.effect = d.Effect
 		if d.Effect == Filter {
@@ -185,11 +185,11 @@ func (r *Request) decideFrom(ctx context.Context, from int) error {
 // denied: the full reason may name keys, owners or services it cannot see.
 const genericReason = "the request touches what the caller may not use"
 
-func (r *Request) deny(op *Op, in *opInfo, reason, _ string) error {
+func (r *Request) deny(ctx context.Context, op *Op, in *opInfo, reason, _ string) error {
 	r.g.log.Info("deny", "caller", r.caller.String(), "method", op.Method,
 		"resource", op.Resource.String(), "action", op.Action.String(),
 		"key", QuoteKey(op.Keys.Key), "derived", in.derived, "reason", Truncate(reason, maxReason))
-	if in.derived || (in.unseen && !r.mayRead(op)) {
+	if in.derived || (in.unseen && !r.mayRead(ctx, op)) {
 		return &Error{Kind: KindDenied, Reason: genericReason, Detail: reason, Op: op}
 	}
 	return &Error{Kind: KindDenied, Reason: Truncate(reason, maxReason), Detail: reason, Op: op}
@@ -218,7 +218,7 @@ func (r *Request) Recheck(ctx context.Context) error {
 
 // mayRead reports whether the caller may read what unseen op names (its
 // resource and target, read): only then may its denial say why. Errors deny.
-func (r *Request) mayRead(op *Op) bool {
+func (r *Request) mayRead(ctx context.Context, op *Op) bool {
 	read := *op
 	read.Action, read.Value, read.ValueSize = ActionRead, nil, 0
 	if op.Service != nil {
@@ -229,7 +229,7 @@ func (r *Request) mayRead(op *Op) bool {
 	if r.g.touchesReserved(&read) {
 		return false
 	}
-	d, err := r.g.decide(context.Background(), r.caller, &read)
+	d, err := r.g.decide(ctx, r.caller, &read)
 	return err == nil && d.Effect == Allow
 }
 
