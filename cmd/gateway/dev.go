@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/mtls"
 	"github.com/storegate/storegate/telemetry"
 )
@@ -83,14 +84,14 @@ func devCmd() *cobra.Command {
 				defer agent.stop()
 				d.consulBin = bin
 				cfg.Listen.Consul = d.listenConsul
-				cfg.Upstreams.Consul = &ConsulUpstream{Address: "http://" + d.consulHTTP}
+				cfg.Upstreams.Consul = &config.ConsulUpstream{Address: "http://" + d.consulHTTP}
 			} else if d.consul != "none" {
 				if cfg.Upstreams.Etcd == nil {
 					return errors.New("dev: --etcd none needs a consul binary (make consul, or --consul PATH)")
 				}
 				log.Warn("no consul binary (make consul, or --consul PATH): running without the Consul front")
 			}
-			if err := cfg.validate(); err != nil {
+			if err := cfg.Validate(); err != nil {
 				return err
 			}
 			return serve(cmd.Context(), cfg, log, func() { d.printHelp(cmd.OutOrStdout()) })
@@ -124,7 +125,7 @@ var devIdentities = []struct {
 	{"admin", "/admin", false},
 }
 
-func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
+func (d *devSetup) start(ctx context.Context) (*config.Config, *embed.Etcd, error) {
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, nil, err
@@ -149,21 +150,21 @@ func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
 	}
 	d.dir = abs
 	pem := func(name string) string { return filepath.Join(d.dir, name) }
-	cfg := &Config{
-		Listen: ListenConfig{Admin: d.admin},
-		Identity: IdentityConfig{
-			Files:        &IdentityFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), Bundle: pem(mtls.BundleFile)},
+	cfg := &config.Config{
+		Listen: config.ListenConfig{Admin: d.admin},
+		Identity: config.IdentityConfig{
+			Files:        &config.IdentityFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), Bundle: pem(mtls.BundleFile)},
 			TrustDomains: []string{td.String()},
 		},
-		Policy: PolicyConfig{Dir: d.policies},
+		Policy: config.PolicyConfig{Dir: d.policies},
 	}
 	// In development every request is traced: one in a hundred would look
 	// like tracing does not work.
 	sampleAll := 1.0
-	cfg.Telemetry.Traces = TracesConfig{Exporter: d.traces, Sampling: &sampleAll}
-	cfg.DecisionLog = &DecisionLogConfig{Output: filepath.Join(d.dir, "decisions.log"), MaxSizeMB: 10, MaxBackups: 3}
+	cfg.Telemetry.Traces = config.TracesConfig{Exporter: d.traces, Sampling: &sampleAll}
+	cfg.DecisionLog = &config.DecisionLogConfig{Output: filepath.Join(d.dir, "decisions.log"), MaxSizeMB: 10, MaxBackups: 3}
 	if d.etcd == "none" {
-		cfg.defaults()
+		cfg.Defaults()
 		return cfg, nil, nil
 	}
 
@@ -198,12 +199,12 @@ func (d *devSetup) start(ctx context.Context) (*Config, *embed.Etcd, error) {
 	}
 
 	cfg.Listen.Etcd = d.listenEtcd
-	cfg.Upstreams.Etcd = &EtcdUpstream{
+	cfg.Upstreams.Etcd = &config.EtcdUpstream{
 		Endpoints: []string{clientURL.String()},
-		TLS:       TLSFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), CA: pem(mtls.BundleFile)},
+		TLS:       config.TLSFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), CA: pem(mtls.BundleFile)},
 	}
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
 		etcd.Close()
 		return nil, nil, err
 	}

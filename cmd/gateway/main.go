@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/storegate/storegate/config"
 )
 
 func main() {
@@ -53,7 +55,7 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := LoadConfig(configPath)
+			cfg, err := config.Load(configPath)
 			if err != nil {
 				return err
 			}

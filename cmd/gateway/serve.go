@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/storegate/storegate/authn"
+	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/decisionlog"
 	"github.com/storegate/storegate/gate"
 	"github.com/storegate/storegate/mtls"
@@ -39,7 +40,7 @@ type identitySource interface {
 
 // serve runs the gateway described by cfg until ctx is done. ready, if not
 // nil, is called once every listener is up.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -49,7 +50,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	}
 	defer src.Close()
 
-	tc := cfg.telemetryConfig(log)
+	tc := cfg.TelemetryConfig(log)
 	tc.SVIDExpiry = func() (time.Time, bool) {
 		svid, err := src.GetX509SVID()
 		if err != nil || len(svid.Certificates) == 0 {
@@ -121,7 +122,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 	g := gate.New(engine, log, gopts...)
 	changed.Store(g)
 
-	tds := cfg.trustDomains()
+	tds := cfg.TrustDomains()
 	// One ledger for both fronts: a refusal costs the gateway's CPU
 	// whichever front it came through.
 	debts := throttle.New(int64(cfg.Limits.RefusedBytesPerSecond), int64(cfg.Limits.RefusedBurstBytes))
@@ -180,7 +181,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 		go func() { defer wg.Done(); errc <- consulSrv.ServeTLS(consulLis, "", "") }()
 		log.Info("consul front serving", "consul", consulLis.Addr().String(), "upstream", cfg.Upstreams.Consul.Address)
 	}
-	log.Info("storegate serving", "fronts", cfg.fronts(), "admin", adminLis.Addr().String(),
+	log.Info("storegate serving", "fronts", cfg.Fronts(), "admin", adminLis.Addr().String(),
 		"policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode, "traces", cfg.Telemetry.Traces.Exporter)
 	if ready != nil {
 		ready()
@@ -215,7 +216,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ready func()) err
 
 // consulFront builds the Consul front's HTTPS server and listener, or
 // nothing when no Consul front is configured.
-func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, debts *throttle.Debts, src mtls.Source, tel *telemetry.Telemetry, log *slog.Logger) (*http.Server, net.Listener, *consulfront.Server, error) {
+func consulFront(cfg *config.Config, g *gate.Gate, auth consulfront.Authenticator, debts *throttle.Debts, src mtls.Source, tel *telemetry.Telemetry, log *slog.Logger) (*http.Server, net.Listener, *consulfront.Server, error) {
 	cu := cfg.Upstreams.Consul
 	if cu == nil {
 		return nil, nil, nil, nil
@@ -251,7 +252,7 @@ func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, debt
 	}
 	srv := &http.Server{
 		Handler:           tel.HTTPHandler(front.Handler(), gate.ProtocolConsul),
-		TLSConfig:         mtls.ServerConfig(src, cfg.trustDomains(), log),
+		TLSConfig:         mtls.ServerConfig(src, cfg.TrustDomains(), log),
 		ReadHeaderTimeout: 10 * time.Second,
 		// No write timeout: blocking queries are held up to ~10m40s.
 		IdleTimeout: 5 * time.Minute,
@@ -263,7 +264,7 @@ func consulFront(cfg *Config, g *gate.Gate, auth consulfront.Authenticator, debt
 // guarded are the addresses no Consul health check may reach unless an
 // intention names them: the stores' (the agent's own ports the front reads
 // from the agent) and every listener of the gateway's.
-func guarded(cfg *Config) []consulfront.Guarded {
+func guarded(cfg *config.Config) []consulfront.Guarded {
 	var out []consulfront.Guarded
 	if e := cfg.Upstreams.Etcd; e != nil {
 		for _, ep := range e.Endpoints {
@@ -283,7 +284,7 @@ func guarded(cfg *Config) []consulfront.Guarded {
 	return out
 }
 
-func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identitySource, error) {
+func openIdentity(ctx context.Context, cfg *config.Config, log *slog.Logger) (identitySource, error) {
 	if f := cfg.Identity.Files; f != nil {
 		fed := map[spiffeid.TrustDomain]string{}
 		for td, p := range f.Federated {
@@ -304,14 +305,14 @@ func openIdentity(ctx context.Context, cfg *Config, log *slog.Logger) (identityS
 
 // upstreamTLS is the client TLS config for an upstream: the gateway's own
 // SVID when tls.spiffe names the upstream, else the files.
-func upstreamTLS(t TLSFiles, src mtls.Source) (*tls.Config, error) {
+func upstreamTLS(t config.TLSFiles, src mtls.Source) (*tls.Config, error) {
 	if t.SPIFFE != "" {
 		return mtls.SourceClientConfig(src, t.SPIFFE)
 	}
 	return mtls.FileClientConfig(mtls.ClientFiles{Cert: t.Cert, Key: t.Key, CA: t.CA, ServerName: t.ServerName})
 }
 
-func dialEtcd(e *EtcdUpstream, src mtls.Source, dialOpts []grpc.DialOption, log *slog.Logger) (*etcdfront.Upstream, error) {
+func dialEtcd(e *config.EtcdUpstream, src mtls.Source, dialOpts []grpc.DialOption, log *slog.Logger) (*etcdfront.Upstream, error) {
 	var tlsCfg *tls.Config
 	for _, ep := range e.Endpoints {
 		if strings.HasPrefix(ep, "https://") {

@@ -1,4 +1,7 @@
-package main
+// Package config is the gateway's one configuration file: its typed
+// values, strict decoding, defaults and validation. Tests, the bench and
+// `gateway dev` build configurations as values and marshal them.
+package config
 
 import (
 	"bytes"
@@ -22,56 +25,56 @@ import (
 // Config is the gateway's one configuration file, strictly decoded: unknown
 // keys are errors, and every problem is reported at once.
 type Config struct {
-	Listen    ListenConfig    `yaml:"listen"`
-	Identity  IdentityConfig  `yaml:"identity"`
-	Upstreams UpstreamsConfig `yaml:"upstreams"`
-	Policy    PolicyConfig    `yaml:"policy"`
-	Telemetry TelemetryConfig `yaml:"telemetry"`
-	Debug     DebugConfig     `yaml:"debug"`
+	Listen    ListenConfig    `yaml:"listen,omitempty"`
+	Identity  IdentityConfig  `yaml:"identity,omitempty"`
+	Upstreams UpstreamsConfig `yaml:"upstreams,omitempty"`
+	Policy    PolicyConfig    `yaml:"policy,omitempty"`
+	Telemetry TelemetryConfig `yaml:"telemetry,omitempty"`
+	Debug     DebugConfig     `yaml:"debug,omitempty"`
 	// DecisionLog, when set, writes one JSON line per policy decision.
-	DecisionLog *DecisionLogConfig `yaml:"decision_log"`
+	DecisionLog *DecisionLogConfig `yaml:"decision_log,omitempty"`
 	// Plugins run, in this order (mutators before validators), over every
 	// op they match after policy allowed it, and over what goes back.
-	Plugins []PluginConfig `yaml:"plugins"`
+	Plugins []PluginConfig `yaml:"plugins,omitempty"`
 	// Limits bound what callers may hold open at once.
-	Limits LimitsConfig `yaml:"limits"`
+	Limits LimitsConfig `yaml:"limits,omitempty"`
 	// PluginCacheDir keeps plugins' compiled code across restarts (default:
 	// the user's cache directory, storegate/wazero; "none": memory only).
-	PluginCacheDir string `yaml:"plugin_cache_dir"`
+	PluginCacheDir string `yaml:"plugin_cache_dir,omitempty"`
 }
 
 // DecisionLogConfig is where the decision log goes and how a file of it
 // rotates.
 type DecisionLogConfig struct {
-	Output     string `yaml:"output"` // stdout | stderr | a file path
-	MaxSizeMB  int    `yaml:"max_size_mb"`
-	MaxBackups int    `yaml:"max_backups"`
-	MaxAgeDays int    `yaml:"max_age_days"`
-	Compress   bool   `yaml:"compress"`
+	Output     string `yaml:"output,omitempty"` // stdout | stderr | a file path
+	MaxSizeMB  int    `yaml:"max_size_mb,omitempty"`
+	MaxBackups int    `yaml:"max_backups,omitempty"`
+	MaxAgeDays int    `yaml:"max_age_days,omitempty"`
+	Compress   bool   `yaml:"compress,omitempty"`
 	// OnError is what a decision whose line cannot be taken (queue full,
 	// writes failing) does: deny (default: no decision goes unrecorded) or
 	// drop (the line is dropped and counted, the request proceeds).
-	OnError string `yaml:"on_error"`
+	OnError string `yaml:"on_error,omitempty"`
 	// QueueSize and QueueBytes bound the lines waiting for the writer
 	// (default 4096 lines, 8MiB).
-	QueueSize  int      `yaml:"queue_size"`
-	QueueBytes ByteSize `yaml:"queue_bytes"`
+	QueueSize  int      `yaml:"queue_size,omitempty"`
+	QueueBytes ByteSize `yaml:"queue_bytes,omitempty"`
 }
 
 // LimitsConfig bounds the streams and watches callers hold open, per caller
 // and in total (0: the default, sized for a 2-core gateway). Beyond them
 // callers get etcd's "etcdserver: too many requests".
 type LimitsConfig struct {
-	StreamsPerCaller int `yaml:"streams_per_caller"` // default 1024
-	Streams          int `yaml:"streams"`            // default 16384
-	WatchesPerCaller int `yaml:"watches_per_caller"` // default 8192
-	Watches          int `yaml:"watches"`            // default 65536
+	StreamsPerCaller int `yaml:"streams_per_caller,omitempty"` // default 1024
+	Streams          int `yaml:"streams,omitempty"`            // default 16384
+	WatchesPerCaller int `yaml:"watches_per_caller,omitempty"` // default 8192
+	Watches          int `yaml:"watches,omitempty"`            // default 65536
 	// RefusedBytesPerSecond and RefusedBurstBytes are what the requests
 	// the gateway refuses may cost one caller (their size plus 4 KiB
 	// each): the burst is free, beyond it the caller's connections are not
 	// read until it has paid at the rate (default 16MiB and 16MiB).
-	RefusedBytesPerSecond ByteSize `yaml:"refused_bytes_per_second"`
-	RefusedBurstBytes     ByteSize `yaml:"refused_burst_bytes"`
+	RefusedBytesPerSecond ByteSize `yaml:"refused_bytes_per_second,omitempty"`
+	RefusedBurstBytes     ByteSize `yaml:"refused_burst_bytes,omitempty"`
 }
 
 // DebugConfig turns on diagnostics that are off in production.
@@ -79,65 +82,65 @@ type DebugConfig struct {
 	// Pprof serves Go's runtime profiles under /debug/pprof/ on the admin
 	// listener (as etcd's --enable-pprof does); off by default, because a
 	// profile costs CPU and shows internals.
-	Pprof bool `yaml:"pprof"`
+	Pprof bool `yaml:"pprof,omitempty"`
 }
 
 // ListenConfig holds the gateway's listeners.
 type ListenConfig struct {
-	Etcd string `yaml:"etcd"` // etcd v3 gRPC front, TLS only
+	Etcd string `yaml:"etcd,omitempty"` // etcd v3 gRPC front, TLS only
 	// Consul is the Consul /v1 HTTP front, TLS only; empty: no Consul front.
-	Consul string `yaml:"consul"`
-	Admin  string `yaml:"admin"` // plain HTTP: /healthz, /readyz
+	Consul string `yaml:"consul,omitempty"`
+	Admin  string `yaml:"admin,omitempty"` // plain HTTP: /healthz, /readyz
 	// EtcdAdvertise are the client URLs MemberList returns for every member;
 	// default https://<listen.etcd>.
-	EtcdAdvertise []string `yaml:"etcd_advertise"`
+	EtcdAdvertise []string `yaml:"etcd_advertise,omitempty"`
 }
 
 // IdentityConfig is where the gateway's own SVID and trust bundles come from.
 type IdentityConfig struct {
-	Files        *IdentityFiles `yaml:"files"`
-	WorkloadAPI  string         `yaml:"workload_api"`
-	TrustDomains []string       `yaml:"trust_domains"`
+	Files        *IdentityFiles `yaml:"files,omitempty"`
+	WorkloadAPI  string         `yaml:"workload_api,omitempty"`
+	TrustDomains []string       `yaml:"trust_domains,omitempty"`
 }
 
 // IdentityFiles are PEM files; they are reloaded when they change.
 type IdentityFiles struct {
-	Cert   string `yaml:"cert"`
-	Key    string `yaml:"key"`
-	Bundle string `yaml:"bundle"`
+	Cert   string `yaml:"cert,omitempty"`
+	Key    string `yaml:"key,omitempty"`
+	Bundle string `yaml:"bundle,omitempty"`
 	// Federated maps other trust domains to their bundle files.
-	Federated map[string]string `yaml:"federated"`
+	Federated map[string]string `yaml:"federated,omitempty"`
 }
 
 // UpstreamsConfig names the real stores.
 type UpstreamsConfig struct {
-	Etcd   *EtcdUpstream   `yaml:"etcd"`
-	Consul *ConsulUpstream `yaml:"consul"`
+	Etcd   *EtcdUpstream   `yaml:"etcd,omitempty"`
+	Consul *ConsulUpstream `yaml:"consul,omitempty"`
 }
 
 // ConsulUpstream is a Consul agent reached with the gateway's ACL token.
 type ConsulUpstream struct {
-	Address   string `yaml:"address"` // http(s)://host:port of the agent
-	TokenFile string `yaml:"token_file"`
+	Address   string `yaml:"address,omitempty"` // http(s)://host:port of the agent
+	TokenFile string `yaml:"token_file,omitempty"`
 	// ForwardCallerTokens passes a caller's own ACL token (X-Consul-Token,
 	// Authorization: Bearer, ?token=) on to Consul instead of stripping it;
 	// callers without one still get the gateway's. Off by default: with it
 	// a caller's token can reach what its own ACLs allow, on top of policy.
-	ForwardCallerTokens bool     `yaml:"forward_caller_tokens"`
-	TLS                 TLSFiles `yaml:"tls"` // for an https address
+	ForwardCallerTokens bool     `yaml:"forward_caller_tokens,omitempty"`
+	TLS                 TLSFiles `yaml:"tls,omitempty"` // for an https address
 	// MaxValueBytes bounds a KV value (default 512KiB, Consul's default).
-	MaxValueBytes ByteSize `yaml:"max_value_bytes"`
+	MaxValueBytes ByteSize `yaml:"max_value_bytes,omitempty"`
 }
 
 // EtcdUpstream is an etcd cluster reached with the gateway's credentials.
 type EtcdUpstream struct {
-	Endpoints    []string `yaml:"endpoints"`
-	TLS          TLSFiles `yaml:"tls"`
-	Username     string   `yaml:"username"`
-	PasswordFile string   `yaml:"password_file"`
-	DialTimeout  Duration `yaml:"dial_timeout"`
-	MaxTxnOps    int      `yaml:"max_txn_ops"`
-	MaxRequest   ByteSize `yaml:"max_request_bytes"`
+	Endpoints    []string `yaml:"endpoints,omitempty"`
+	TLS          TLSFiles `yaml:"tls,omitempty"`
+	Username     string   `yaml:"username,omitempty"`
+	PasswordFile string   `yaml:"password_file,omitempty"`
+	DialTimeout  Duration `yaml:"dial_timeout,omitempty"`
+	MaxTxnOps    int      `yaml:"max_txn_ops,omitempty"`
+	MaxRequest   ByteSize `yaml:"max_request_bytes,omitempty"`
 }
 
 // TLSFiles are conventional client TLS files for an upstream, or, with
@@ -147,40 +150,40 @@ type TLSFiles struct {
 	// SPIFFE is the upstream's SPIFFE ID, or a trust domain
 	// (spiffe://example.org) to accept any of its members; set, it replaces
 	// cert, key and ca.
-	SPIFFE     string `yaml:"spiffe"`
-	Cert       string `yaml:"cert"`
-	Key        string `yaml:"key"`
-	CA         string `yaml:"ca"`
-	ServerName string `yaml:"server_name"`
+	SPIFFE     string `yaml:"spiffe,omitempty"`
+	Cert       string `yaml:"cert,omitempty"`
+	Key        string `yaml:"key,omitempty"`
+	CA         string `yaml:"ca,omitempty"`
+	ServerName string `yaml:"server_name,omitempty"`
 }
 
 // PolicyConfig locates the Rego policies.
 type PolicyConfig struct {
-	Dir  string `yaml:"dir"`
-	Mode string `yaml:"mode"` // enforce (default) | shadow
+	Dir  string `yaml:"dir,omitempty"`
+	Mode string `yaml:"mode,omitempty"` // enforce (default) | shadow
 	// CacheSize bounds the decisions remembered per policy version
 	// (default 65536; 0 turns the cache off). Superseded by CacheBytes.
-	CacheSize *int `yaml:"cache_size"`
+	CacheSize *int `yaml:"cache_size,omitempty"`
 	// CacheBytes bounds the decision cache's memory per policy version;
 	// set, it replaces cache_size. Keys over 512 bytes are never cached.
-	CacheBytes ByteSize `yaml:"cache_bytes"`
+	CacheBytes ByteSize `yaml:"cache_bytes,omitempty"`
 	// EvalTimeout bounds every policy evaluation (default 1s); a
 	// decision that takes longer denies.
-	EvalTimeout Duration `yaml:"eval_timeout"`
+	EvalTimeout Duration `yaml:"eval_timeout,omitempty"`
 }
 
 // TelemetryConfig says what the gateway exports besides /metrics, which is
 // always served. Where OTLP spans go comes from the OTEL_* environment.
 type TelemetryConfig struct {
-	Traces TracesConfig `yaml:"traces"`
+	Traces TracesConfig `yaml:"traces,omitempty"`
 }
 
 // TracesConfig chooses the span exporter and the sampling ratio.
 type TracesConfig struct {
-	Exporter string `yaml:"exporter"` // none (default) | otlp | stdout
+	Exporter string `yaml:"exporter,omitempty"` // none (default) | otlp | stdout
 	// Sampling is the ratio of root spans kept, in [0, 1] (default 0.01);
 	// a caller's sampled trace is always continued.
-	Sampling *float64 `yaml:"sampling"`
+	Sampling *float64 `yaml:"sampling,omitempty"`
 }
 
 // defaultSampling keeps one root span in a hundred: etcd calls are many and
@@ -190,22 +193,22 @@ const defaultSampling = 0.01
 // defaultDecisionCache is the decision cache's default bound: some MiB.
 const defaultDecisionCache = 1 << 16
 
-// LoadConfig reads, decodes, defaults and validates the file at path.
-func LoadConfig(path string) (*Config, error) {
+// Load reads, decodes, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	cfg, err := ParseConfig(b)
+	cfg, err := Parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	cfg.resolve(filepath.Dir(path))
+	cfg.Resolve(filepath.Dir(path))
 	return cfg, nil
 }
 
-// ParseConfig decodes strictly, applies defaults and validates.
-func ParseConfig(b []byte) (*Config, error) {
+// Parse decodes strictly, applies defaults and validates.
+func Parse(b []byte) (*Config, error) {
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -220,15 +223,15 @@ func ParseConfig(b []byte) (*Config, error) {
 		}
 		return nil, err
 	}
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
 
-// fronts names the fronts the configuration runs, e.g. "etcd,consul".
-func (c *Config) fronts() string {
+// Fronts names the fronts the configuration runs, e.g. "etcd,consul".
+func (c *Config) Fronts() string {
 	var fs []string
 	if c.Upstreams.Etcd != nil {
 		fs = append(fs, "etcd")
@@ -239,7 +242,7 @@ func (c *Config) fronts() string {
 	return strings.Join(fs, ",")
 }
 
-func (c *Config) defaults() {
+func (c *Config) Defaults() {
 	if c.Listen.Etcd == "" && c.Upstreams.Etcd != nil {
 		c.Listen.Etcd = "127.0.0.1:23790"
 	}
@@ -268,8 +271,8 @@ func (c *Config) defaults() {
 	}
 }
 
-// resolve makes relative paths relative to the config file's directory.
-func (c *Config) resolve(dir string) {
+// Resolve makes relative paths relative to the config file's directory.
+func (c *Config) Resolve(dir string) {
 	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -308,7 +311,7 @@ func (c *Config) resolve(dir string) {
 	}
 }
 
-func (c *Config) validate() error {
+func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if _, _, err := net.SplitHostPort(c.Listen.Admin); err != nil {
@@ -416,7 +419,7 @@ func (c *Config) validate() error {
 	if r := *c.Telemetry.Traces.Sampling; !telemetry.ValidSampling(r) {
 		bad("telemetry.traces.sampling: %v is not a ratio in [0, 1]", r)
 	}
-	_, perrs := c.pluginSpecs()
+	_, perrs := c.PluginSpecs()
 	errs = append(errs, perrs...)
 	if dl := c.DecisionLog; dl != nil {
 		if dl.Output == "" {
@@ -437,9 +440,9 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// telemetryConfig returns the telemetry package's configuration (validated
+// TelemetryConfig returns the telemetry package's configuration (validated
 // already).
-func (c *Config) telemetryConfig(log *slog.Logger) telemetry.Config {
+func (c *Config) TelemetryConfig(log *slog.Logger) telemetry.Config {
 	var tc telemetry.Config
 	tc.ServiceName = "storegate"
 	tc.Logger = log
@@ -448,11 +451,25 @@ func (c *Config) telemetryConfig(log *slog.Logger) telemetry.Config {
 	return tc
 }
 
-// trustDomains returns the parsed trust domains (validated already).
-func (c *Config) trustDomains() []spiffeid.TrustDomain {
+// TrustDomains returns the parsed trust domains (validated already).
+func (c *Config) TrustDomains() []spiffeid.TrustDomain {
 	out := make([]spiffeid.TrustDomain, 0, len(c.Identity.TrustDomains))
 	for _, s := range c.Identity.TrustDomains {
 		out = append(out, spiffeid.RequireTrustDomainFromString(s))
 	}
 	return out
+}
+
+// Marshal encodes the configuration as the YAML Parse reads.
+func (c *Config) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return buf.Bytes(), nil
 }

@@ -1,8 +1,10 @@
-package main
+package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/storegate/storegate/telemetry"
 )
@@ -23,21 +25,21 @@ policy: {dir: policies, mode: shadow, cache_size: 0}
 telemetry: {traces: {exporter: otlp, sampling: 0.25}}
 `
 
-func TestParseConfig(t *testing.T) {
-	cfg, err := ParseConfig([]byte(goodConfig))
+func TestParse(t *testing.T) {
+	cfg, err := Parse([]byte(goodConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Upstreams.Etcd.MaxRequest != 2<<20 || cfg.Policy.Mode != "shadow" || *cfg.Policy.CacheSize != 0 {
 		t.Errorf("decoded %+v", cfg)
 	}
-	if tc := cfg.telemetryConfig(nil); tc.Traces.Exporter != telemetry.ExporterOTLP || tc.Traces.Sampling != 0.25 {
+	if tc := cfg.TelemetryConfig(nil); tc.Traces.Exporter != telemetry.ExporterOTLP || tc.Traces.Sampling != 0.25 {
 		t.Errorf("telemetry = %+v", tc)
 	}
 	if got := cfg.Listen.EtcdAdvertise; len(got) != 1 || got[0] != "https://127.0.0.1:23790" {
 		t.Errorf("default advertise URLs = %v", got)
 	}
-	cfg.resolve("/etc/storegate")
+	cfg.Resolve("/etc/storegate")
 	if cfg.Identity.Files.Cert != "/etc/storegate/certs/gateway.pem" || cfg.Policy.Dir != "/etc/storegate/policies" {
 		t.Errorf("relative paths not resolved against the config's directory: %+v", cfg.Identity.Files)
 	}
@@ -58,11 +60,11 @@ func TestParseConfigDefaultsTelemetry(t *testing.T) {
 	base := goodConfig[:strings.Index(goodConfig, "telemetry:")]
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := ParseConfig([]byte(base + tt.section))
+			cfg, err := Parse([]byte(base + tt.section))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tc := cfg.telemetryConfig(nil); tc.Traces.Exporter != tt.exporter || tc.Traces.Sampling != tt.sampling {
+			if tc := cfg.TelemetryConfig(nil); tc.Traces.Exporter != tt.exporter || tc.Traces.Sampling != tt.sampling {
 				t.Errorf("telemetry = %+v, want exporter %v, sampling %v", tc, tt.exporter, tt.sampling)
 			}
 		})
@@ -70,7 +72,7 @@ func TestParseConfigDefaultsTelemetry(t *testing.T) {
 }
 
 func TestParseConfigDefaultsCache(t *testing.T) {
-	cfg, err := ParseConfig([]byte(strings.Replace(goodConfig, ", cache_size: 0", "", 1)))
+	cfg, err := Parse([]byte(strings.Replace(goodConfig, ", cache_size: 0", "", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +111,7 @@ telemetry: {traces: {exporter: jaeger, sampling: 1.5}}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tt.yaml))
+			_, err := Parse([]byte(tt.yaml))
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -126,22 +128,43 @@ telemetry: {traces: {exporter: jaeger, sampling: 1.5}}
 // etcd front; a listener without its upstream is an error.
 func TestEitherFrontAlone(t *testing.T) {
 	const identity = "identity: {files: {cert: a, key: b, bundle: c}, trust_domains: [example.org]}\n"
-	consulOnly, err := ParseConfig([]byte(identity + "listen: {consul: 127.0.0.1:8501}\nupstreams: {consul: {address: http://127.0.0.1:8500}}\n"))
+	consulOnly, err := Parse([]byte(identity + "listen: {consul: 127.0.0.1:8501}\nupstreams: {consul: {address: http://127.0.0.1:8500}}\n"))
 	if err != nil {
 		t.Fatalf("a Consul-only gateway: %v", err)
 	}
-	if consulOnly.Listen.Etcd != "" || consulOnly.Upstreams.Etcd != nil || consulOnly.fronts() != "consul" {
-		t.Fatalf("a Consul-only gateway runs %q (listen.etcd %q)", consulOnly.fronts(), consulOnly.Listen.Etcd)
+	if consulOnly.Listen.Etcd != "" || consulOnly.Upstreams.Etcd != nil || consulOnly.Fronts() != "consul" {
+		t.Fatalf("a Consul-only gateway runs %q (listen.etcd %q)", consulOnly.Fronts(), consulOnly.Listen.Etcd)
 	}
-	etcdOnly, err := ParseConfig([]byte(identity + "upstreams: {etcd: {endpoints: [https://127.0.0.1:2379]}}\n"))
+	etcdOnly, err := Parse([]byte(identity + "upstreams: {etcd: {endpoints: [https://127.0.0.1:2379]}}\n"))
 	if err != nil {
 		t.Fatalf("an etcd-only gateway: %v", err)
 	}
-	if etcdOnly.Listen.Etcd == "" || etcdOnly.fronts() != "etcd" {
-		t.Fatalf("an etcd-only gateway runs %q (listen.etcd %q)", etcdOnly.fronts(), etcdOnly.Listen.Etcd)
+	if etcdOnly.Listen.Etcd == "" || etcdOnly.Fronts() != "etcd" {
+		t.Fatalf("an etcd-only gateway runs %q (listen.etcd %q)", etcdOnly.Fronts(), etcdOnly.Listen.Etcd)
 	}
-	_, err = ParseConfig([]byte(identity + "listen: {etcd: 127.0.0.1:23790, consul: 127.0.0.1:8501}\nupstreams: {consul: {address: http://127.0.0.1:8500}}\n"))
+	_, err = Parse([]byte(identity + "listen: {etcd: 127.0.0.1:23790, consul: 127.0.0.1:8501}\nupstreams: {consul: {address: http://127.0.0.1:8500}}\n"))
 	if err == nil || !strings.Contains(err.Error(), "listen.etcd and upstreams.etcd go together") {
 		t.Fatalf("an etcd listener without an etcd upstream: %v", err)
+	}
+}
+
+// TestMarshalRoundTrip: a configuration built as a value and marshalled
+// parses back to the same value (tests and the bench build configs so).
+func TestMarshalRoundTrip(t *testing.T) {
+	cfg, err := Parse([]byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Plugins = []PluginConfig{{Name: "p", Path: "/p.wasm", Timeout: Duration(25 * time.Millisecond), MemoryLimit: 3 << 20}}
+	b, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if !reflect.DeepEqual(cfg, back) {
+		t.Errorf("round trip differs:\n%+v\n%+v\n%s", cfg, back, b)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -45,3 +45,9 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	*b = ByteSize(v * mult)
 	return nil
 }
+
+// MarshalYAML writes the duration as Go writes it ("1m30s").
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// MarshalYAML writes the size as a number of bytes.
+func (b ByteSize) MarshalYAML() (any, error) { return int64(b), nil }
