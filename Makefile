@@ -7,7 +7,7 @@ SPIRE_MOD := tools/spire
 SPIRE_LDFLAGS := -X github.com/spiffe/spire/pkg/common/version.gittag=1.13.3
 GOTESTFLAGS ?=
 
-.PHONY: run test bench build tools consul spire check policy-test plugins clang clean fuzz
+.PHONY: run test bench build tools consul spire check policy-test plugins clang clean fuzz haproxy
 
 PLUGIN_BIN := $(BIN)/plugins
 GO_PLUGINS := schema namespace encrypt registration
@@ -53,6 +53,12 @@ clang:
 		{ echo "installing $(CLANG_PKGS) (apt-get)"; export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q $(CLANG_PKGS) >/dev/null || \
 		  { apt-get update -q >/dev/null && apt-get install -y -q $(CLANG_PKGS) >/dev/null; }; }
 
+## haproxy: HAProxy from Debian's package (the L4 balancer the fleet tests put in front of the gateways), installed when missing
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || \
+		{ echo "installing haproxy (apt-get)"; export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q haproxy >/dev/null || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; }; }
+
 ## spire: the SPIRE 1.13.3 server and agent, for the SPIFFE tests (~20 CPU-min the first time)
 spire: $(BIN)/spire-server $(BIN)/spire-agent
 
@@ -64,7 +70,7 @@ $(BIN)/spire-agent: $(SPIRE_MOD)/go.mod $(SPIRE_MOD)/go.sum
 	cd $(SPIRE_MOD) && $(GO) build -ldflags '$(SPIRE_LDFLAGS)' -o $(BIN)/spire-agent github.com/spiffe/spire/cmd/spire-agent
 
 ## test: every test — OPA policy tests, unit tests and end-to-end tests, with the race detector, and each fuzz target briefly (20,000 inputs: a count, not a time, since a time limit that expires while an input is being minimized fails the run)
-test: tools spire plugins policy-test
+test: tools spire plugins haproxy policy-test
 	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 	$(MAKE) fuzz FUZZTIME=20000x
 	cd plugins/sdk && $(GO) test -count=1 ./...

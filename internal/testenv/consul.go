@@ -1,0 +1,107 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ConsulSpec is a real Consul 1.14.11 agent in -dev mode (in memory) on
+// loopback, its HTTP API plain on HTTPAddr.
+type ConsulSpec struct {
+	// Bin is the consul binary (default: bin/consul, built when missing).
+	Bin string
+	// HTTPAddr is where the HTTP API listens (default: a free port).
+	HTTPAddr string
+	Node     string // default storegate-test
+	Args     []string
+	// Echo receives the agent's output as well.
+	Echo io.Writer
+}
+
+// Consul is a running agent.
+type Consul struct {
+	HTTPAddr string // host:port
+	Proc     *Proc
+}
+
+// StartConsul starts the agent and returns once it has a leader.
+func StartConsul(ctx context.Context, s ConsulSpec) (*Consul, error) {
+	if s.Bin == "" {
+		bin, err := Tool("consul")
+		if err != nil {
+			return nil, err
+		}
+		s.Bin = bin
+	}
+	if s.HTTPAddr == "" {
+		a, err := Addr()
+		if err != nil {
+			return nil, err
+		}
+		s.HTTPAddr = a
+	}
+	if s.Node == "" {
+		s.Node = "storegate-test"
+	}
+	_, httpPort, err := net.SplitHostPort(s.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("consul http address: %w", err)
+	}
+	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-http-port=" + httpPort,
+		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1", "-node=" + s.Node, "-log-level=warn"}
+	for _, flag := range []string{"-serf-lan-port", "-serf-wan-port", "-server-port"} {
+		p, err := Port()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, flag+"="+strconv.Itoa(p))
+	}
+	c := &Consul{HTTPAddr: s.HTTPAddr, Proc: &Proc{Name: "consul", Bin: s.Bin, Args: append(args, s.Args...), Echo: s.Echo}}
+	if err := c.Proc.Start(); err != nil {
+		return nil, err
+	}
+	if err := c.WaitReady(ctx, 60*time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// WaitReady waits until the agent has a leader.
+func (c *Consul) WaitReady(ctx context.Context, timeout time.Duration) error {
+	return Eventually(ctx, timeout, func(ctx context.Context) error {
+		if gone, err := c.Proc.Exited(); gone {
+			return c.Proc.Failure(fmt.Errorf("exited: %v", err))
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.HTTPAddr+"/v1/status/leader", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), ":") {
+			return errors.New("consul: no leader yet")
+		}
+		return nil
+	})
+}
+
+// Restart stops the agent and starts it again (a -dev agent starts empty).
+func (c *Consul) Restart(ctx context.Context) error {
+	c.Proc.Stop(15 * time.Second)
+	if err := c.Proc.Start(); err != nil {
+		return err
+	}
+	return c.WaitReady(ctx, 60*time.Second)
+}
+
+// Close stops the agent.
+func (c *Consul) Close() { c.Proc.Stop(15 * time.Second) }
