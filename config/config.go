@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
@@ -38,6 +39,12 @@ type Config struct {
 	Plugins []PluginConfig `yaml:"plugins,omitempty"`
 	// Limits bound what callers may hold open at once.
 	Limits LimitsConfig `yaml:"limits,omitempty"`
+	// Fleet is how the replicas of one fleet find each other: each
+	// registers its etcd advertise URLs in etcd, under the reserved prefix,
+	// with a lease.
+	Fleet FleetConfig `yaml:"fleet,omitempty"`
+	// Drain is how a gateway stops on SIGTERM.
+	Drain DrainConfig `yaml:"drain,omitempty"`
 	// PluginCacheDir keeps plugins' compiled code across restarts (default:
 	// the user's cache directory, storegate/wazero; "none": memory only).
 	PluginCacheDir string `yaml:"plugin_cache_dir,omitempty"`
@@ -75,6 +82,21 @@ type LimitsConfig struct {
 	// read until it has paid at the rate (default 16MiB and 16MiB).
 	RefusedBytesPerSecond ByteSize `yaml:"refused_bytes_per_second,omitempty"`
 	RefusedBurstBytes     ByteSize `yaml:"refused_burst_bytes,omitempty"`
+}
+
+// FleetConfig is the replica registry MemberList answers from.
+type FleetConfig struct {
+	// TTL is the registration lease's: a replica that dies drops out of
+	// MemberList within it (default 10s; at least 2s).
+	TTL Duration `yaml:"ttl,omitempty"`
+}
+
+// DrainConfig bounds a graceful stop.
+type DrainConfig struct {
+	// Timeout is how long a stopping gateway waits for what is in flight
+	// (unary requests, Consul blocking queries, streams told to go) before
+	// it closes what is left (default 15s).
+	Timeout Duration `yaml:"timeout,omitempty"`
 }
 
 // DebugConfig turns on diagnostics that are off in production.
@@ -262,6 +284,12 @@ func (c *Config) Defaults() {
 		n := defaultDecisionCache
 		c.Policy.CacheSize = &n
 	}
+	if c.Fleet.TTL == 0 {
+		c.Fleet.TTL = Duration(10 * time.Second)
+	}
+	if c.Drain.Timeout == 0 {
+		c.Drain.Timeout = Duration(15 * time.Second)
+	}
 	if c.Telemetry.Traces.Exporter == "" {
 		c.Telemetry.Traces.Exporter = "none"
 	}
@@ -403,6 +431,12 @@ func (c *Config) Validate() error {
 	if l := c.Limits; l.StreamsPerCaller < 0 || l.Streams < 0 || l.WatchesPerCaller < 0 || l.Watches < 0 ||
 		l.RefusedBytesPerSecond < 0 || l.RefusedBurstBytes < 0 {
 		bad("limits: negative bounds are not allowed (0 is the default)")
+	}
+	if c.Fleet.TTL < Duration(2*time.Second) {
+		bad("fleet.ttl: %v is under 2s", time.Duration(c.Fleet.TTL))
+	}
+	if c.Drain.Timeout < 0 {
+		bad("drain.timeout: must not be negative")
 	}
 	if *c.Policy.CacheSize < 0 {
 		bad("policy.cache_size: must not be negative")
