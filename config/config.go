@@ -152,6 +152,11 @@ type ConsulUpstream struct {
 	TLS                 TLSFiles `yaml:"tls,omitempty"` // for an https address
 	// MaxValueBytes bounds a KV value (default 512KiB, Consul's default).
 	MaxValueBytes ByteSize `yaml:"max_value_bytes,omitempty"`
+	// RequestTimeout bounds a request to the agent that is not a blocking
+	// query (a blocking query gets its wait plus Consul's jitter on top), so
+	// a hung agent answers callers 502 instead of holding them (default
+	// 30s).
+	RequestTimeout Duration `yaml:"request_timeout,omitempty"`
 }
 
 // EtcdUpstream is an etcd cluster reached with the gateway's credentials.
@@ -163,6 +168,12 @@ type EtcdUpstream struct {
 	DialTimeout  Duration `yaml:"dial_timeout,omitempty"`
 	MaxTxnOps    int      `yaml:"max_txn_ops,omitempty"`
 	MaxRequest   ByteSize `yaml:"max_request_bytes,omitempty"`
+	// RequestTimeout bounds a unary call to etcd for a caller that set no
+	// deadline of its own, and every lookup the gateway makes before it
+	// decides, so a hung cluster answers DeadlineExceeded instead of
+	// holding the caller (default 30s). Lock and Campaign, which wait by
+	// design, are not bounded.
+	RequestTimeout Duration `yaml:"request_timeout,omitempty"`
 }
 
 // TLSFiles are conventional client TLS files for an upstream, or, with
