@@ -9,9 +9,9 @@ import (
 )
 
 // clusterServer serves etcdserverpb.Cluster. Member lists go back with the
-// gateway's own URLs as every member's client URLs, so that clients that
-// discover the cluster (etcdctl --cluster, client/v3 sync) keep coming
-// through the gateway.
+// live gateway replicas' URLs as the members' client URLs (see advertise),
+// so that clients that discover the cluster (etcdctl --cluster, client/v3
+// sync) spread over the gateways and never reach etcd directly.
 type clusterServer struct {
 	pb.UnsafeClusterServer
 	s *Server
@@ -79,21 +79,54 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 	return resp, err
 }
 
-// advertise replaces members' client URLs with the gateway's, and hides
-// their peer URLs from callers that may not administer the cluster:
-// callers reach the cluster only through the gateway, and the members' own
+// advertise replaces members' client URLs with the gateway replicas', and
+// hides their peer URLs from callers that may not administer the cluster:
+// callers reach the cluster only through the gateways, and the members' own
 // addresses are only for those who may change its membership (and need
-// them for member update). Members that have not started (no client URLs
-// yet) keep their empty client URLs.
+// them for member update). IDs, names, learner flags stay etcd's, so that
+// member list and move-leader still name the real members. Members that
+// have not started (no client URLs yet) keep their empty client URLs.
+//
+// The live replicas (s.replicas, sorted, so every replica answers alike)
+// are dealt out over the started voting members in turn: client/v3's Sync
+// and etcdctl's --cluster take every member's client URLs as they come,
+// without removing duplicates, so with at least as many replicas as voting
+// members each replica's URLs appear exactly once. With fewer, every
+// voting member still gets one replica (some replicas then appear twice):
+// a started member never shows empty client URLs, which tools read as
+// "unstarted". Learners (which Sync skips) get one replica each, in the
+// same turn after the voters.
 func (s *Server) advertise(ctx context.Context, members []*pb.Member) {
 	admin := etcdOp(gate.ResourceCluster, gate.ActionAdmin, "/etcdserverpb.Cluster/MemberList")
 	peers := s.gate.Allows(ctx, caller(ctx), &admin)
+	var voters, learners []*pb.Member
 	for _, m := range members {
 		if !peers {
 			m.PeerURLs = nil
 		}
-		if len(m.ClientURLs) > 0 && len(s.opts.AdvertiseURLs) > 0 {
-			m.ClientURLs = append([]string(nil), s.opts.AdvertiseURLs...)
+		if len(m.ClientURLs) == 0 {
+			continue
+		}
+		if m.IsLearner {
+			learners = append(learners, m)
+		} else {
+			voters = append(voters, m)
 		}
 	}
+	reps := s.replicas()
+	if len(reps) == 0 {
+		return
+	}
+	for _, m := range append(voters, learners...) {
+		m.ClientURLs = nil
+	}
+	// deal gives to's members n replicas in turn from reps[from].
+	deal := func(to []*pb.Member, from, n int) {
+		for i := range n {
+			m := to[i%len(to)]
+			m.ClientURLs = append(m.ClientURLs, reps[(from+i)%len(reps)]...)
+		}
+	}
+	deal(voters, 0, max(len(reps), len(voters)))
+	deal(learners, len(voters), len(learners))
 }

@@ -38,6 +38,10 @@ type Options struct {
 	// member-change RPCs return them as every member's client URLs so that
 	// clients never bypass the gateway.
 	AdvertiseURLs []string
+	// FleetTTL, when set, registers this replica (its AdvertiseURLs) in
+	// etcd's reserved fleet records with a lease of this TTL, and makes
+	// MemberList answer with every live replica's URLs (see fleet.go).
+	FleetTTL time.Duration
 	// MaxRequestBytes bounds a request message (default 2 MiB: etcd's
 	// 1.5 MiB request limit plus gRPC overhead).
 	MaxRequestBytes int
@@ -67,6 +71,7 @@ type Server struct {
 	opts   Options
 	log    *slog.Logger
 	limits limiters
+	fleet  *fleet // nil without Options.FleetTTL
 }
 
 // upstreamCleanupTimeout bounds the gateway's own clean-up calls upstream
@@ -88,7 +93,11 @@ func New(g *gate.Gate, up *Upstream, auth Authenticator, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Server{gate: g, up: up, auth: auth, opts: opts, log: opts.Logger, limits: newLimiters(opts.Limits)}
+	s := &Server{gate: g, up: up, auth: auth, opts: opts, log: opts.Logger, limits: newLimiters(opts.Limits)}
+	if opts.FleetTTL > 0 && len(opts.AdvertiseURLs) > 0 {
+		s.fleet = newFleet(up.client, opts.AdvertiseURLs, opts.FleetTTL, opts.Logger)
+	}
+	return s
 }
 
 // GRPCServer returns a gRPC server with every etcd service registered,
