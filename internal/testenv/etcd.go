@@ -39,6 +39,13 @@ type EtcdSpec struct {
 	Embed func(*embed.Config)
 	// Echo receives the binary members' output as well.
 	Echo *os.File
+	// Bin is the etcd binary of binary members (default: bin/etcd, built
+	// when missing).
+	Bin string
+	// ClientAddrs and PeerAddrs, when set, are the members' fixed client
+	// and peer host:ports, one per member (default: free ports), for a
+	// program whose users need stable addresses (`gateway dev`).
+	ClientAddrs, PeerAddrs []string
 }
 
 // Etcd is a running cluster.
@@ -66,9 +73,8 @@ func StartEtcd(ctx context.Context, s EtcdSpec) (*Etcd, error) {
 	e := &Etcd{Spec: s}
 	var initial []string
 	for i := range s.Members {
-		peer, err1 := Addr()
-		client, err2 := Addr()
-		if err := errors.Join(err1, err2); err != nil {
+		peer, client, err := s.memberAddrs(i)
+		if err != nil {
 			return nil, err
 		}
 		m := &EtcdMember{Name: "m" + strconv.Itoa(i), ClientURL: "https://" + client, PeerURL: "http://" + peer}
@@ -85,7 +91,7 @@ func StartEtcd(ctx context.Context, s EtcdSpec) (*Etcd, error) {
 			return nil, err
 		}
 		if s.Binary {
-			bin, err := Tool("etcd")
+			bin, err := s.bin()
 			if err != nil {
 				return nil, err
 			}

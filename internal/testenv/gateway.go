@@ -76,30 +76,8 @@ func GatewayConfig(p *PKI, policyDir string, etcd []string, consulHTTP string) (
 // StartGateway writes the configuration and starts the gateway on it; it
 // returns once /readyz answers 200.
 func StartGateway(ctx context.Context, s GatewaySpec) (*Gateway, error) {
-	b, err := s.Config.Marshal()
+	g, err := LaunchGateway(s)
 	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(s.Dir, "storegate.yaml")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		return nil, err
-	}
-	if s.LogLevel == "" {
-		s.LogLevel = "debug"
-	}
-	if s.ReadyTimeout == 0 {
-		s.ReadyTimeout = 3 * time.Minute
-	}
-	g := &Gateway{Spec: s, Etcd: s.Config.Listen.Etcd, Consul: s.Config.Listen.Consul, Admin: s.Config.Listen.Admin, ConfigPath: path}
-	g.Proc = &Proc{Name: "gateway " + g.Admin, Bin: s.Bin, Args: []string{"serve", "--config", path, "--log-level", s.LogLevel}, Echo: s.Echo}
-	if s.Env != nil || s.Environ != nil {
-		base := s.Environ
-		if base == nil {
-			base = os.Environ()
-		}
-		g.Proc.Env = append(append([]string(nil), base...), s.Env...)
-	}
-	if err := g.Proc.Start(); err != nil {
 		return nil, err
 	}
 	if err := g.WaitReady(ctx); err != nil {

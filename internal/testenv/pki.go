@@ -24,27 +24,19 @@ func NewPKI(dir string, callers ...string) (*PKI, error) {
 	if err := mtls.InitCA(dir, TrustDomain); err != nil {
 		return nil, err
 	}
-	if err := p.Issue("gateway", "/storegate", true, time.Hour); err != nil {
+	if err := p.IssueAll(time.Hour, callers...); err != nil {
 		return nil, err
-	}
-	if err := p.Issue("etcd", "/etcd", true, time.Hour); err != nil {
-		return nil, err
-	}
-	for _, c := range callers {
-		if err := p.Issue(c, "/"+c, false, time.Hour); err != nil {
-			return nil, err
-		}
 	}
 	return p, nil
 }
 
 // Issue writes <name>.pem and <name>-key.pem for spiffe://example.org<path>;
-// a server SVID also names localhost and 127.0.0.1.
+// a server SVID also names localhost, 127.0.0.1 and ::1.
 func (p *PKI) Issue(name, path string, server bool, ttl time.Duration) error {
 	req := mtls.IssueRequest{ID: spiffeid.RequireFromPath(TrustDomain, path), Out: name, TTL: ttl}
 	if server {
 		req.DNS = []string{"localhost"}
-		req.IPs = []net.IP{net.IPv4(127, 0, 0, 1)}
+		req.IPs = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 	}
 	_, _, err := mtls.Issue(p.Dir, req)
 	return err
