@@ -7,7 +7,7 @@ SPIRE_MOD := tools/spire
 SPIRE_LDFLAGS := -X github.com/spiffe/spire/pkg/common/version.gittag=1.13.3
 GOTESTFLAGS ?=
 
-.PHONY: run test bench build tools consul spire check policy-test plugins clang clean fuzz haproxy
+.PHONY: run test bench build tools consul spire check policy-test plugins clang clean fuzz haproxy soak
 
 PLUGIN_BIN := $(BIN)/plugins
 GO_PLUGINS := schema namespace encrypt registration
@@ -85,6 +85,10 @@ bench: build tools plugins
 	$(GO) test -run '^$$' -bench 'BenchmarkAuthorize$$' -benchmem ./policy/
 	$(GO) test -run '^$$' -bench 'BenchmarkAuthorizeLatency' -benchtime 1x ./policy/
 	$(GO) run ./bench
+
+## soak: mixed load (both stores, watches, leases, locks, sessions, plugins) through two gateways behind HAProxy for 10 minutes (or $$STOREGATE_SOAK); fails if a gateway's heap, goroutines or open fds grow past the bounds stated in e2e/soak (make test runs it for 60s)
+soak: tools consul plugins haproxy
+	STOREGATE_SOAK=$${STOREGATE_SOAK:-10m} $(GO) test -count=1 -timeout 60m -v -run '^TestSoak$$' ./e2e/soak/
 
 ## fuzz: each fuzz target for $(FUZZTIME) (default 60s), one after the other (KeyRange, unknown etcd fields, policy globs, plugin results)
 FUZZTIME ?= 60s

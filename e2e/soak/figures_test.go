@@ -1,0 +1,173 @@
+package soak
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/storegate/storegate/internal/testenv"
+)
+
+// figures are what one gateway holds at a moment.
+type figures struct {
+	// HeapAlloc is the live heap right after a forced GC (runtime.MemStats
+	// HeapAlloc, from /debug/pprof/heap?gc=1); HeapInuse is the heap spans
+	// in use then, fragmentation included.
+	HeapAlloc, HeapInuse uint64
+	Goroutines           int // go_goroutines
+	FDs                  int // /proc/PID/fd
+	Streams              int // storegate_streams_open, all methods
+	// Decisions is storegate_decisions_total by decision (allow, deny...).
+	Decisions map[string]float64
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
+
+// measure reads g's figures: counts, and a forced GC and the heap's
+// MemStats from pprof.
+func measure(ctx context.Context, g *testenv.Gateway) (figures, error) {
+	f, err := counts(ctx, g)
+	if err != nil {
+		return f, err
+	}
+	heap, err := get(ctx, "http://"+g.Admin+"/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		return f, err
+	}
+	for _, l := range strings.Split(heap, "\n") {
+		if v, ok := strings.CutPrefix(l, "# HeapAlloc = "); ok {
+			f.HeapAlloc, err = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+		if v, ok := strings.CutPrefix(l, "# HeapInuse = "); ok {
+			f.HeapInuse, err = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+		if err != nil {
+			return f, fmt.Errorf("heap profile: %q: %w", l, err)
+		}
+	}
+	if f.HeapAlloc == 0 || f.HeapInuse == 0 {
+		return f, fmt.Errorf("heap profile without MemStats:\n%.500s", heap)
+	}
+	return f, nil
+}
+
+// counts reads g's goroutines, streams and decisions from /metrics and
+// its fds from /proc, leaving the heap out.
+func counts(ctx context.Context, g *testenv.Gateway) (figures, error) {
+	f := figures{Decisions: map[string]float64{}}
+	m, err := get(ctx, "http://"+g.Admin+"/metrics")
+	if err != nil {
+		return f, err
+	}
+	goroutines := false
+	sc := bufio.NewScanner(strings.NewReader(m))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		name, labels, value, ok := sample(l)
+		if !ok {
+			continue
+		}
+		switch name {
+		case "go_goroutines":
+			f.Goroutines, goroutines = int(value), true
+		case "storegate_streams_open":
+			f.Streams += int(value)
+		case "storegate_decisions_total":
+			f.Decisions[label(labels, "decision")] += value
+		}
+	}
+	if !goroutines {
+		return f, fmt.Errorf("/metrics has no go_goroutines")
+	}
+	if f.FDs, err = g.Proc.OpenFDs(); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// sample splits a Prometheus text line into name, labels and value.
+func sample(l string) (name, labels string, value float64, ok bool) {
+	sp := strings.LastIndexByte(l, ' ')
+	if sp < 0 {
+		return "", "", 0, false
+	}
+	v, err := strconv.ParseFloat(l[sp+1:], 64)
+	if err != nil {
+		return "", "", 0, false
+	}
+	name = l[:sp]
+	if i := strings.IndexByte(name, '{'); i >= 0 {
+		name, labels = name[:i], name[i:]
+	}
+	return name, labels, v, true
+}
+
+// label is the value of label k in a {k="v",...} set.
+func label(labels, k string) string {
+	_, rest, ok := strings.Cut(labels, k+`="`)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, `"`)
+	return v
+}
+
+func get(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %d %.200s", url, resp.StatusCode, b)
+	}
+	return string(b), nil
+}
+
+// settled waits until g's goroutines and fds are the same in two readings
+// a second or more apart, and no stream is open: what the clients closed
+// has been torn down. It returns the figures then, the heap's included.
+func settled(ctx context.Context, g *testenv.Gateway, timeout time.Duration) (figures, error) {
+	var prev figures
+	var prevAt time.Time
+	var last figures
+	err := testenv.Eventually(ctx, timeout, func(ctx context.Context) error {
+		f, err := counts(ctx, g)
+		if err != nil {
+			return err
+		}
+		last = f
+		if f.Streams != 0 {
+			return fmt.Errorf("%d streams still open", f.Streams)
+		}
+		if prevAt.IsZero() || f.Goroutines != prev.Goroutines || f.FDs != prev.FDs {
+			prev, prevAt = f, time.Now()
+			return fmt.Errorf("goroutines %d, fds %d: changing", f.Goroutines, f.FDs)
+		}
+		if time.Since(prevAt) < time.Second {
+			return fmt.Errorf("goroutines %d, fds %d: not yet steady for a second", f.Goroutines, f.FDs)
+		}
+		return nil
+	})
+	if err != nil {
+		return last, err
+	}
+	return measure(ctx, g)
+}
