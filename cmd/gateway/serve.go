@@ -144,6 +144,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		defer up.Close()
 		front := etcdfront.New(g, up, authn.New(tds), etcdfront.Options{
 			AdvertiseURLs:   cfg.Listen.EtcdAdvertise,
+			FleetTTL:        time.Duration(cfg.Fleet.TTL),
 			MaxRequestBytes: int(cfg.Upstreams.Etcd.MaxRequest),
 			MaxTxnOps:       cfg.Upstreams.Etcd.MaxTxnOps,
 			Limits: etcdfront.Limits{StreamsPerCaller: cfg.Limits.StreamsPerCaller, Streams: cfg.Limits.Streams,
