@@ -30,6 +30,9 @@ type UpstreamConfig struct {
 	// own auth as well.
 	Username, Password string
 	DialTimeout        time.Duration
+	// RequestTimeout bounds each unary call that has no deadline of its
+	// own (default DefaultRequestTimeout; see boundedConn).
+	RequestTimeout time.Duration
 	// DialOptions are appended to the gRPC dial options (e.g. tracing).
 	DialOptions []grpc.DialOption
 	Logger      *slog.Logger
@@ -71,7 +74,7 @@ func Dial(cfg UpstreamConfig) (*Upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn := c.ActiveConnection()
+	conn := bounded(c.ActiveConnection(), cfg.RequestTimeout)
 	return &Upstream{
 		cfg: cfg, client: c,
 		kv: pb.NewKVClient(conn), watch: pb.NewWatchClient(conn), lease: pb.NewLeaseClient(conn),
@@ -137,7 +140,7 @@ func (u *Upstream) maintenanceFor(ctx context.Context, id uint64) (pb.Maintenanc
 	if err != nil {
 		return nil, err
 	}
-	return pb.NewMaintenanceClient(c.ActiveConnection()), nil
+	return pb.NewMaintenanceClient(bounded(c.ActiveConnection(), u.cfg.RequestTimeout)), nil
 }
 
 func (u *Upstream) memberClient(ctx context.Context, id uint64) (*clientv3.Client, error) {
