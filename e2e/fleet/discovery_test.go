@@ -3,10 +3,13 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"slices"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/storegate/storegate/internal/testenv"
 )
@@ -137,6 +140,102 @@ func TestFleetDiscovery(t *testing.T) {
 			}
 			return nil
 		})
+	})
+}
+
+// fleetPrefix is where the replicas keep their records in etcd
+// (proxy/etcd's ReservedPrefix + "fleet/").
+const fleetPrefix = "/_storegate/fleet/"
+
+// records reads the replicas' records directly in etcd: their leases, each
+// checked to be alive.
+func (f *fleet) records(ctx context.Context, c *clientv3.Client) ([]clientv3.LeaseID, error) {
+	r, err := c.Get(ctx, fleetPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	var leases []clientv3.LeaseID
+	for _, kv := range r.Kvs {
+		ttl, err := c.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+		if err != nil {
+			return nil, err
+		}
+		if kv.Lease == 0 || ttl.TTL <= 0 {
+			return nil, fmt.Errorf("record %s on lease %x with TTL %d", kv.Key, kv.Lease, ttl.TTL)
+		}
+		leases = append(leases, clientv3.LeaseID(kv.Lease))
+	}
+	return leases, nil
+}
+
+// TestFleetReregisters proves a replica's registration outlives what etcd
+// does to it: when every record's lease is revoked behind the replicas'
+// backs (as a long outage would expire them), each replica registers again
+// on a new lease; when etcd's leader is killed, the records stay on live
+// leases and every replica keeps listing the whole fleet.
+func TestFleetReregisters(t *testing.T) {
+	f := startFleet(t)
+	all := f.urls(0, 1, 2)
+	direct := f.direct(t)
+	everyReplica := func(ctx context.Context) error {
+		for i := range f.gws {
+			if err := f.wantMembers(ctx, f.gwEndpoint(i), all); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+
+	t.Run("leases revoked", func(t *testing.T) {
+		old, err := f.records(ctx(t), direct)
+		if err != nil || len(old) != 3 {
+			t.Fatalf("records: %v %v", old, err)
+		}
+		for _, id := range old {
+			if _, err := direct.Revoke(ctx(t), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.env.Eventually(30*time.Second, func(ctx context.Context) error {
+			leases, err := f.records(ctx, direct)
+			if err != nil {
+				return err
+			}
+			if len(leases) != 3 {
+				return fmt.Errorf("%d records, want 3", len(leases))
+			}
+			for _, id := range leases {
+				if slices.Contains(old, id) {
+					return fmt.Errorf("record still on revoked lease %x", id)
+				}
+			}
+			return everyReplica(ctx)
+		})
+	})
+
+	t.Run("etcd leader killed", func(t *testing.T) {
+		leader, err := f.ec.Leader(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.ec.Kill(leader)
+		f.env.Eventually(60*time.Second, func(ctx context.Context) error {
+			if _, err := f.ec.Leader(ctx); err != nil {
+				return err
+			}
+			leases, err := f.records(ctx, direct)
+			if err != nil {
+				return err
+			}
+			if len(leases) != 3 {
+				return fmt.Errorf("%d records, want 3", len(leases))
+			}
+			return everyReplica(ctx)
+		})
+		if err := f.ec.Restart(ctx(t), leader); err != nil {
+			t.Fatal(err)
+		}
+		f.env.Eventually(30*time.Second, everyReplica)
 	})
 }
 
