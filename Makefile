@@ -86,7 +86,7 @@ bench: build tools plugins
 	$(GO) test -run '^$$' -bench 'BenchmarkAuthorizeLatency' -benchtime 1x ./policy/
 	$(GO) run ./bench
 
-## soak: mixed load (both stores, watches, leases, locks, sessions, plugins) through two gateways behind HAProxy for 10 minutes (or $$STOREGATE_SOAK); fails if a gateway's heap, goroutines or open fds grow past the bounds stated in e2e/soak (make test runs it for 60s)
+## soak: mixed load (both stores, watches, leases, locks, sessions, plugins) through two gateways behind HAProxy for 10 minutes (or STOREGATE_SOAK, a Go duration); fails if a gateway's heap, goroutines or open fds grow past the bounds stated in e2e/soak (make test runs it for 60s)
 soak: tools consul plugins haproxy
 	STOREGATE_SOAK=$${STOREGATE_SOAK:-10m} $(GO) test -count=1 -timeout 60m -v -run '^TestSoak$$' ./e2e/soak/
 
