@@ -1,0 +1,5 @@
+//go:build !race
+
+package linearizable
+
+const raceEnabled = false
