@@ -101,8 +101,10 @@ func reblock(s *Server, q *request, resp *http.Response) error {
 		}
 		left := time.Until(b.deadline)
 		idx, _ := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
-		if left < time.Millisecond || idx == 0 {
-			return nil // the wait ran out: the answer as Consul gives it then
+		if left < time.Millisecond || idx == 0 || s.Draining() {
+			// The wait ran out, or the gateway is draining (drain.go): the
+			// answer as Consul gives it then.
+			return nil
 		}
 		next, err := s.refetch(q.r.Context(), q, idx, left)
 		if err != nil {

@@ -76,6 +76,8 @@ type Server struct {
 	mux    *http.ServeMux
 	// guard classifies health-check targets.
 	guard *guard
+	// drain ends blocking queries' waits when the gateway stops (drain.go).
+	drain drainSignal
 }
 
 // New returns the Consul front.
@@ -97,6 +99,7 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 	s := &Server{gate: g, auth: auth, opts: opts, log: opts.Logger,
 		guard: newGuard(context.Background(), append([]Guarded{{Addr: HostPort(opts.Upstream), What: guardConsul}}, opts.Guarded...))}
 	s.proxy = s.newProxy()
+	s.proxy.Transport = drainTransport{next: s.proxy.Transport, s: s}
 	s.client = &http.Client{Transport: s.proxy.Transport, Timeout: 30 * time.Second}
 	s.mux = http.NewServeMux()
 	for _, rt := range routes {

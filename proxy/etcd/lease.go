@@ -191,6 +191,9 @@ func (l *leaseServer) keepAlives(ctx context.Context, client grpc.BidiStreamingS
 			if gate.AsError(err) == nil {
 				return err // the owner look-up failed upstream
 			}
+			if err := ended(ctx); err != nil {
+				return err // the stream is ending (drain.go): TTL 0 would end the lease for the caller
+			}
 			l.s.charge(q.Caller(), req, rpctypes.ErrGRPCPermissionDenied)
 			if err := send(&pb.LeaseKeepAliveResponse{Header: &pb.ResponseHeader{}, ID: req.ID, TTL: 0}); err != nil {
 				return err

@@ -71,7 +71,8 @@ type Server struct {
 	opts   Options
 	log    *slog.Logger
 	limits limiters
-	fleet  *fleet // nil without Options.FleetTTL
+	drain  drainSignal // drain.go
+	fleet  *fleet      // nil without Options.FleetTTL
 }
 
 // upstreamCleanupTimeout bounds the gateway's own clean-up calls upstream
@@ -223,7 +224,9 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 		return rpctypes.ErrGRPCRequestTooManyRequests
 	}
 	defer s.limits.streams.release(id)
-	err = h(srv, &identifiedStream{ServerStream: knownFieldsStream{ss}, ctx: gate.WithIdentity(ss.Context(), id)})
+	err = s.untilDrain(ss, func(ctx context.Context) error {
+		return h(srv, &identifiedStream{ServerStream: knownFieldsStream{ss}, ctx: gate.WithIdentity(ctx, id)})
+	})
 	s.charge(id, nil, err)
 	return err
 }

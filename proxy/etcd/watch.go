@@ -211,6 +211,9 @@ func (ws *watchStream) create(req *pb.WatchRequest, cr *pb.WatchCreateRequest) e
 		if gate.AsError(err) == nil {
 			return err
 		}
+		if err := ended(ws.ctx); err != nil {
+			return err // the stream is ending (drain.go): not a denial
+		}
 		ws.s.charge(ws.caller, cr, rpctypes.ErrGRPCPermissionDenied)
 		return ws.refuse(denyCreate(rpctypes.ErrPermissionDenied.Error()))
 	}
@@ -224,6 +227,9 @@ func (ws *watchStream) create(req *pb.WatchRequest, cr *pb.WatchCreateRequest) e
 	if err := q.Transform(ws.ctx); err != nil {
 		ws.releaseOne()
 		if gate.AsError(err) == nil {
+			return err
+		}
+		if err := ended(ws.ctx); err != nil {
 			return err
 		}
 		ws.s.charge(ws.caller, cr, rpctypes.ErrGRPCPermissionDenied)
@@ -317,6 +323,13 @@ func (ws *watchStream) fromUpstream(up upWatch) error {
 					return err
 				}
 			}
+		}
+		if err := ended(ws.ctx); err != nil {
+			// Judged, perhaps, under an ended context (an event it could
+			// not judge is dropped): nothing goes out, and the caller
+			// resumes after the last revision it did get.
+			ws.mu.Unlock()
+			return err
 		}
 		if send {
 			ws.midFragment = resp.Fragment
@@ -438,6 +451,10 @@ func (ws *watchStream) reauthorize() {
 			if pc.st != nil && !pc.st.revoked {
 				judge(pc.st)
 			}
+		}
+		if ws.ctx.Err() != nil {
+			ws.mu.Unlock()
+			return // judged under an ended context: not a revocation
 		}
 		var now []*pb.WatchResponse
 		if !ws.midFragment {
