@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/storegate/storegate/config"
 )
 
 // The attack: a caller with no rights (spiffe://example.org/nobody, in no
@@ -35,16 +37,16 @@ const (
 
 // attackVariant is one gateway of the attack table.
 type attackVariant struct {
-	label string // the throttle column
-	extra string // the config's limits section
+	label  string              // the throttle column
+	limits config.LimitsConfig // the config's limits section
 }
 
 // attackVariants: the gateway as shipped, and with the refusal throttle
 // out of reach (a rate and burst no attack spends), to show what it buys.
 func attackVariants() []attackVariant {
 	return []attackVariant{
-		{label: "default (16 MiB/s)", extra: ""},
-		{label: "off", extra: "limits: {refused_bytes_per_second: 1024GiB, refused_burst_bytes: 1024GiB}\n"},
+		{label: "default (16 MiB/s)"},
+		{label: "off", limits: config.LimitsConfig{RefusedBytesPerSecond: 1 << 40, RefusedBurstBytes: 1 << 40}},
 	}
 }
 
@@ -75,7 +77,7 @@ func attackBench(ctx context.Context, o options, dir string, ports []int, gatewa
 	var rows []*attackRow
 	failed := false
 	for i, v := range attackVariants() {
-		g := gatewayVariant{name: fmt.Sprintf("storegate-attack-%d", i), intentions: 20, cache: true, extra: v.extra}
+		g := gatewayVariant{name: fmt.Sprintf("storegate-attack-%d", i), intentions: 20, cache: true, limits: v.limits}
 		p, t, err := startGateway(ctx, gatewayBin, dir, g, o.policies, ports[2*i], ports[2*i+1], etcdURL, pk, certs["gateway"], 1, clientTLS)
 		if err != nil {
 			return true, err

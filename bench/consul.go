@@ -8,10 +8,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/storegate/storegate/internal/testenv"
 )
 
 // putBody is the 100-byte value Consul PUTs write.
@@ -26,9 +26,10 @@ type consulTarget struct {
 	c    *http.Client
 }
 
-// consulPorts is how many ports consulBench takes: the agent's HTTP, serf
-// LAN and WAN, server and HTTPS ports, and the gateway's Consul front, etcd
-// front and admin listener.
+// consulPorts is how many ports consulBench takes: the agent's HTTP port,
+// three left unused (testenv picks the agent's serf and server ports), the
+// gateway's Consul front, etcd front and admin listener, and the agent's
+// HTTPS port.
 const consulPorts = 8
 
 // consulBench measures Consul KV GET (one key) and PUT (100 bytes over 1000
@@ -41,25 +42,20 @@ func consulBench(ctx context.Context, o options, dir string, ports []int, consul
 	agentTLS := fmt.Sprintf(`ports { https = %d }
 tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = true } }`,
 		httpsPort, pk.caFile(), certs["consul"].cert, certs["consul"].key)
-	agent, err := startProc("consul", filepath.Join(dir, "consul.log"), consulBin, nil, "agent", "-dev", "-hcl", agentTLS,
-		"-bind=127.0.0.1", "-client=127.0.0.1", "-http-port="+strconv.Itoa(httpPort),
-		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1", "-log-level=error", "-node=storegate-bench",
-		"-serf-lan-port="+strconv.Itoa(ports[1]), "-serf-wan-port="+strconv.Itoa(ports[2]), "-server-port="+strconv.Itoa(ports[3]))
+	logf, err := os.Create(filepath.Join(dir, "consul.log"))
 	if err != nil {
 		return false, err
 	}
-	defer agent.stop()
-	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	direct := &consulTarget{name: direct, base: base, c: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
-	if err := agent.waitReady(ctx, 60*time.Second, func(ctx context.Context) error {
-		b, err := direct.do(ctx, http.MethodGet, "/v1/status/leader", nil)
-		if err == nil && !strings.Contains(string(b), ":") {
-			err = fmt.Errorf("no leader yet")
-		}
-		return err
-	}); err != nil {
+	defer logf.Close()
+	c, err := testenv.StartConsul(ctx, testenv.ConsulSpec{Bin: consulBin, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
+		Node: "storegate-bench", Args: []string{"-hcl", agentTLS, "-log-level=error"}, Echo: logf})
+	if err != nil {
 		return false, err
 	}
+	defer c.Close()
+	agent := &proc{c.Proc}
+	base := "http://" + c.HTTPAddr
+	direct := &consulTarget{name: direct, base: base, c: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	if _, err := direct.do(ctx, http.MethodPut, "/v1/kv"+rangeKey, []byte(value)); err != nil {
 		return false, fmt.Errorf("seed: %w", err)
 	}

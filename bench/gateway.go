@@ -10,56 +10,51 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/storegate/storegate/config"
+	"github.com/storegate/storegate/internal/testenv"
 )
 
 // gatewayProc writes a policy directory with n intentions and a config file
-// for storegate, then starts `gateway serve` with its etcd front on
-// etcdPort and its admin endpoint on adminPort.
+// for storegate (testenv's typed configuration, marshalled), then starts
+// `gateway serve` with its etcd front on etcdPort and its admin endpoint on
+// adminPort.
 func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, adminPort int, etcdEndpoint string, pk *pki, cert svid) (*proc, string, string, error) {
-	name, n := g.name, g.intentions
-	cacheSize := ""
-	if !g.cache {
-		cacheSize = ", cache_size: 0"
+	policyDir := filepath.Join(dir, g.name+"-policy")
+	if err := writePolicyDir(policyDir, policies, g.intentions); err != nil {
+		return nil, "", "", err
 	}
-	consulListen, consulUpstream := "", ""
+	cfg, err := testenv.GatewayConfig(pk.PKI, policyDir, []string{etcdEndpoint}, strings.TrimPrefix(g.consulUpstream, "http://"))
+	if err != nil {
+		return nil, "", "", err
+	}
+	// The bench's own SVID for the gateway (spiffe://example.org/gateway)
+	// and its own ports.
+	cfg.Identity.Files.Cert, cfg.Identity.Files.Key = cert.cert, cert.key
+	cfg.Upstreams.Etcd.TLS.Cert, cfg.Upstreams.Etcd.TLS.Key = cert.cert, cert.key
+	cfg.Listen.Etcd, cfg.Listen.Admin = fmt.Sprintf("127.0.0.1:%d", etcdPort), fmt.Sprintf("127.0.0.1:%d", adminPort)
 	if g.consulListen != "" {
-		consulListen = "\n  consul: " + g.consulListen
-		consulUpstream = fmt.Sprintf("\n  consul: {address: %q}", g.consulUpstream)
+		cfg.Listen.Consul = g.consulListen
 	}
-	telemetry := ""
+	if !g.cache {
+		cfg.Policy.CacheSize = new(int)
+	}
+	cfg.Debug.Pprof = g.pprof
 	if t := g.traces; t != nil {
-		telemetry = fmt.Sprintf("telemetry: {traces: {exporter: %s, sampling: %g}}\n", t.exporter, t.sampling)
+		sampling := t.sampling
+		cfg.Telemetry.Traces = config.TracesConfig{Exporter: t.exporter, Sampling: &sampling}
 	}
-	pluginsSection := ""
-	if g.plugins != "" {
-		pluginsSection = "plugins: " + g.plugins + "\n"
-	}
-	policyDir := filepath.Join(dir, name+"-policy")
-	if err := writePolicyDir(policyDir, policies, n); err != nil {
+	cfg.Plugins, cfg.Limits = g.plugins, g.limits
+	b, err := cfg.Marshal()
+	if err != nil {
 		return nil, "", "", err
 	}
-	front := fmt.Sprintf("127.0.0.1:%d", etcdPort)
-	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
-	config := fmt.Sprintf(`listen:
-  etcd: %s
-  admin: %s%s
-identity:
-  files: {cert: %q, key: %q, bundle: %q}
-  trust_domains: [%s]
-upstreams:
-  etcd:
-    endpoints: [%q]
-    tls: {cert: %q, key: %q, ca: %q}%s
-policy: {dir: %q, mode: enforce%s}
-debug: {pprof: %t}
-%s%s%s`, front, admin, consulListen, cert.cert, cert.key, filepath.Join(pk.dir, "bundle.pem"), trustDomain,
-		etcdEndpoint, cert.cert, cert.key, pk.caFile(), consulUpstream, policyDir, cacheSize, g.pprof, telemetry, pluginsSection, g.extra)
-	configFile := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
+	configFile := filepath.Join(dir, g.name+".yaml")
+	if err := os.WriteFile(configFile, b, 0o644); err != nil {
 		return nil, "", "", err
 	}
-	p, err := startProc(name, filepath.Join(dir, name+".log"), bin, g.env, "serve", "--config", configFile)
-	return p, "https://" + front, "http://" + admin, err
+	p, err := startProc(g.name, filepath.Join(dir, g.name+".log"), bin, g.env, "serve", "--config", configFile)
+	return p, "https://" + cfg.Listen.Etcd, "http://" + cfg.Listen.Admin, err
 }
 
 // startGateway starts the gateway variant g (see gatewayProc), waits until

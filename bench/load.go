@@ -198,7 +198,7 @@ func measure(ctx context.Context, t *target, etcd *proc, op opKind, conc int, wa
 		if p == nil {
 			continue
 		}
-		if gone, err := p.exited(); gone {
+		if gone, err := p.Exited(); gone {
 			return sample{errs: 1, err: p.failure(fmt.Errorf("exited: %v", err))}
 		}
 	}

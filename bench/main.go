@@ -56,6 +56,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/storegate/storegate/config"
 )
 
 // Target kinds accepted by -targets.
@@ -108,11 +110,10 @@ type gatewayVariant struct {
 	// env, when not nil, is the OTEL_* environment of this gateway process
 	// only (see startProc); nil: the bench's environment.
 	env []string
-	// plugins, when set, is the config's plugins section (YAML); "" loads
-	// none.
-	plugins string
-	// extra is appended to the config as it is (YAML sections of its own).
-	extra string
+	// plugins is the config's plugins section; nil loads none.
+	plugins []config.PluginConfig
+	// limits is the config's limits section.
+	limits config.LimitsConfig
 }
 
 func main() {
@@ -286,11 +287,12 @@ func bench(ctx context.Context, o options) (failed bool, err error) {
 
 	// etcd, the upstream of every target. The direct target's clients
 	// also check that it is ready and write the key Range reads.
-	etcd, etcdURL, err := etcdProc(etcdBin, dir, ports[0], ports[1], pk, certs["etcd"], o.fsync)
+	ec, etcd, err := startEtcd(ctx, etcdBin, filepath.Join(dir, "etcd"), ports[0], ports[1], pk, o.fsync)
 	if err != nil {
 		return false, err
 	}
-	cleanup = append(cleanup, etcd.stop)
+	cleanup = append(cleanup, ec.Close)
+	etcdURL := ec.Endpoints[0]
 	dt, err := connect(direct, etcdURL, nil)
 	if err != nil {
 		return false, err

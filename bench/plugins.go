@@ -24,6 +24,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
+	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/gate"
 	"github.com/storegate/storegate/plugins"
 )
@@ -568,7 +569,7 @@ func putBench(ctx context.Context, o options, dir, pdir string, ports []int, gat
 	defer func() { stopPluginGateways(gws) }()
 	for i, set := range pluginSets() {
 		g := gatewayVariant{name: storegate + "-plugins-" + strings.ReplaceAll(set.label, "+", "-"),
-			intentions: o.intentions[0], cache: true, plugins: pluginsYAML(pdir, set.plugins, key)}
+			intentions: o.intentions[0], cache: true, plugins: pluginsConfig(pdir, set.plugins, key)}
 		p, t, err := startGateway(ctx, gatewayBin, dir, g, o.policies, ports[2*i], ports[2*i+1], etcdURL, pk, certs["gateway"], o.conns, clientTLS)
 		if err != nil {
 			return nil, err
@@ -577,7 +578,7 @@ func putBench(ctx context.Context, o options, dir, pdir string, ports []int, gat
 	}
 	pc := &putComparison{results: map[caseKey]*sample{}, logs: map[string]string{}}
 	for _, gw := range gws {
-		pc.logs[gw.set.label] = gw.p.log
+		pc.logs[gw.set.label] = gw.p.LogFile
 	}
 	if pc.sealed, err = checkSealed(ctx, gws[len(gws)-1], etcdURL, clientTLS); err != nil {
 		return nil, err
@@ -607,34 +608,29 @@ func putBench(ctx context.Context, o options, dir, pdir string, ports []int, gat
 	return pc, nil
 }
 
-// pluginsYAML is the gateway config's plugins section for the examples
-// ps, files in pdir, as a YAML flow sequence (JSON): limits on every KV
-// write, encrypt on KV ops under pluginPrefix, schema on KV writes under
-// it (its rule on sealedSchemaPrefix when encrypt runs too). "" when ps is
-// empty.
-func pluginsYAML(pdir string, ps []examplePlugin, key []byte) string {
-	if len(ps) == 0 {
-		return ""
-	}
+// pluginsConfig is the gateway config's plugins section for the examples
+// ps, files in pdir: limits on every KV write, encrypt on KV ops under
+// pluginPrefix, schema on KV writes under it (its rule on
+// sealedSchemaPrefix when encrypt runs too). nil when ps is empty.
+func pluginsConfig(pdir string, ps []examplePlugin, key []byte) []config.PluginConfig {
 	glob := []string{pluginPrefix + "**"}
 	schemaPrefix := pluginPrefix
 	if slices.Contains(ps, encryptPlugin) {
 		schemaPrefix = sealedSchemaPrefix
 	}
-	var out []map[string]any
+	var out []config.PluginConfig
 	for _, p := range ps {
-		match := map[string]any{"resources": []string{"kv"}, "actions": []string{"write"}}
+		match := config.PluginMatch{Resources: []string{"kv"}, Actions: []string{"write"}}
 		switch p {
 		case encryptPlugin:
-			match = map[string]any{"resources": []string{"kv", "watch"}, "keys": glob}
+			match = config.PluginMatch{Resources: []string{"kv", "watch"}, Keys: glob}
 		case schemaPlugin:
-			match["keys"] = glob
+			match.Keys = glob
 		}
-		out = append(out, map[string]any{"name": p.name, "path": filepath.Join(pdir, p.name+".wasm"),
-			"match": match, "config": pluginConfig(p, key, schemaPrefix), "timeout": pluginTimeout.String()})
+		out = append(out, config.PluginConfig{Name: p.name, Path: filepath.Join(pdir, p.name+".wasm"),
+			Match: match, Config: pluginConfig(p, key, schemaPrefix), Timeout: config.Duration(pluginTimeout)})
 	}
-	b, _ := json.Marshal(out) // maps of strings and numbers
-	return string(b)
+	return out
 }
 
 // checkSealed checks the three-plugin gateway gw before it is measured
@@ -689,7 +685,7 @@ func checkRoundTrip(ctx context.Context, gw *pluginGateway, etcdURL string, clie
 // measurePut is measure for the plugin Puts: a warm-up, then the measured
 // run with the CPU time of the gateway and of etcd read around it.
 func measurePut(ctx context.Context, t *target, etcd *proc, conc int, warmup, d time.Duration) sample {
-	if gone, err := t.hop.exited(); gone {
+	if gone, err := t.hop.Exited(); gone {
 		return sample{errs: 1, err: t.hop.failure(fmt.Errorf("exited: %v", err))}
 	}
 	if warmup > 0 {

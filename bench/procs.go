@@ -1,34 +1,23 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"github.com/storegate/storegate/internal/loopback"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/storegate/storegate/internal/testenv"
 )
 
-// proc is a child process of the bench: etcd, etcd's gRPC proxy or the
-// gateway. It runs in its own process group, dies with the bench (parent
-// death signal), and writes its output to a log file in the run directory.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, set before done is closed
-}
+// proc is a child process of the bench: etcd, etcd's gRPC proxy, Consul
+// or the gateway, a testenv.Proc (its own process group, dead with the
+// bench, kill -9 and CPU time) writing its output to a log file in the run
+// directory.
+type proc struct{ *testenv.Proc }
 
 // startProc starts bin with args; stdout and stderr go to logPath. A nil
 // env leaves the child the bench's environment; otherwise the child gets
@@ -36,27 +25,14 @@ type proc struct {
 // only what the bench sets configures the child's OpenTelemetry SDK. The
 // bench's own environment is never changed.
 func startProc(name, logPath, bin string, env []string, args ...string) (*proc, error) {
-	out, err := os.Create(logPath)
-	if err != nil {
+	p := &testenv.Proc{Name: name, Bin: bin, Args: args, LogFile: logPath}
+	if env != nil {
+		p.Env = append(withoutOTel(os.Environ()), env...)
+	}
+	if err := p.Start(); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if env != nil {
-		cmd.Env = append(withoutOTel(os.Environ()), env...)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		out.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return &proc{p}, nil
 }
 
 // withoutOTel returns environ without its OTEL_* variables.
@@ -64,135 +40,39 @@ func withoutOTel(environ []string) []string {
 	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return strings.HasPrefix(kv, "OTEL_") })
 }
 
-// exited reports whether the process has exited, and how.
-func (p *proc) exited() (bool, error) {
-	select {
-	case <-p.done:
-		if p.err == nil {
-			return true, errors.New("exited")
-		}
-		return true, p.err
-	default:
-		return false, nil
-	}
-}
-
 // stop ends the process group: SIGTERM, then SIGKILL after a grace period.
-func (p *proc) stop() {
-	pgid := p.cmd.Process.Pid // the group leader: Setpgid makes pgid == pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
-}
+func (p *proc) stop() { p.Stop(5 * time.Second) }
 
-// tail returns the last n lines of the process's log, each cut to 300 bytes.
-func (p *proc) tail(n int) string {
-	b, err := os.ReadFile(p.log)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	for i, l := range lines {
-		if len(l) > 300 {
-			lines[i] = l[:300] + " [...]"
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
-// failure wraps err with the process's name and the tail of its log.
-func (p *proc) failure(err error) error {
-	t := p.tail(20)
-	if t == "" {
-		return fmt.Errorf("%s: %w (log %s is empty)", p.name, err, p.log)
-	}
-	return fmt.Errorf("%s: %w\n--- last lines of %s ---\n%s", p.name, err, p.log, t)
-}
-
-// waitReady polls check until it succeeds, the process exits or the deadline
-// passes. There are no fixed sleeps: the poll interval only paces retries.
-func (p *proc) waitReady(ctx context.Context, timeout time.Duration, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last error
-	for {
-		if gone, err := p.exited(); gone {
-			return p.failure(fmt.Errorf("exited before it was ready: %v", err))
-		}
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		last = check(cctx)
-		ccancel()
-		if last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return p.failure(fmt.Errorf("not ready after %v: %v", timeout, last))
-		case <-p.done:
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
+// failure wraps err with the process's name and the tail of its output.
+func (p *proc) failure(err error) error { return p.Failure(err) }
 
 // cpuTime is the CPU time (user + system, all threads) the process has used
-// so far, from /proc/PID/stat.
-func (p *proc) cpuTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
+// so far.
+func (p *proc) cpuTime() (time.Duration, error) { return p.CPUTime() }
+
+// waitReady waits (testenv.Eventually) until check succeeds, failing at
+// once when the process exits, or after timeout.
+func (p *proc) waitReady(ctx context.Context, timeout time.Duration, check func(context.Context) error) error {
+	err := testenv.Eventually(ctx, timeout, func(ctx context.Context) error {
+		if gone, err := p.Exited(); gone {
+			return testenv.Permanent(p.failure(fmt.Errorf("exited before it was ready: %v", err)))
+		}
+		return check(ctx)
+	})
+	if gone, _ := p.Exited(); err != nil && !gone {
+		return p.failure(err) // not ready in time: with the process's last lines
 	}
-	// The command name (field 2) is in parentheses and may hold spaces;
-	// fields are counted from the last ')'. utime and stime are fields 14
-	// and 15, i.e. the 12th and 13th after the name.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc stat format")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc stat format")
-	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(utime+stime) * time.Second / time.Duration(clockTicks()), nil
+	return err
 }
 
-// clockTicks is the kernel's USER_HZ (sysconf(_SC_CLK_TCK)), the unit of
-// /proc CPU times, read from the auxiliary vector; 100 when unavailable.
-var clockTicks = sync.OnceValue(func() uint64 {
-	const atClkTck = 17
-	b, err := os.ReadFile("/proc/self/auxv")
-	if err != nil {
-		return 100
-	}
-	for ; len(b) >= 16; b = b[16:] {
-		if binary.NativeEndian.Uint64(b) == atClkTck {
-			if v := binary.NativeEndian.Uint64(b[8:]); v > 0 {
-				return v
-			}
-		}
-	}
-	return 100
-})
-
 // freePorts returns n distinct free TCP ports on 127.0.0.1, outside the
-// ephemeral range (see internal/loopback); a port may still be taken by
-// another program before a child binds it, which then fails to start with
-// a clear error.
+// ephemeral range (testenv, internal/loopback); a port may still be taken
+// by another program before a child binds it, which then fails to start
+// with a clear error.
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
-		p, err := loopback.Port()
+		p, err := testenv.Port()
 		if err != nil {
 			return nil, err
 		}
@@ -214,32 +94,18 @@ func lookBin(dir, name, hint string) (string, error) {
 	return path, nil
 }
 
-// etcdProc starts a one-member etcd serving client TLS on clientPort with
-// client certificate authentication, and peer traffic (unused) on peerPort.
-func etcdProc(bin, dir string, clientPort, peerPort int, pk *pki, cert svid, fsync bool) (*proc, string, error) {
-	client := fmt.Sprintf("https://127.0.0.1:%d", clientPort)
-	peer := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	args := []string{
-		"--name", "bench",
-		"--data-dir", filepath.Join(dir, "etcd-data"),
-		"--listen-client-urls", client,
-		"--advertise-client-urls", client,
-		"--listen-peer-urls", peer,
-		"--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "bench=" + peer,
-		"--initial-cluster-state", "new",
-		"--cert-file", cert.cert,
-		"--key-file", cert.key,
-		"--trusted-ca-file", pk.caFile(),
-		"--client-cert-auth",
-		"--quota-backend-bytes", strconv.Itoa(8 << 30),
-		"--log-level", "error",
+// startEtcd starts a one-member etcd of the binary (testenv) serving
+// client TLS on clientPort with client certificate authentication (etcd's
+// SVID from pk), and peer traffic (unused) on peerPort; it returns once the
+// member answers. fsync off is --unsafe-no-fsync.
+func startEtcd(ctx context.Context, bin, dir string, clientPort, peerPort int, pk *pki, fsync bool) (*testenv.Etcd, *proc, error) {
+	ec, err := testenv.StartEtcd(ctx, testenv.EtcdSpec{Binary: true, Bin: bin, Dir: dir, PKI: pk.PKI, NoFsync: !fsync,
+		ClientAddrs: []string{fmt.Sprintf("127.0.0.1:%d", clientPort)}, PeerAddrs: []string{fmt.Sprintf("127.0.0.1:%d", peerPort)},
+		Args: []string{"--quota-backend-bytes", strconv.Itoa(8 << 30)}})
+	if err != nil {
+		return nil, nil, err
 	}
-	if !fsync {
-		args = append(args, "--unsafe-no-fsync")
-	}
-	p, err := startProc("etcd", filepath.Join(dir, "etcd.log"), bin, nil, args...)
-	return p, client, err
+	return ec, &proc{ec.Members[0].Proc}, nil
 }
 
 // grpcProxyProc starts etcd's own gRPC proxy (`etcd grpc-proxy start`) on

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/storegate/storegate/internal/testenv"
 )
 
 // caseKey names one cell of the report: an operation at a concurrency
@@ -68,7 +70,7 @@ func report(w io.Writer, o options, targets []string, results map[caseKey]*sampl
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "vs-*: throughput ratio; CPU/req: user+system CPU of the process over the measured run / requests (/proc, %v ticks)\n",
-		time.Second/time.Duration(clockTicks()))
+		time.Second/time.Duration(testenv.ClockTicks()))
 
 	var gateways []string
 	for _, t := range targets {

@@ -1,15 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
+	"github.com/storegate/storegate/internal/testenv"
 )
 
 var memberLineRe = regexp.MustCompile(`(?m)^([0-9a-f]+), started, (m\d), `)
@@ -90,14 +90,16 @@ func TestThreeMemberCluster(t *testing.T) {
 	mustRun(t, through, "", "defrag")
 
 	// One member restarts: the gateway keeps serving, then uses it again.
-	ec.stop(1)
+	ec.Kill(1)
 	mustRun(t, through, "", "put", "/restart/one", "1")
-	ec.restart(t, 1)
+	if err := ec.Restart(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
 	mustRun(t, through, "", "put", "/restart/two", "2")
 
 	// The whole cluster restarts: no gateway restart needed.
-	for i := range ec.members {
-		ec.stop(i)
+	for i := range ec.Members {
+		ec.Kill(i)
 	}
 	quick := through
 	quick.timeout = "2s"
@@ -107,12 +109,9 @@ func TestThreeMemberCluster(t *testing.T) {
 	if code := readyzStatus(t, gw); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with the cluster down = %d, want 503", code)
 	}
-	var wg sync.WaitGroup
-	for i := range ec.members {
-		wg.Add(1)
-		go func() { defer wg.Done(); ec.restart(t, i) }()
+	if err := ec.RestartMembers(t.Context(), 0, 1, 2); err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
 	waitFor(t, 60*time.Second, func() bool {
 		out, _, err := quick.run(t, "", "get", "/restart/two", "--print-value-only")
 		return err == nil && out == "2\n"
@@ -132,35 +131,16 @@ func readyzStatus(t *testing.T, gw *gateway) int {
 	return resp.StatusCode
 }
 
-func (c *etcdCluster) stop(i int) {
-	c.members[i].Close()
-	<-c.members[i].Server.StopNotify()
-}
-
-func (c *etcdCluster) restart(t *testing.T, i int) {
-	t.Helper()
-	e, err := embed.StartEtcd(c.cfgs[i])
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	c.members[i] = e
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(60 * time.Second):
-		t.Error(errors.New("restarted member not ready in 60s"))
-	}
-}
-
+// waitFor waits (testenv's Eventually) until ok holds, failing the test
+// after d.
 func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met in %v", d)
+	testenv.New(t).Eventually(d, func(context.Context) error {
+		if ok() {
+			return nil
 		}
-		time.Sleep(100 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
+		return errors.New("condition not met")
+	})
 }
 
 func decToHex(t *testing.T, dec string) string {

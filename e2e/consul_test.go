@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,95 +10,60 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/storegate/storegate/internal/testenv"
 )
 
-// consulAgent is a real Consul 1.14.11 agent in -dev mode on loopback.
+// consulAgent is a real Consul 1.14.11 agent (testenv) in -dev mode on
+// loopback.
 type consulAgent struct {
+	*testenv.Consul
 	httpAddr string
-	logs     *syncBuffer
-	args     []string
-	cmd      *exec.Cmd
-	exited   chan error
+	logs     procLogs
 }
 
+// consulBin is bin/consul, built when missing.
 func consulBin(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(repoRoot, "bin", "consul")
-	if _, err := os.Stat(bin); err != nil {
-		mk := exec.Command("make", "consul")
-		mk.Dir, mk.Stdout, mk.Stderr = repoRoot, os.Stderr, os.Stderr
-		if err := mk.Run(); err != nil {
-			t.Fatalf("building consul with `make consul`: %v", err)
-		}
+	bin, err := testenv.Tool("consul")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
 
+// port is a free loopback port.
 func port(t *testing.T) string {
-	_, p, _ := net.SplitHostPort(freePort(t))
-	return p
-}
-
-func startConsul(t *testing.T, extra ...string) *consulAgent {
 	t.Helper()
-	a := &consulAgent{logs: &syncBuffer{}}
-	httpPort := port(t)
-	a.httpAddr = "127.0.0.1:" + httpPort
-	a.args = append([]string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-		"-http-port=" + httpPort, "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-serf-lan-port=" + port(t), "-serf-wan-port=" + port(t), "-server-port=" + port(t),
-		"-node=storegate-e2e", "-log-level=warn"}, extra...)
-	a.start(t)
-	t.Cleanup(a.stop)
-	return a
-}
-
-// start runs the agent and waits until it has a leader.
-func (a *consulAgent) start(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command(consulBin(t), a.args...)
-	cmd.Stdout, cmd.Stderr = a.logs, a.logs
-	if err := cmd.Start(); err != nil {
+	p, err := testenv.Port()
+	if err != nil {
 		t.Fatal(err)
 	}
-	a.cmd, a.exited = cmd, make(chan error, 1)
-	go func() { a.exited <- cmd.Wait() }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + a.httpAddr + "/v1/status/leader")
-		if err == nil {
-			var b bytes.Buffer
-			_, _ = b.ReadFrom(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(b.String(), ":") {
-				return
-			}
-		}
-		select {
-		case err := <-a.exited:
-			t.Fatalf("consul exited: %v\n%s", err, a.logs.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consul not ready in 60s:\n%s", a.logs.String())
-		}
+	return strconv.Itoa(p)
+}
+
+// startConsul starts an agent with the extra flags; it stops when the test
+// ends.
+func startConsul(t *testing.T, extra ...string) *consulAgent {
+	t.Helper()
+	c := testenv.New(t).Consul(testenv.ConsulSpec{Node: "storegate-e2e", Args: extra})
+	return &consulAgent{Consul: c, httpAddr: c.HTTPAddr, logs: procLogs{c.Proc}}
+}
+
+// start runs the stopped agent again (-dev: empty) and waits until it has
+// a leader.
+func (a *consulAgent) start(t *testing.T) {
+	t.Helper()
+	if err := a.Proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WaitReady(t.Context(), 60*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// stop interrupts the agent and waits for it.
-func (a *consulAgent) stop() {
-	if a.cmd == nil {
-		return
-	}
-	_ = a.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-a.exited:
-	case <-time.After(15 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.exited
-	}
-	a.cmd = nil
-}
+// stop ends the agent (SIGTERM, SIGKILL after 15s).
+func (a *consulAgent) stop() { a.Proc.Stop(15 * time.Second) }
 
 // consulCLI runs the consul CLI against addr (http://... direct, or
 // https://... through the gateway as caller who).
@@ -131,17 +94,24 @@ func (c consulCLI) run(t *testing.T, stdin string, args ...string) (string, stri
 	return out.String(), errb.String(), err
 }
 
+// consulTokens is the Consul upstream's token_file and
+// forward_caller_tokens.
+type consulTokens struct {
+	file    string
+	forward bool
+}
+
 // gatewayWithConsul starts a gateway with the Consul front alone (no etcd
 // listener or upstream: ec is not used), so that every Consul e2e test also
 // shows that a Consul-only gateway serves.
-func gatewayWithConsul(t *testing.T, p *pki, ec *etcdCluster, ca *consulAgent, policyDir string, tokenFile ...string) (*gateway, string) {
+func gatewayWithConsul(t *testing.T, p *pki, ec *etcdCluster, ca *consulAgent, policyDir string, tokens ...consulTokens) (*gateway, string) {
 	t.Helper()
 	consulAddr := freePort(t)
-	upstream := "http://" + ca.httpAddr
-	if len(tokenFile) > 0 {
-		upstream += ", token_file: " + tokenFile[0]
+	o := gatewayOpts{policyDir: policyDir, consulListen: consulAddr, consulUpstream: "http://" + ca.httpAddr, consulOnly: true}
+	for _, tk := range tokens {
+		o.consulTokenFile, o.consulForwardTokens = tk.file, tk.forward
 	}
-	gw := startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, consulListen: consulAddr, consulUpstream: upstream, consulOnly: true})
+	gw := startGateway(t, p, ec, o)
 	return gw, "https://" + consulAddr
 }
 
@@ -278,7 +248,7 @@ func TestConsulTokenInjection(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(root+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, gwAddr := gatewayWithConsul(t, p, ec, agent, "", tokenFile)
+	_, gwAddr := gatewayWithConsul(t, p, ec, agent, "", consulTokens{file: tokenFile})
 
 	direct := consulCLI{addr: "http://" + agent.httpAddr}
 	if _, stderr, err := direct.run(t, "", "kv", "put", "acl/x", "1"); err == nil || !strings.Contains(stderr, "403") {
@@ -302,7 +272,7 @@ func TestConsulTokenInjection(t *testing.T) {
 
 	// With forward_caller_tokens the caller's token goes on to Consul (whose
 	// ACLs then judge it after policy); callers without one get the gateway's.
-	_, fwdAddr := gatewayWithConsul(t, p, ec, agent, "", tokenFile+", forward_caller_tokens: true")
+	_, fwdAddr := gatewayWithConsul(t, p, ec, agent, "", consulTokens{file: tokenFile, forward: true})
 	fwd := consulCLI{p: p, addr: fwdAddr, who: "admin", token: "00000000-0000-0000-0000-000000000000"}
 	if _, stderr, err := fwd.run(t, "", "kv", "get", "acl/x"); err == nil || !strings.Contains(stderr, "403") || !strings.Contains(stderr, "ACL not found") {
 		t.Errorf("a bogus caller token, forwarded: err=%v %s", err, stderr)

@@ -43,6 +43,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/storegate/storegate/config"
 )
 
 const (
@@ -93,9 +95,9 @@ type exhEnv struct {
 
 func (e *exhEnv) noRights(t *testing.T) {
 	gw := startGateway(t, e.p, e.ec, gatewayOpts{policyDir: copyPolicies(t, e.intentions),
-		extraConfig: "limits: {streams_per_caller: 25000, streams: 30000}\n" +
-			// pprof only to force a GC (heap?gc=1) before reading the live heap.
-			"debug: {pprof: true}\n"})
+		limits: config.LimitsConfig{StreamsPerCaller: 25000, Streams: 30000},
+		// pprof only to force a GC (heap?gc=1) before reading the live heap.
+		debug: config.DebugConfig{Pprof: true}})
 	web := pb.NewKVClient(exhConn(t, e.p, gw.addr, "web"))
 
 	// Warm up the allowed caller's path (connection, policy cache, etcd).
@@ -722,7 +724,7 @@ func exhIsTooMany(err error) bool {
 
 func (e *exhEnv) watchLimit(t *testing.T) {
 	gw := startGateway(t, e.p, e.ec, gatewayOpts{policyDir: copyPolicies(t, e.intentions),
-		extraConfig: fmt.Sprintf("limits: {watches_per_caller: %d}\n", exhWatchesPer)})
+		limits: config.LimitsConfig{WatchesPerCaller: exhWatchesPer}})
 	web := exhConn(t, e.p, gw.addr, "web")
 	webKV := pb.NewKVClient(web)
 	etcd0 := e.etcdWatchMetrics(t)

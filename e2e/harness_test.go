@@ -3,12 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"github.com/storegate/storegate/internal/loopback"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/storegate/storegate/mtls"
+	"github.com/storegate/storegate/config"
+	"github.com/storegate/storegate/internal/testenv"
 )
 
 var (
@@ -34,7 +29,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	root, err := filepath.Abs("..")
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -48,309 +43,158 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(tmp)
 	// The gateway under test is always built from this tree.
 	gatewayBin = filepath.Join(tmp, "gateway")
-	args := []string{"build", "-o", gatewayBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "./cmd/gateway")...)
-	build.Dir, build.Stdout, build.Stderr = repoRoot, os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building the gateway:", err)
+	if err := testenv.BuildGateway(gatewayBin, raceEnabled); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	// etcdctl is a tool built by `make tools`; build it if it is missing.
-	etcdctlBin = filepath.Join(repoRoot, "bin", "etcdctl")
-	if _, err := os.Stat(etcdctlBin); err != nil {
-		mk := exec.Command("make", "tools")
-		mk.Dir, mk.Stdout, mk.Stderr = repoRoot, os.Stderr, os.Stderr
-		if err := mk.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: building etcdctl with `make tools`:", err)
-			return 1
-		}
+	// etcdctl is a tool built by `make tools` when it is missing.
+	if etcdctlBin, err = testenv.Tool("etcdctl"); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
 	}
 	return m.Run()
 }
 
-var trustDomain = spiffeid.RequireTrustDomainFromString("example.org")
+var trustDomain = testenv.TrustDomain
 
-// pki is a dev CA with SVIDs for the gateway, etcd and test callers.
-type pki struct{ dir string }
+// pki is testenv's dev CA with SVIDs for the gateway, etcd and test
+// callers; dir is its directory.
+type pki struct {
+	*testenv.PKI
+	dir string
+}
 
 func newPKI(t *testing.T, callers ...string) *pki {
 	t.Helper()
-	p := &pki{dir: t.TempDir()}
-	if err := mtls.InitCA(p.dir, trustDomain); err != nil {
-		t.Fatal(err)
-	}
-	p.issue(t, "gateway", "/storegate", true)
-	p.issue(t, "etcd", "/etcd", true)
-	for _, c := range callers {
-		p.issue(t, c, "/"+c, false)
-	}
-	return p
+	p := testenv.New(t).PKI(callers...)
+	return &pki{PKI: p, dir: p.Dir}
 }
 
 func (p *pki) issue(t *testing.T, out, path string, server bool) {
 	t.Helper()
-	req := mtls.IssueRequest{ID: spiffeid.RequireFromPath(trustDomain, path), Out: out, TTL: time.Hour}
-	if server {
-		req.DNS = []string{"localhost"}
-		req.IPs = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	if _, _, err := mtls.Issue(p.dir, req); err != nil {
+	if err := p.Issue(out, path, server, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
-func (p *pki) bundle() string          { return p.path(mtls.BundleFile) }
+func (p *pki) path(name string) string { return p.Path(name) }
+func (p *pki) bundle() string          { return p.Bundle() }
 
 // freePort returns a loopback address that was free a moment ago, outside
-// the ephemeral range (see internal/loopback).
+// the ephemeral range (testenv, internal/loopback).
 func freePort(t *testing.T) string {
 	t.Helper()
-	a, err := loopback.Addr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return testenv.New(t).Addr()
 }
 
-// etcdCluster is a real etcd cluster of n members in this process, serving
+// etcdCluster is a real etcd cluster (testenv) in this process, serving
 // clients over TLS with client certificates required.
 type etcdCluster struct {
-	members   []*embed.Etcd
-	cfgs      []*embed.Config
+	*testenv.Etcd
 	endpoints []string
 }
 
-// startEtcd starts n members; each option, if any, adjusts every member's
-// config before it starts (e.g. to turn on distributed tracing).
+// startEtcd starts n embedded members; each option, if any, adjusts every
+// member's config before it starts (e.g. to turn on distributed tracing).
 func startEtcd(t *testing.T, p *pki, n int, opts ...func(*embed.Config)) *etcdCluster {
 	t.Helper()
-	c := &etcdCluster{}
-	var initial []string
-	peers := make([]url.URL, n)
-	clients := make([]url.URL, n)
-	for i := range n {
-		peers[i] = url.URL{Scheme: "http", Host: freePort(t)}
-		clients[i] = url.URL{Scheme: "https", Host: freePort(t)}
-		initial = append(initial, fmt.Sprintf("m%d=%s", i, peers[i].String()))
-		c.endpoints = append(c.endpoints, clients[i].String())
-	}
-	for i := range n {
-		cfg := embed.NewConfig()
-		cfg.Name = fmt.Sprintf("m%d", i)
-		cfg.Dir = filepath.Join(t.TempDir(), "data")
-		cfg.LogLevel = "error"
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clients[i]}, []url.URL{clients[i]}
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peers[i]}, []url.URL{peers[i]}
-		cfg.InitialCluster = strings.Join(initial, ",")
-		cfg.ClientTLSInfo.CertFile = p.path("etcd.pem")
-		cfg.ClientTLSInfo.KeyFile = p.path("etcd-key.pem")
-		cfg.ClientTLSInfo.TrustedCAFile = p.bundle()
-		cfg.ClientTLSInfo.ClientCertAuth = true
+	ec := testenv.New(t).Etcd(testenv.EtcdSpec{Members: n, PKI: p.PKI, Embed: func(cfg *embed.Config) {
 		for _, o := range opts {
 			o(cfg)
 		}
-		c.cfgs = append(c.cfgs, cfg)
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	c.members = make([]*embed.Etcd, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e, err := embed.StartEtcd(c.cfgs[i])
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			c.members[i] = e
-			select {
-			case <-e.Server.ReadyNotify():
-			case <-time.After(60 * time.Second):
-				errs[i] = errors.New("etcd member not ready in 60s")
-			}
-		}()
-	}
-	wg.Wait()
-	t.Cleanup(func() {
-		for _, m := range c.members {
-			if m != nil {
-				m.Close()
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	}})
+	return &etcdCluster{Etcd: ec, endpoints: ec.Endpoints}
 }
 
-// gateway is the storegate binary running against an etcd cluster.
+// gateway is the storegate binary (testenv) running against an etcd
+// cluster; addr is its etcd front ("" without one), admin its admin
+// listener.
 type gateway struct {
+	*testenv.Gateway
 	addr, admin string
-	cmd         *exec.Cmd
-	logs        *syncBuffer
+	logs        procLogs
 	policyDir   string
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// procLogs is a process's output so far, as String.
+type procLogs struct{ p *testenv.Proc }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+func (l procLogs) String() string { return l.p.Logs() }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects the output of a command a test runs itself.
+type syncBuffer = testenv.Buffer
 
+// gatewayOpts are what startGateway changes in testenv's gateway
+// configuration; the zero value is an etcd front, allow-all, enforcing.
 type gatewayOpts struct {
 	policyDir string // default: a copy of the repository's policies/
 	mode      string
-	// consulListen and consulUpstream add the Consul front.
-	consulListen, consulUpstream string
+	// consulListen and consulUpstream (the agent's http:// URL) add the
+	// Consul front, with consulTokenFile as its token_file and
+	// consulForwardTokens as its forward_caller_tokens.
+	consulListen, consulUpstream, consulTokenFile string
+	consulForwardTokens                           bool
 	// consulOnly runs the Consul front alone: no etcd listener or upstream.
 	consulOnly bool
-	// extraConfig is appended to the YAML config as it is (top-level
-	// sections such as telemetry: or decision_log:).
-	extraConfig string
+	// The configuration's sections of the same names.
+	limits      config.LimitsConfig
+	debug       config.DebugConfig
+	telemetry   config.TelemetryConfig
+	decisionLog *config.DecisionLogConfig
+	plugins     []config.PluginConfig
 	// env is added to the gateway process's environment (OTEL_* settings).
 	env []string
 }
 
-// copyPolicies copies the shipped Rego (not its tests) and writes
-// intentions into a fresh policy directory.
+// copyPolicies is a fresh policy directory with the shipped Rego (not its
+// tests) and intentions.
 func copyPolicies(t *testing.T, intentions string) string {
 	t.Helper()
-	dir := t.TempDir()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "policies", "*.rego"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no policies in %s/policies: %v", repoRoot, err)
-	}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.rego") {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "intentions.yaml"), []byte(intentions), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testenv.New(t).Policies(intentions)
 }
 
-const allowAll = `intentions:
-  - name: everyone-everything
-    source: "spiffe://example.org/**"
-    resources: ["*"]
-    actions: ["*"]
-    owners: ["**"]
-    effect: allow
-`
+const allowAll = testenv.AllowAll
 
-func startGateway(t *testing.T, p *pki, ec *etcdCluster, o gatewayOpts) *gateway {
+// gatewayConfig is testenv's gateway configuration (fresh ports, the PKI's
+// gateway SVID) against ec with o's changes.
+func (o gatewayOpts) config(t *testing.T, p *pki, ec *etcdCluster) config.Config {
 	t.Helper()
 	if o.policyDir == "" {
 		o.policyDir = copyPolicies(t, allowAll)
 	}
-	if o.mode == "" {
-		o.mode = "enforce"
+	var endpoints []string
+	if !o.consulOnly {
+		endpoints = ec.endpoints
 	}
-	g := &gateway{addr: freePort(t), admin: freePort(t), logs: &syncBuffer{}, policyDir: o.policyDir}
-	consulListen, consulUpstream := "", ""
+	cfg := testenv.New(t).GatewayConfig(p.PKI, o.policyDir, endpoints, "")
 	if o.consulListen != "" {
-		consulListen = "\n  consul: " + o.consulListen
-		consulUpstream = "\n  consul: {address: " + o.consulUpstream + "}"
+		cfg.Listen.Consul = o.consulListen
+		cfg.Upstreams.Consul = &config.ConsulUpstream{Address: o.consulUpstream, TokenFile: o.consulTokenFile,
+			ForwardCallerTokens: o.consulForwardTokens}
 	}
-	etcdListen, etcdUpstream := "", ""
-	if o.consulOnly {
-		g.addr = ""
-	} else {
-		etcdListen = "\n  etcd: " + g.addr
-		etcdUpstream = fmt.Sprintf(`
-  etcd:
-    endpoints: [%s]
-    tls: {cert: %s, key: %s, ca: %s}`, strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle())
+	if o.mode != "" {
+		cfg.Policy.Mode = o.mode
 	}
-	cfg := fmt.Sprintf(`listen:%s
-  admin: %s%s
-identity:
-  files: {cert: %s, key: %s, bundle: %s}
-  trust_domains: [example.org]
-upstreams:%s%s
-policy: {dir: %s, mode: %s}
-%s`, etcdListen, g.admin, consulListen, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
-		etcdUpstream, consulUpstream, o.policyDir, o.mode, o.extraConfig)
-	return launchGateway(t, g, cfg, o.env)
+	cfg.Limits, cfg.Debug, cfg.Telemetry = o.limits, o.debug, o.telemetry
+	cfg.DecisionLog, cfg.Plugins = o.decisionLog, o.plugins
+	return cfg
 }
 
-// launchGateway writes cfg, starts the gateway binary on it as g (its
-// listeners already in cfg) with env added to its environment, stops it
-// when the test ends, and returns g once /readyz answers 200.
-func launchGateway(t *testing.T, g *gateway, cfg string, env []string) *gateway {
+func startGateway(t *testing.T, p *pki, ec *etcdCluster, o gatewayOpts) *gateway {
 	t.Helper()
-	cfgPath := filepath.Join(t.TempDir(), "storegate.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	g.cmd = exec.Command(gatewayBin, "serve", "--config", cfgPath, "--log-level", "debug")
-	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	if len(env) > 0 {
-		g.cmd.Env = append(os.Environ(), env...)
-	}
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- g.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = g.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = g.cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("gateway logs:\n%s", g.logs.String())
-		}
-	})
-	// Up to 3 minutes: a race-built gateway compiles a large Go plugin in
-	// about 50 s the first time (later starts read the compilation cache).
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		resp, err := http.Get("http://" + g.admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return g
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("gateway exited before it was ready: %v\n%s", err, g.logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready in 3m:\n%s", g.logs.String())
-		}
-	}
+	return launchGateway(t, o.config(t, p, ec), o.env)
+}
+
+// launchGateway starts the gateway binary on cfg with env added to its
+// environment, stops it when the test ends, and returns it once /readyz
+// answers 200.
+func launchGateway(t *testing.T, cfg config.Config, env []string) *gateway {
+	t.Helper()
+	return asGateway(testenv.New(t).Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: cfg, Env: env}))
+}
+
+func asGateway(g *testenv.Gateway) *gateway {
+	return &gateway{Gateway: g, addr: g.Etcd, admin: g.Admin, logs: procLogs{g.Proc}, policyDir: g.Spec.Config.Policy.Dir}
 }
 
 // ctl runs etcdctl against endpoint as the caller whose SVID is name.

@@ -26,7 +26,7 @@ func TestHostileConsulTokenSpellings(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(root+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, gw := gatewayWithConsul(t, p, ec, agent, "", tokenFile)
+	_, gw := gatewayWithConsul(t, p, ec, agent, "", consulTokens{file: tokenFile})
 	c := httpsAs(t, p, "admin")
 	direct := "http://" + agent.httpAddr
 

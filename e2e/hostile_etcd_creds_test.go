@@ -35,28 +35,13 @@ var hecSimpleToken = regexp.MustCompile(`^[A-Za-z]{16}\.[0-9]+$`)
 // to etcd's own auth with username and password_file.
 func hecStartGateway(t *testing.T, p *pki, ec *etcdCluster, policyDir string) *gateway {
 	t.Helper()
-	g := &gateway{addr: freePort(t), admin: freePort(t), logs: &syncBuffer{}, policyDir: policyDir}
 	pwFile := filepath.Join(t.TempDir(), "etcd-password")
 	if err := os.WriteFile(pwFile, []byte(hecPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`listen:
-  etcd: %s
-  admin: %s
-identity:
-  files: {cert: %s, key: %s, bundle: %s}
-  trust_domains: [example.org]
-upstreams:
-  etcd:
-    endpoints: [%s]
-    tls: {cert: %s, key: %s, ca: %s}
-    username: %s
-    password_file: %s
-policy: {dir: %s, mode: enforce}
-`, g.addr, g.admin, p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
-		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
-		hecUser, pwFile, policyDir)
-	return launchGateway(t, g, cfg, nil)
+	cfg := gatewayOpts{policyDir: policyDir}.config(t, p, ec)
+	cfg.Upstreams.Etcd.Username, cfg.Upstreams.Etcd.PasswordFile = hecUser, pwFile
+	return launchGateway(t, cfg, nil)
 }
 
 // hecNoCreds fails when an answer's metadata carries a token or the

@@ -524,8 +524,12 @@ func TestHostileEtcdOracles(t *testing.T) {
 
 	t.Run("member list", func(t *testing.T) {
 		var etcdHosts []string
-		for _, cfg := range e.ec.cfgs {
-			for _, u := range append(append([]url.URL{}, cfg.AdvertiseClientUrls...), cfg.AdvertisePeerUrls...) {
+		for _, m := range e.ec.Members {
+			for _, raw := range []string{m.ClientURL, m.PeerURL} {
+				u, err := url.Parse(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
 				etcdHosts = append(etcdHosts, u.Host)
 			}
 		}
@@ -537,8 +541,8 @@ func TestHostileEtcdOracles(t *testing.T) {
 				t.Fatalf("ops MemberList: %v", err)
 			}
 			heNoLeak(t, "ops MemberList", etcdHosts, resp.String(), heoMD(c.hdr), heoMD(c.tr))
-			if len(resp.Members) != len(e.ec.cfgs) {
-				t.Errorf("ops MemberList: %d members, etcd has %d", len(resp.Members), len(e.ec.cfgs))
+			if len(resp.Members) != len(e.ec.Members) {
+				t.Errorf("ops MemberList: %d members, etcd has %d", len(resp.Members), len(e.ec.Members))
 			}
 			for _, m := range resp.Members {
 				if len(m.PeerURLs) != 0 {

@@ -26,6 +26,8 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+
+	"github.com/storegate/storegate/config"
 )
 
 // observePolicy lets web do everything except write under /forbidden/ and
@@ -236,8 +238,9 @@ func tracedEtcd(r *traceReceiver) func(*embed.Config) {
 
 // tracing is the gateway config and environment that send every span to r
 // over OTLP/gRPC, exported within ~100ms of ending.
-func tracing(r *traceReceiver) (string, []string) {
-	return "telemetry: {traces: {exporter: otlp, sampling: 1}}\n", []string{
+func tracing(r *traceReceiver) (config.TelemetryConfig, []string) {
+	all := 1.0
+	return config.TelemetryConfig{Traces: config.TracesConfig{Exporter: "otlp", Sampling: &all}}, []string{
 		"OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://" + r.addr,
 		"OTEL_EXPORTER_OTLP_INSECURE=true",
@@ -375,7 +378,7 @@ func TestObserveTraceEtcd(t *testing.T) {
 	cfg, env := tracing(rcv)
 	dlog := filepath.Join(t.TempDir(), "decisions.log")
 	gw := startGateway(t, p, ec, gatewayOpts{policyDir: copyPolicies(t, observePolicy),
-		extraConfig: cfg + "decision_log: {output: " + dlog + "}\n", env: env})
+		telemetry: cfg, decisionLog: &config.DecisionLogConfig{Output: dlog}, env: env})
 	revision := policyRevision(t, gw)
 	web := ctl{p: p, endpoint: "https://" + gw.addr, who: "web"}
 	direct := ctl{p: p, endpoint: ec.endpoints[0], who: "admin"}
@@ -484,14 +487,13 @@ func (r *recorder) requests(method, path string) []recorded {
 	return out
 }
 
-// consulGateway starts a gateway with a Consul front forwarding to
-// upstream, and returns it and the front's https:// address.
-func consulGateway(t *testing.T, p *pki, ec *etcdCluster, upstream, policyDir, extraConfig string, env []string) (*gateway, string) {
+// consulGateway starts a gateway as o says with a Consul front forwarding
+// to upstream, and returns it and the front's https:// address.
+func consulGateway(t *testing.T, p *pki, ec *etcdCluster, upstream string, o gatewayOpts) (*gateway, string) {
 	t.Helper()
-	front := freePort(t)
-	gw := startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, consulListen: front, consulUpstream: upstream,
-		extraConfig: extraConfig, env: env})
-	return gw, "https://" + front
+	o.consulListen, o.consulUpstream = freePort(t), upstream
+	gw := startGateway(t, p, ec, o)
+	return gw, "https://" + o.consulListen
 }
 
 // TestObserveTraceConsul: a consul kv put through the gateway is traced
@@ -505,7 +507,7 @@ func TestObserveTraceConsul(t *testing.T) {
 	agent := startConsul(t)
 	rec := startRecorder(t, "http://"+agent.httpAddr)
 	cfg, env := tracing(rcv)
-	gw, front := consulGateway(t, p, ec, rec.url, copyPolicies(t, observePolicy), cfg, env)
+	gw, front := consulGateway(t, p, ec, rec.url, gatewayOpts{policyDir: copyPolicies(t, observePolicy), telemetry: cfg, env: env})
 	revision := policyRevision(t, gw)
 	web := consulCLI{p: p, addr: front, who: "web"}
 
@@ -659,7 +661,7 @@ func TestObserveMetricsAndDecisionLog(t *testing.T) {
 	dlog := filepath.Join(t.TempDir(), "decisions.log")
 	// No tracing configured: no request is traced, so no line may carry a
 	// trace_id.
-	gw, front := consulGateway(t, p, ec, "http://"+agent.httpAddr, policyDir, "decision_log: {output: "+dlog+"}\n", nil)
+	gw, front := consulGateway(t, p, ec, "http://"+agent.httpAddr, gatewayOpts{policyDir: policyDir, decisionLog: &config.DecisionLogConfig{Output: dlog}})
 	revision := policyRevision(t, gw)
 	web := ctl{p: p, endpoint: "https://" + gw.addr, who: "web"}
 	direct := ctl{p: p, endpoint: ec.endpoints[0], who: "admin"}
@@ -859,7 +861,8 @@ func TestObserveDecisionLogUnsampled(t *testing.T) {
 	_, env := tracing(rcv)
 	dlog := filepath.Join(t.TempDir(), "decisions.log")
 	gw := startGateway(t, p, ec, gatewayOpts{policyDir: copyPolicies(t, observePolicy),
-		extraConfig: "telemetry: {traces: {exporter: otlp, sampling: 0}}\ndecision_log: {output: " + dlog + "}\n", env: env})
+		telemetry:   config.TelemetryConfig{Traces: config.TracesConfig{Exporter: "otlp", Sampling: new(float64)}},
+		decisionLog: &config.DecisionLogConfig{Output: dlog}, env: env})
 	web := ctl{p: p, endpoint: "https://" + gw.addr, who: "web"}
 	mustRun(t, web, "", "put", "/obs/unsampled", "s3cr3t-value-1")
 	line := lineFor(t, decisionLines(t, dlog), "/obs/unsampled")

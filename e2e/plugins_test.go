@@ -23,11 +23,14 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/storegate/storegate/config"
 )
 
 // The example plugins (plugins/examples, built into bin/plugins by `make
@@ -49,14 +52,36 @@ type plug struct {
 	Config      any                 `json:"config,omitempty"`
 }
 
-// pluginsYAML is the plugins: section for ps.
-func pluginsYAML(t *testing.T, ps ...plug) string {
+// plugins is the configuration's plugins section for ps.
+func plugins(t *testing.T, ps ...plug) []config.PluginConfig {
 	t.Helper()
-	b, err := json.Marshal(ps)
-	if err != nil {
-		t.Fatal(err)
+	var out []config.PluginConfig
+	for _, p := range ps {
+		c := config.PluginConfig{Name: p.Name, Path: p.Path, Failure: p.Failure, Instances: p.Instances,
+			Match: config.PluginMatch{Protocols: p.Match["protocols"], Resources: p.Match["resources"],
+				Actions: p.Match["actions"], Keys: p.Match["keys"]}}
+		if p.Config != nil {
+			m, ok := p.Config.(map[string]any)
+			if !ok {
+				t.Fatalf("plugin %s: config %T is not an object", p.Name, p.Config)
+			}
+			c.Config = m
+		}
+		if p.Timeout != "" {
+			d, err := time.ParseDuration(p.Timeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Timeout = config.Duration(d)
+		}
+		if p.MemoryLimit != "" {
+			if err := yaml.Unmarshal([]byte(p.MemoryLimit), &c.MemoryLimit); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, c)
 	}
-	return "plugins: " + string(b) + "\n"
+	return out
 }
 
 // exampleTimeout is the per-call timeout the example plugins get in these
@@ -71,9 +96,9 @@ const exampleTimeout = "5s"
 func pluginGateway(t *testing.T, p *pki, ec *etcdCluster, agent *consulAgent, policyDir string, ps ...plug) (*gateway, string) {
 	t.Helper()
 	if agent == nil {
-		return startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, extraConfig: pluginsYAML(t, ps...)}), ""
+		return startGateway(t, p, ec, gatewayOpts{policyDir: policyDir, plugins: plugins(t, ps...)}), ""
 	}
-	return consulGateway(t, p, ec, "http://"+agent.httpAddr, policyDir, pluginsYAML(t, ps...), nil)
+	return consulGateway(t, p, ec, "http://"+agent.httpAddr, gatewayOpts{policyDir: policyDir, plugins: plugins(t, ps...)})
 }
 
 var buildPluginsOnce sync.Once
@@ -1099,7 +1124,7 @@ func TestPluginBad(t *testing.T) {
 			if err == nil || !strings.Contains(out, "problem: "+b.problem) || !strings.Contains(errOut, "does not implement storegate plugin ABI v1") {
 				t.Errorf("plugin check %s: err=%v\nstdout: %s\nstderr: %s", b.name, err, out, errOut)
 			}
-			cfg := gatewayConfig(t, p, ec, pluginsYAML(t, plug{Name: b.name, Path: b.wasm}))
+			cfg := gatewayConfig(t, p, ec, plugins(t, plug{Name: b.name, Path: b.wasm}))
 			out, errOut, err = gatewayCmd(t, "serve", "--config", cfg)
 			if err == nil || !strings.Contains(errOut, fmt.Sprintf("plugin %q (%s)", b.name, b.wasm)) || !strings.Contains(errOut, b.problem) {
 				t.Errorf("serve with %s: err=%v, want a refusal naming the plugin\nstdout: %s\nstderr: %s", b.name, err, out, errOut)
@@ -1107,7 +1132,7 @@ func TestPluginBad(t *testing.T) {
 		}
 		// An init that refuses its configuration keeps serve from starting.
 		limits := examplePlugin(t, "limits")
-		cfg := gatewayConfig(t, p, ec, pluginsYAML(t, plug{Name: "limits-unset", Path: limits, Config: map[string]any{}}))
+		cfg := gatewayConfig(t, p, ec, plugins(t, plug{Name: "limits-unset", Path: limits, Config: map[string]any{}}))
 		if out, errOut, err := gatewayCmd(t, "serve", "--config", cfg); err == nil ||
 			!strings.Contains(errOut, fmt.Sprintf("plugin %q (%s)", "limits-unset", limits)) || !strings.Contains(errOut, "nothing to check") {
 			t.Errorf("serve with limits and an empty config: err=%v\nstdout: %s\nstderr: %s", err, out, errOut)
@@ -1144,26 +1169,17 @@ func gatewayCmd(t *testing.T, args ...string) (string, string, error) {
 	return out.String(), errb.String(), err
 }
 
-// gatewayConfig writes a configuration like startGateway's, with extra
-// appended, and returns its path.
-func gatewayConfig(t *testing.T, p *pki, ec *etcdCluster, extra string) string {
+// gatewayConfig writes a configuration like startGateway's, with plugins
+// ps, and returns its path.
+func gatewayConfig(t *testing.T, p *pki, ec *etcdCluster, ps []config.PluginConfig) string {
 	t.Helper()
-	cfg := fmt.Sprintf(`listen:
-  etcd: %s
-  admin: %s
-identity:
-  files: {cert: %s, key: %s, bundle: %s}
-  trust_domains: [example.org]
-upstreams:
-  etcd:
-    endpoints: [%s]
-    tls: {cert: %s, key: %s, ca: %s}
-policy: {dir: %s, mode: enforce}
-%s`, freePort(t), freePort(t), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
-		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(),
-		copyPolicies(t, allowAll), extra)
+	cfg := gatewayOpts{plugins: ps}.config(t, p, ec)
+	b, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "storegate.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path

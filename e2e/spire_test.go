@@ -17,11 +17,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +33,9 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/internal/spiretest"
+	"github.com/storegate/storegate/internal/testenv"
 	"github.com/storegate/storegate/mtls"
 )
 
@@ -46,94 +48,65 @@ type spireGatewayOpts struct {
 	policyDir    string   // default: allowAll
 	// consulListen and consulUpstream add the Consul front.
 	consulListen, consulUpstream string
-	extraConfig                  string
+	decisionLog                  *config.DecisionLogConfig
 	// notReady: return as soon as the admin listener answers, ready or not.
 	notReady bool
 }
 
 // startSPIREGateway runs the gateway binary with its identity from the
 // Workload API (identity.workload_api instead of the harness's files) and
-// the harness's dev-CA files for the upstream etcd. It stops the gateway
-// when the test ends.
+// the harness's dev-CA files for the upstream etcd. When the test ends the
+// gateway must stop cleanly on SIGINT, with no data race or panic.
 func startSPIREGateway(t *testing.T, p *pki, ec *etcdCluster, o spireGatewayOpts) *gateway {
 	t.Helper()
-	if o.policyDir == "" {
-		o.policyDir = copyPolicies(t, allowAll)
-	}
 	if len(o.trustDomains) == 0 {
 		o.trustDomains = []string{"example.org"}
 	}
-	g := &gateway{addr: freePort(t), admin: freePort(t), logs: &syncBuffer{}, policyDir: o.policyDir}
-	consulListen, consulUpstream := "", ""
-	if o.consulListen != "" {
-		consulListen = "\n  consul: " + o.consulListen
-		consulUpstream = "\n  consul: {address: " + o.consulUpstream + "}"
+	cfg := gatewayOpts{policyDir: o.policyDir, consulListen: o.consulListen, consulUpstream: o.consulUpstream,
+		decisionLog: o.decisionLog}.config(t, p, ec)
+	cfg.Identity = config.IdentityConfig{WorkloadAPI: o.workloadAPI, TrustDomains: o.trustDomains}
+	env := testenv.New(t)
+	spec := testenv.GatewaySpec{Bin: gatewayBin, Config: cfg}
+	var g *gateway
+	if o.notReady {
+		g = asGateway(env.LaunchGateway(spec))
+		env.Eventually(3*time.Minute, func(ctx context.Context) error {
+			if gone, err := g.Proc.Exited(); gone {
+				return testenv.Permanent(g.Proc.Failure(fmt.Errorf("exited before its admin listener answered: %v", err)))
+			}
+			_, err := readyzCode(ctx, g) // any answer: ready or not
+			return err
+		})
+	} else {
+		g = asGateway(env.Gateway(spec))
 	}
-	cfg := fmt.Sprintf(`listen:
-  etcd: %s
-  admin: %s%s
-identity:
-  workload_api: %q
-  trust_domains: [%s]
-upstreams:
-  etcd:
-    endpoints: [%s]
-    tls: {cert: %s, key: %s, ca: %s}%s
-policy: {dir: %s, mode: enforce}
-%s`, g.addr, g.admin, consulListen, o.workloadAPI, strings.Join(o.trustDomains, ", "),
-		strings.Join(ec.endpoints, ", "), p.path("gateway.pem"), p.path("gateway-key.pem"), p.bundle(), consulUpstream,
-		o.policyDir, o.extraConfig)
-	cfgPath := filepath.Join(t.TempDir(), "storegate.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	g.cmd = exec.Command(gatewayBin, "serve", "--config", cfgPath, "--log-level", "debug")
-	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- g.cmd.Wait() }()
+	// Registered after testenv's stop, so run before it.
 	t.Cleanup(func() {
-		_ = g.cmd.Process.Signal(os.Interrupt)
-		select {
-		case err := <-exited:
+		_ = g.Proc.Signal(syscall.SIGINT)
+		if !g.Proc.Wait(15 * time.Second) {
+			g.Proc.Kill()
+			t.Errorf("the gateway at %s did not stop within 15s of SIGINT; killed", g.addr)
+		} else if err := g.Proc.ExitErr(); err != nil {
 			// A clean stop, and no data race (a -race build exits 66) or
 			// panic on the way.
-			if err != nil {
-				t.Errorf("the gateway at %s exited with %v after SIGINT, want status 0", g.addr, err)
-			}
-		case <-time.After(15 * time.Second):
-			_ = g.cmd.Process.Kill()
-			<-exited
-			t.Errorf("the gateway at %s did not stop within 15s of SIGINT; killed", g.addr)
+			t.Errorf("the gateway at %s exited with %v after SIGINT, want status 0", g.addr, err)
 		}
 		if logs := g.logs.String(); strings.Contains(logs, "WARNING: DATA RACE") || strings.Contains(logs, "panic:") {
 			t.Errorf("the gateway at %s reported a data race or a panic", g.addr)
 		}
-		if t.Failed() {
-			t.Logf("gateway (%s) logs:\n%s", g.addr, g.logs.String())
-		}
 	})
-	// As the harness: up to 3 minutes for a race-built gateway.
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		resp, err := http.Get("http://" + g.admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if o.notReady || resp.StatusCode == http.StatusOK {
-				return g
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("gateway exited before it was ready: %v\n%s", err, g.logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready in 3m:\n%s", g.logs.String())
-		}
+	return g
+}
+
+// readyzCode is the status /readyz answers.
+func readyzCode(ctx context.Context, g *gateway) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+g.admin+"/readyz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
 	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // spireSelf is the unix:path selector of this test binary.
@@ -321,7 +294,7 @@ func TestSPIREIdentities(t *testing.T) {
 	front := freePort(t)
 	gw := startSPIREGateway(t, p, ec, spireGatewayOpts{workloadAPI: s.SocketPath,
 		policyDir: copyPolicies(t, spireIdentitiesPolicy), consulListen: front, consulUpstream: "http://" + agent.httpAddr,
-		extraConfig: "decision_log: {output: " + dlog + "}\n"})
+		decisionLog: &config.DecisionLogConfig{Output: dlog}})
 
 	// The gateway presents its SPIRE SVID (verified against SPIRE's bundle,
 	// not the dev CA's) on both fronts.

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,11 +13,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/storegate/storegate/config"
-	"github.com/storegate/storegate/mtls"
+	"github.com/storegate/storegate/internal/testenv"
 	"github.com/storegate/storegate/telemetry"
 )
 
@@ -77,11 +73,12 @@ func devCmd() *cobra.Command {
 				cfg.Plugins, d.pluginsOn = ps, len(ps) > 0
 			}
 			if bin := findConsul(d.consul); bin != "" && d.consul != "none" {
-				agent, err := startConsulAgent(cmd.Context(), bin, d.consulHTTP, os.Stderr)
+				agent, err := testenv.StartConsul(cmd.Context(), testenv.ConsulSpec{Bin: bin, HTTPAddr: d.consulHTTP,
+					Node: "storegate-dev", Echo: os.Stderr})
 				if err != nil {
-					return err
+					return fmt.Errorf("dev: consul: %w", err)
 				}
-				defer agent.stop()
+				defer agent.Close()
 				d.consulBin = bin
 				cfg.Listen.Consul = d.listenConsul
 				cfg.Upstreams.Consul = &config.ConsulUpstream{Address: "http://" + d.consulHTTP}
@@ -115,46 +112,29 @@ func devCmd() *cobra.Command {
 	return cmd
 }
 
-var devIdentities = []struct {
-	out, path string
-	server    bool
-}{
-	{"gateway", "/storegate", true},
-	{"etcd", "/etcd", true},
-	{"web", "/web", false},
-	{"admin", "/admin", false},
-}
+// devCallers are the example callers `gateway dev` issues SVIDs for,
+// besides the gateway's and etcd's.
+var devCallers = []string{"web", "admin"}
 
-func (d *devSetup) start(ctx context.Context) (*config.Config, *embed.Etcd, error) {
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	if err := os.MkdirAll(d.dir, 0o700); err != nil {
-		return nil, nil, err
-	}
-	// An earlier run's CA is kept, so commands pasted before keep working.
-	if err := mtls.InitCA(d.dir, td); err != nil && !errors.Is(err, mtls.ErrCAExists) {
-		return nil, nil, err
-	}
-	for _, id := range devIdentities {
-		req := mtls.IssueRequest{ID: spiffeid.RequireFromPath(td, id.path), Out: id.out, TTL: 7 * 24 * time.Hour}
-		if id.server {
-			req.DNS = []string{"localhost"}
-			req.IPs = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-		}
-		if _, _, err := mtls.Issue(d.dir, req); err != nil {
-			return nil, nil, err
-		}
-	}
+// start makes (or reuses) the dev CA in d.dir with a week's SVIDs, starts
+// the in-process etcd (testenv, on d.etcdClient and d.etcdPeer) unless
+// --etcd none, and returns the gateway's configuration.
+func (d *devSetup) start(ctx context.Context) (*config.Config, *testenv.Etcd, error) {
 	abs, err := filepath.Abs(d.dir)
 	if err != nil {
 		return nil, nil, err
 	}
 	d.dir = abs
-	pem := func(name string) string { return filepath.Join(d.dir, name) }
+	// An earlier run's CA is kept, so commands pasted before keep working.
+	pki, err := testenv.OpenPKI(d.dir, 7*24*time.Hour, devCallers...)
+	if err != nil {
+		return nil, nil, err
+	}
 	cfg := &config.Config{
 		Listen: config.ListenConfig{Admin: d.admin},
 		Identity: config.IdentityConfig{
-			Files:        &config.IdentityFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), Bundle: pem(mtls.BundleFile)},
-			TrustDomains: []string{td.String()},
+			Files:        &config.IdentityFiles{Cert: pki.Cert("gateway"), Key: pki.Key("gateway"), Bundle: pki.Bundle()},
+			TrustDomains: []string{testenv.TrustDomain.Name()},
 		},
 		Policy: config.PolicyConfig{Dir: d.policies},
 	}
@@ -168,40 +148,15 @@ func (d *devSetup) start(ctx context.Context) (*config.Config, *embed.Etcd, erro
 		return cfg, nil, nil
 	}
 
-	ecfg := embed.NewConfig()
-	ecfg.Name = "dev"
-	ecfg.Dir = filepath.Join(d.dir, "etcd-data")
-	ecfg.LogLevel = "error"
-	clientURL := url.URL{Scheme: "https", Host: d.etcdClient}
-	peerURL := url.URL{Scheme: "http", Host: d.etcdPeer}
-	ecfg.ListenClientUrls, ecfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
-	ecfg.ListenPeerUrls, ecfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
-	ecfg.InitialCluster = "dev=" + peerURL.String()
-	ecfg.ClientTLSInfo.CertFile = filepath.Join(d.dir, "etcd.pem")
-	ecfg.ClientTLSInfo.KeyFile = filepath.Join(d.dir, "etcd-key.pem")
-	ecfg.ClientTLSInfo.TrustedCAFile = filepath.Join(d.dir, mtls.BundleFile)
-	ecfg.ClientTLSInfo.ClientCertAuth = true
-	etcd, err := embed.StartEtcd(ecfg)
+	etcd, err := testenv.StartEtcd(ctx, testenv.EtcdSpec{Dir: filepath.Join(d.dir, "etcd"), PKI: pki,
+		ClientAddrs: []string{d.etcdClient}, PeerAddrs: []string{d.etcdPeer}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev: in-process etcd: %w", err)
 	}
-	select {
-	case <-etcd.Server.ReadyNotify():
-	case err := <-etcd.Err():
-		etcd.Close()
-		return nil, nil, fmt.Errorf("dev: in-process etcd: %w", err)
-	case <-time.After(60 * time.Second):
-		etcd.Close()
-		return nil, nil, errors.New("dev: in-process etcd did not become ready in 60s")
-	case <-ctx.Done():
-		etcd.Close()
-		return nil, nil, ctx.Err()
-	}
-
 	cfg.Listen.Etcd = d.listenEtcd
 	cfg.Upstreams.Etcd = &config.EtcdUpstream{
-		Endpoints: []string{clientURL.String()},
-		TLS:       config.TLSFiles{Cert: pem("gateway.pem"), Key: pem("gateway-key.pem"), CA: pem(mtls.BundleFile)},
+		Endpoints: etcd.Endpoints,
+		TLS:       config.TLSFiles{Cert: pki.Cert("gateway"), Key: pki.Key("gateway"), CA: pki.Bundle()},
 	}
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {

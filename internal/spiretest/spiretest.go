@@ -82,7 +82,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/storegate/storegate/internal/loopback"
 	"io"
 	"net"
 	"os"
@@ -98,6 +97,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/storegate/storegate/internal/testenv"
 )
 
 // BinDirEnv names the environment variable that, when set, is the directory
@@ -752,13 +753,12 @@ func (s *SPIRE) dumpLogs(t testing.TB) {
 	}
 }
 
-// process is a SPIRE server or agent with its output in a log file.
+// process is a SPIRE server or agent (a testenv.Proc) with its output in a
+// log file.
 type process struct {
+	*testenv.Proc
 	name    string
 	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	err     error // set before done is closed
 }
 
 func startProcess(name, logPath, bin string, args ...string) (*process, error) {
@@ -766,50 +766,35 @@ func startProcess(name, logPath, bin string, args ...string) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(logf, "=== spiretest: %s %s (%s)\n", bin, strings.Join(args, " "), time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := startTied(cmd); err != nil {
-		logf.Close()
+	_, err = fmt.Fprintf(logf, "=== spiretest: %s %s (%s)\n", bin, strings.Join(args, " "), time.Now().Format(time.RFC3339Nano))
+	logf.Close()
+	if err != nil {
+		return nil, err
+	}
+	p := &process{Proc: &testenv.Proc{Name: name, Bin: bin, Args: args, LogFile: logPath}, name: name, logPath: logPath}
+	if err := p.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
-		if err == nil {
-			err = errors.New("exited")
-		}
-		p.err = fmt.Errorf("%s exited: %w", name, err)
-		close(p.done)
-	}()
 	return p, nil
 }
 
 // exitErr is nil while the process runs.
 func (p *process) exitErr() error {
-	select {
-	case <-p.done:
-		return p.err
-	default:
-		return nil
+	if gone, err := p.Exited(); gone {
+		return fmt.Errorf("%s exited: %w", p.name, err)
 	}
+	return nil
 }
 
 func (p *process) stop() error {
-	select {
-	case <-p.done:
-		return p.err
-	default:
+	if err := p.exitErr(); err != nil {
+		return err
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
+	_ = p.Signal(syscall.SIGTERM)
+	if p.Wait(stopTimeout) {
 		return nil
-	case <-time.After(stopTimeout):
 	}
-	p.cmd.Process.Kill()
-	<-p.done
+	p.Kill()
 	return fmt.Errorf("%s did not stop within %v of SIGTERM; killed", p.name, stopTimeout)
 }
 
@@ -832,7 +817,7 @@ func poll(timeout time.Duration, f func() (done bool, fatal error)) error {
 	}
 }
 
-func freePort() (int, error) { return loopback.Port() }
+func freePort() (int, error) { return testenv.Port() }
 
 // tail returns about the last n lines of a file.
 func tail(path string, n int) string {

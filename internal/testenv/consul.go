@@ -78,7 +78,7 @@ func StartConsul(ctx context.Context, s ConsulSpec) (*Consul, error) {
 func (c *Consul) WaitReady(ctx context.Context, timeout time.Duration) error {
 	return Eventually(ctx, timeout, func(ctx context.Context) error {
 		if gone, err := c.Proc.Exited(); gone {
-			return c.Proc.Failure(fmt.Errorf("exited: %v", err))
+			return Permanent(c.Proc.Failure(fmt.Errorf("exited: %v", err)))
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.HTTPAddr+"/v1/status/leader", nil)
 		resp, err := http.DefaultClient.Do(req)

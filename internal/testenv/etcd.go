@@ -199,7 +199,7 @@ func (e *Etcd) WaitReady(ctx context.Context, timeout time.Duration) error {
 		err = Eventually(ctx, timeout, func(ctx context.Context) error {
 			if m.Proc != nil {
 				if gone, err := m.Proc.Exited(); gone {
-					return m.Proc.Failure(fmt.Errorf("exited: %v", err))
+					return Permanent(m.Proc.Failure(fmt.Errorf("exited: %v", err)))
 				}
 			}
 			_, err := c.Status(ctx, m.ClientURL)

@@ -107,7 +107,7 @@ func (g *Gateway) Ready(ctx context.Context) error {
 func (g *Gateway) WaitReady(ctx context.Context) error {
 	return Eventually(ctx, g.Spec.ReadyTimeout, func(ctx context.Context) error {
 		if gone, err := g.Proc.Exited(); gone {
-			return g.Proc.Failure(fmt.Errorf("exited before it was ready: %v", err))
+			return Permanent(g.Proc.Failure(fmt.Errorf("exited before it was ready: %v", err)))
 		}
 		return g.Ready(ctx)
 	})

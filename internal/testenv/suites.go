@@ -168,3 +168,18 @@ func OpenPKI(dir string, ttl time.Duration, callers ...string) (*PKI, error) {
 	}
 	return p, nil
 }
+
+// ClockTicks is the kernel's USER_HZ, the unit of the /proc CPU times that
+// Proc.CPUTime reads.
+func ClockTicks() uint64 { return clockTicks() }
+
+// permanent is a condition's error that no retry can change.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// Permanent marks err, returned by a condition of Eventually, as one that
+// no retry can change (the process waited on has exited): Eventually
+// returns it at once.
+func Permanent(err error) error { return permanent{err} }

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,8 @@ import (
 func nativeUint64(b []byte) uint64 { return binary.NativeEndian.Uint64(b) }
 
 // Eventually calls cond until it returns nil, ctx ends or timeout passes,
-// pacing retries by 20ms; the error says what cond last said.
+// pacing retries by 20ms; the error says what cond last said. An error of
+// cond made with Permanent ends the wait at once.
 func Eventually(ctx context.Context, timeout time.Duration, cond func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -25,6 +27,10 @@ func Eventually(ctx context.Context, timeout time.Duration, cond func(context.Co
 		ccancel()
 		if last == nil {
 			return nil
+		}
+		var stop permanent
+		if errors.As(last, &stop) {
+			return stop.err // no retry can change it
 		}
 		select {
 		case <-ctx.Done():

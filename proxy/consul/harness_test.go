@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"github.com/storegate/storegate/internal/loopback"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,10 +12,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +20,7 @@ import (
 
 	"github.com/storegate/storegate/authn"
 	"github.com/storegate/storegate/gate"
+	"github.com/storegate/storegate/internal/testenv"
 	"github.com/storegate/storegate/mtls"
 	"github.com/storegate/storegate/mtls/mtlstest"
 	"github.com/storegate/storegate/policy"
@@ -153,16 +149,7 @@ func newEnvOptions(t *testing.T, fo Options, opts ...gate.Option) *env {
 	}
 	t.Cleanup(func() { _ = src.Close() })
 
-	dir := t.TempDir()
-	rego, err := os.ReadFile(filepath.Join("..", "..", "policies", "authz.rego"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"authz.rego": rego, "intentions.yaml": []byte(testIntentions)} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := testenv.New(t).Policies(testIntentions)
 	eng, err := policy.Load(ctx, policy.Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -227,82 +214,10 @@ func (e *env) do(t *testing.T, who, method, path string, body []byte) (int, stri
 	return resp.StatusCode, string(b)
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	p, err := loopback.Port()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strconv.Itoa(p)
-}
-
-// startAgent starts the real Consul 1.14.11 agent (bin/consul, `make
-// consul`) in -dev mode on loopback ports and returns its HTTP address once
-// it has a leader.
+// startAgent starts the real Consul 1.14.11 agent (testenv: bin/consul,
+// built when missing) in -dev mode on loopback ports and returns its HTTP
+// address once it has a leader.
 func startAgent(t *testing.T) string {
 	t.Helper()
-	bin, err := filepath.Abs(filepath.Join("..", "..", "bin", "consul"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("the Consul agent is missing (run `make consul`): %v", err)
-	}
-	httpPort := freePort(t)
-	addr := "127.0.0.1:" + httpPort
-	var logs syncBuffer
-	cmd := exec.Command(bin, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-		"-http-port="+httpPort, "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-serf-lan-port="+freePort(t), "-serf-wan-port="+freePort(t), "-server-port="+freePort(t),
-		"-node="+testNode, "-log-level=warn")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if resp, err := http.Get("http://" + addr + "/v1/status/leader"); err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(string(b), ":") {
-				return addr
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("consul exited: %v\n%s", err, logs.String())
-		case <-time.After(100 * time.Millisecond): // poll interval, not a readiness guess
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consul has no leader after 60s:\n%s", logs.String())
-		}
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return testenv.New(t).Consul(testenv.ConsulSpec{Node: testNode}).HTTPAddr
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/storegate/storegate/authn"
 	"github.com/storegate/storegate/gate"
+	"github.com/storegate/storegate/internal/testenv"
 	"github.com/storegate/storegate/mtls"
 	"github.com/storegate/storegate/mtls/mtlstest"
 	"github.com/storegate/storegate/policy"
@@ -129,7 +129,7 @@ type envConfig struct {
 // in front of it on a loopback listener.
 type env struct {
 	ca      *mtlstest.CA
-	etcd    *embed.Etcd
+	etcd    *testenv.Etcd
 	etcdURL string
 	addr    string // the gateway's host:port
 	srv     *Server
@@ -141,8 +141,6 @@ type env struct {
 
 	mu    sync.Mutex
 	svids map[string]mtlstest.Files
-
-	stopEtcdOnce sync.Once
 }
 
 var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -157,48 +155,33 @@ func testLogger() *slog.Logger {
 // freeAddr returns a loopback address that was free a moment ago.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testenv.New(t).Addr()
 }
 
-// writePolicy writes a policy directory: the shipped authz.rego and
-// intentions, or one custom module.
+// writePolicy writes a policy directory: the shipped Rego and intentions
+// (testIntentions if empty), or one custom module.
 func writePolicy(t testing.TB, intentions, rego string) string {
 	t.Helper()
-	dir := t.TempDir()
 	if rego != "" {
+		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "custom.rego"), []byte(rego), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return dir
 	}
-	shipped, err := os.ReadFile(filepath.Join("..", "..", "policies", "authz.rego"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), shipped, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	if intentions == "" {
 		intentions = testIntentions
 	}
-	if err := os.WriteFile(filepath.Join(dir, policy.IntentionsFile), []byte(intentions), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testenv.New(t).Policies(intentions)
 }
 
 // newEnv starts etcd and the front; both stop when the test ends.
 func newEnv(t testing.TB, cfg envConfig) *env {
 	t.Helper()
 	e := &env{ca: mtlstest.NewCA(t, "example.org"), svids: map[string]mtlstest.Files{}}
-	etcdFiles := e.ca.SVID(t, "etcd", "/etcd")
+	e.ca.SVID(t, "etcd", "/etcd")
 	gwFiles := e.ca.SVID(t, "gateway", "/storegate")
-	e.startEtcd(t, etcdFiles, cfg.etcdMaxRequestBytes)
+	e.startEtcd(t, cfg.etcdMaxRequestBytes)
 
 	log := cfg.log
 	if log == nil {
@@ -266,51 +249,27 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	return e
 }
 
-func (e *env) startEtcd(t testing.TB, files mtlstest.Files, maxReq uint) {
+// startEtcd starts one embedded etcd member (testenv) serving etcd's SVID
+// from the test CA, with client certificates required.
+func (e *env) startEtcd(t testing.TB, maxReq uint) {
 	t.Helper()
 	if maxReq == 0 {
 		maxReq = 64 << 10
 	}
-	client := url.URL{Scheme: "https", Host: freeAddr(t)}
-	peer := url.URL{Scheme: "http", Host: freeAddr(t)}
-	cfg := embed.NewConfig()
-	cfg.Name = "m0"
-	cfg.Dir = filepath.Join(t.TempDir(), "etcd")
-	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{"/dev/null"}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.InitialCluster = "m0=" + peer.String()
-	cfg.ClientTLSInfo.CertFile = files.Cert
-	cfg.ClientTLSInfo.KeyFile = files.Key
-	cfg.ClientTLSInfo.TrustedCAFile = e.ca.Bundle()
-	cfg.ClientTLSInfo.ClientCertAuth = true
-	cfg.MaxRequestBytes = maxReq
-	// Short ticks: a single member elects itself at once, and the minimum
-	// lease TTL (3 election timeouts) is one second, which keeps the
-	// keep-alive tests short.
-	cfg.TickMs = 20
-	cfg.ElectionMs = 200
-	etcd, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.etcd = etcd
-	e.etcdURL = client.String()
-	t.Cleanup(e.stopEtcd)
-	select {
-	case <-etcd.Server.ReadyNotify():
-	case err := <-etcd.Err():
-		t.Fatalf("etcd failed: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("etcd not ready in 60s")
-	}
+	e.etcd = testenv.New(t).Etcd(testenv.EtcdSpec{PKI: &testenv.PKI{Dir: e.ca.Dir}, Embed: func(cfg *embed.Config) {
+		cfg.LogOutputs = []string{"/dev/null"}
+		cfg.MaxRequestBytes = maxReq
+		// Short ticks: a single member elects itself at once, and the
+		// minimum lease TTL (3 election timeouts) is one second, which
+		// keeps the keep-alive tests short.
+		cfg.TickMs = 20
+		cfg.ElectionMs = 200
+	}})
+	e.etcdURL = e.etcd.Endpoints[0]
 }
 
 // stopEtcd stops the upstream (idempotent).
-func (e *env) stopEtcd() {
-	e.stopEtcdOnce.Do(func() { e.etcd.Close() })
-}
+func (e *env) stopEtcd() { e.etcd.Kill(0) }
 
 // svid returns (issuing on first use) the SVID of caller name, whose
 // SPIFFE ID is spiffe://example.org/<name>.
@@ -452,15 +411,18 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// waitFor polls cond until it holds, failing the test after waitTimeout.
+// waitFor waits (testenv.Eventually) until cond holds, failing the test
+// after waitTimeout.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+	err := testenv.Eventually(context.Background(), waitTimeout, func(context.Context) error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(10 * time.Millisecond)
+		return errors.New(what + " has not happened")
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
