@@ -40,6 +40,9 @@ const (
 	fleetRetryMin    = 100 * time.Millisecond
 	fleetRetryMax    = 2 * time.Second
 	fleetCallTimeout = 5 * time.Second
+	// fleetFirstTimeout bounds the first registration, made before the
+	// front serves.
+	fleetFirstTimeout = 2 * time.Second
 )
 
 // fleetRecord is the value of a replica's record.
@@ -82,8 +85,17 @@ func newFleet(client *clientv3.Client, self []string, ttl time.Duration, log *sl
 	ctx, cancel := context.WithCancel(client.Ctx())
 	f := &fleet{client: client, key: fleetPrefix + hex.EncodeToString(id[:]), value: string(value),
 		self: slices.Clone(self), ttl: secs, log: log, cancel: cancel, live: map[string][]string{}}
+	// A first registration before the front serves, when etcd answers
+	// soon: a replica that is ready is listed, and its lease is already
+	// there (tests count leases); otherwise the loop keeps trying.
+	fctx, fcancel := context.WithTimeout(ctx, fleetFirstTimeout)
+	first, err := f.registerOnce(fctx)
+	fcancel()
+	if err != nil {
+		log.Warn("fleet: registering this replica failed; retrying in the background", "err", err)
+	}
 	f.done.Add(2)
-	go func() { defer f.done.Done(); f.register(ctx) }()
+	go func() { defer f.done.Done(); f.register(ctx, first) }()
 	go func() { defer f.done.Done(); f.watch(ctx) }()
 	return f
 }
@@ -113,11 +125,15 @@ func (r *retry) reset() { r.d = 0 }
 // register keeps the record alive: grant a lease, put the record on it,
 // keep the lease alive until the keep-alive ends (the lease expired or was
 // revoked, etcd stopped answering for a TTL, the cluster lost it in a
-// restart), then start again with a new lease.
-func (f *fleet) register(ctx context.Context) {
+// restart), then start again with a new lease. lease, when set, is a
+// registration already made.
+func (f *fleet) register(ctx context.Context, lease clientv3.LeaseID) {
 	var r retry
 	for ctx.Err() == nil {
-		lease, err := f.registerOnce(ctx)
+		var err error
+		if lease == 0 {
+			lease, err = f.registerOnce(ctx)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				f.log.Warn("fleet: registering this replica failed; retrying", "err", err)
@@ -127,9 +143,10 @@ func (f *fleet) register(ctx context.Context) {
 			}
 			continue
 		}
-		r.reset()
 		f.log.Info("fleet: replica registered", "key", f.key, "urls", f.self, "lease", int64(lease), "ttl_s", f.ttl)
-		ka, err := f.client.KeepAlive(ctx, lease)
+		held, since := lease, time.Now()
+		ka, err := f.client.KeepAlive(ctx, held)
+		lease = 0
 		if err != nil {
 			f.log.Warn("fleet: keeping the registration alive failed; registering again", "err", err)
 			if !r.wait(ctx) {
@@ -142,7 +159,14 @@ func (f *fleet) register(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		f.log.Warn("fleet: the registration's lease was lost; registering again", "lease", int64(lease))
+		f.log.Warn("fleet: the registration's lease was lost; registering again", "lease", int64(held))
+		// A lease lost soon after it was granted is lost again and again
+		// (etcd keeps refusing it): back off rather than spin.
+		if time.Since(since) > time.Duration(f.ttl)*time.Second {
+			r.reset()
+		} else if !r.wait(ctx) {
+			return
+		}
 	}
 }
 
