@@ -228,7 +228,8 @@ func consulFront(cfg *config.Config, g *gate.Gate, auth consulfront.Authenticato
 	}
 	opts := consulfront.Options{Upstream: addr, MaxValueBytes: int64(cu.MaxValueBytes), Logger: log,
 		ForwardCallerTokens: cu.ForwardCallerTokens, Throttle: debts, Guarded: guarded(cfg),
-		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return tel.HTTPTransport(rt, gate.ProtocolConsul) }}
+		RequestTimeout: time.Duration(cu.RequestTimeout),
+		WrapTransport:  func(rt http.RoundTripper) http.RoundTripper { return tel.HTTPTransport(rt, gate.ProtocolConsul) }}
 	if cu.TokenFile != "" {
 		b, err := os.ReadFile(cu.TokenFile)
 		if err != nil {
@@ -335,7 +336,7 @@ func dialEtcd(e *config.EtcdUpstream, src mtls.Source, dialOpts []grpc.DialOptio
 	}
 	return etcdfront.Dial(etcdfront.UpstreamConfig{
 		Endpoints: e.Endpoints, TLS: tlsCfg, Username: e.Username, Password: password,
-		DialTimeout: time.Duration(e.DialTimeout), DialOptions: dialOpts, Logger: log,
+		DialTimeout: time.Duration(e.DialTimeout), RequestTimeout: time.Duration(e.RequestTimeout), DialOptions: dialOpts, Logger: log,
 	})
 }
 

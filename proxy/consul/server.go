@@ -43,6 +43,9 @@ type Options struct {
 	// WrapTransport, if not nil, wraps the transport to the agent (for
 	// client spans, trace propagation and upstream metrics).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// RequestTimeout bounds a request to the agent that is not a blocking
+	// query (default DefaultRequestTimeout; see boundedTransport).
+	RequestTimeout time.Duration
 	// MaxValueBytes bounds a KV value (default 512 KiB, Consul's default
 	// kv_max_value_size); larger bodies are refused before forwarding.
 	MaxValueBytes int64
@@ -506,6 +509,7 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 	if s.opts.WrapTransport != nil {
 		rt = s.opts.WrapTransport(tr)
 	}
+	rt = bounded(rt, s.opts.RequestTimeout)
 	return &httputil.ReverseProxy{
 		Transport:  rt,
 		BufferPool: copyBuffers,
