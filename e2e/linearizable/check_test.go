@@ -54,7 +54,7 @@ func visualize(t *testing.T, name string, v verdict) {
 		return
 	}
 	dir := ""
-	if f := flag.Lookup("test.artifacts"); f != nil && f.Value.String() == "true" {
+	if artifacts() {
 		dir = t.ArtifactDir()
 	} else {
 		d, err := os.MkdirTemp("", "storegate-linearizable-")
@@ -70,6 +70,12 @@ func visualize(t *testing.T, name string, v verdict) {
 		return
 	}
 	t.Logf("porcupine visualization of %s: %s", name, path)
+}
+
+// artifacts reports whether go test was given -artifacts.
+func artifacts() bool {
+	f := flag.Lookup("test.artifacts")
+	return f != nil && f.Value.String() == "true"
 }
 
 func (v verdict) String() string {

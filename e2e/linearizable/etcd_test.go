@@ -313,6 +313,8 @@ func caught(t *testing.T, name string, h *history, errs *tally, broken *staleSto
 		t.Errorf("%s: the stale reads were not caught: %s", name, served)
 		return
 	}
-	visualize(t, name+"-caught", served)
+	if artifacts() {
+		visualize(t, name+"-caught", served)
+	}
 	t.Logf("%s: stale reads caught: the checker says NOT linearizable", name)
 }
