@@ -4,10 +4,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/storegate/storegate/internal/testenv"
+	"github.com/storegate/storegate/mtls"
 )
 
 // trustDomain is the SPIFFE trust domain every certificate of a run belongs to.
@@ -48,9 +52,13 @@ func (p *pki) caFile() string { return p.Bundle() }
 
 // issue mints an X.509-SVID for spiffe://example.org/NAME, valid for a day
 // for both server and client authentication on localhost / 127.0.0.1, and
-// writes it as NAME.pem and NAME-key.pem.
+// writes it as NAME.pem and NAME-key.pem. It has no Common Name: etcd's
+// gRPC proxy refuses a client certificate with one.
 func (p *pki) issue(name string) (svid, error) {
-	if err := p.Issue(name, "/"+name, true, 24*time.Hour); err != nil {
+	_, _, err := mtls.Issue(p.Dir, mtls.IssueRequest{ID: spiffeid.RequireFromPath(testenv.TrustDomain, "/"+name), Out: name,
+		TTL: 24 * time.Hour, DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
+		Modify: func(c *x509.Certificate) { c.Subject.CommonName = "" }})
+	if err != nil {
 		return svid{}, err
 	}
 	return svid{cert: p.Cert(name), key: p.Key(name)}, nil

@@ -301,15 +301,7 @@ func (c consulCLI) start(t *testing.T, args ...string) *bgCmd {
 	cmd := exec.Command(filepath.Join(repoRoot, "bin", "consul"), args...)
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+c.addr, "CONSUL_CACERT="+c.p.bundle(),
 		"CONSUL_CLIENT_CERT="+c.p.path(c.who+".pem"), "CONSUL_CLIENT_KEY="+c.p.path(c.who+"-key.pem"))
-	b := &bgCmd{cmd: cmd, out: &syncBuffer{}, errb: &syncBuffer{}}
-	cmd.Stdout, cmd.Stderr = b.out, b.errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	b.done = make(chan error, 1)
-	go func() { b.done <- cmd.Wait() }()
-	t.Cleanup(func() { b.stop() })
-	return b
+	return startBg(t, cmd)
 }
 
 // TestConsulMembersAndLockFlagsCLI: `consul members` prints through the

@@ -239,7 +239,13 @@ func (c ctl) run(t *testing.T, stdin string, args ...string) (string, string, er
 // readable line by line.
 func (c ctl) start(t *testing.T, args ...string) *bgCmd {
 	t.Helper()
-	cmd := exec.Command(etcdctlBin, c.args(args...)...)
+	return startBg(t, exec.Command(etcdctlBin, c.args(args...)...))
+}
+
+// startBg starts cmd in the background with its stdout and stderr kept
+// apart, and interrupts it when the test ends.
+func startBg(t *testing.T, cmd *exec.Cmd) *bgCmd {
+	t.Helper()
 	b := &bgCmd{cmd: cmd, out: &syncBuffer{}, errb: &syncBuffer{}}
 	cmd.Stdout, cmd.Stderr = b.out, b.errb
 	if err := cmd.Start(); err != nil {
