@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ type keptLease struct {
 // lease on the same client, outlive a kill -9 of the gateway replica
 // holding the client's keep-alive stream (found by its /metrics: the one
 // whose storegate_streams_open counts the stream) and its restart — twice,
-// so the second time the stream is on the other replica. After each
+// so the second time the stream is on the other replica — and then a
+// SIGTERM of the holder (it drains and exits) and its restart. After each
 // restart the test waits until more than the TTL has passed since it (so
 // the lease was refreshed after the restart, or etcd would have expired
 // it) and at least two TTLs since the kill, reading the remaining TTL
@@ -91,12 +93,25 @@ func TestKeepAlivesSurviveGatewayKill(t *testing.T) {
 		}},
 	}
 
-	for round := range 2 {
+	// kill -9 twice (the second time the stream is on the other replica),
+	// then SIGTERM: the replica drains (drain.go) and exits by itself.
+	for round, fault := range []string{"kill -9", "kill -9", "SIGTERM"} {
 		gi := f.holder(t, methodKeepAlive, 1)
-		t.Logf("round %d: the keep-alive stream is on gateway %d (%s); kill -9", round, gi, f.gateways[gi].Admin)
+		g := f.gateways[gi]
+		t.Logf("round %d: the keep-alive stream is on gateway %d (%s); %s", round, gi, g.Admin, fault)
 		killed := time.Now()
-		f.gateways[gi].Proc.Kill()
-		if err := f.gateways[gi].Start(ctx); err != nil {
+		if fault == "SIGTERM" {
+			if err := g.Proc.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if !g.Proc.Wait(time.Minute) {
+				t.Fatalf("round %d: gateway %d did not exit within a minute of SIGTERM", round, gi)
+			}
+			t.Logf("round %d: gateway %d drained and exited in %v", round, gi, time.Since(killed).Round(time.Millisecond))
+		} else {
+			g.Proc.Kill()
+		}
+		if err := g.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		restarted := time.Now()

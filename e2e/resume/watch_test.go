@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,7 +167,8 @@ func opRevision(r clientv3.OpResponse) int64 {
 // while a writer (direct to etcd) puts and deletes a known sequence and the
 // test kill -9s the gateway replica holding their stream (found by its
 // /metrics: the one whose storegate_streams_open counts the watch stream)
-// and restarts it, kill -9s the etcd leader and restarts it, kill -9s the
+// and restarts it, SIGTERMs the replica holding it then (it drains) and
+// restarts it, kill -9s the etcd leader and restarts it, kill -9s the
 // member serving the gateway's upstream watch stream (found by etcd's own
 // watcher count) and restarts it, and SIGSTOPs the leader until the other
 // members have elected another, then SIGCONTs it. No watcher may be canceled or closed on the way: the
@@ -289,6 +291,22 @@ func TestWatchesResumeAcrossFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	caughtUp("gateway restarted", 20)
+
+	// 1b. SIGTERM the replica now holding it: it drains (ends the stream
+	// with etcd's "server stopped") and exits; then restart it.
+	gi = f.holder(t, methodWatch, 1)
+	t.Logf("the watch stream is on gateway %d (%s); SIGTERM", gi, f.gateways[gi].Admin)
+	if err := f.gateways[gi].Proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !f.gateways[gi].Proc.Wait(time.Minute) {
+		t.Fatalf("gateway %d did not exit within a minute of SIGTERM", gi)
+	}
+	caughtUp("gateway drained", 30)
+	if err := f.gateways[gi].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp("drained gateway restarted", 20)
 
 	// 2. kill -9 the etcd leader, then restart it.
 	leader, err := ec.Leader(ctx)
