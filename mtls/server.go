@@ -2,6 +2,7 @@ package mtls
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -29,7 +30,7 @@ func ServerConfig(src Source, trust []spiffeid.TrustDomain, log *slog.Logger) *t
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &server{src: src, getCert: tlsconfig.GetCertificate(src), trust: slices.Clone(trust), log: log}
+	s := &server{src: src, getCert: unexpired(src, tlsconfig.GetCertificate(src)), trust: slices.Clone(trust), log: log}
 	if s.trust == nil {
 		s.trust = []spiffeid.TrustDomain{} // nil would mean "any" to verifyPeer
 	}
@@ -73,4 +74,24 @@ func (s *server) verify(remote string, cs tls.ConnectionState) error {
 		return perr
 	}
 	return nil
+}
+
+// unexpired presents src's SVID only while it is valid: once it has
+// expired (a Workload API gone for longer than the SVID lives, files not
+// renewed) handshakes fail with an error saying so, instead of presenting a
+// certificate a lax client might accept. A new SVID is served as soon as
+// the source has one; /readyz reports the expiry meanwhile.
+func unexpired(src Source, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			return nil, fmt.Errorf("mtls: no SVID to serve with: %w", err)
+		}
+		if len(svid.Certificates) > 0 {
+			if na := svid.Certificates[0].NotAfter; time.Now().After(na) {
+				return nil, fmt.Errorf("mtls: the gateway's SVID %s expired at %s: not serving until a new one arrives", svid.ID, na.UTC().Format(time.RFC3339))
+			}
+		}
+		return getCert(hello)
+	}
 }
