@@ -17,8 +17,15 @@ import (
 )
 
 func main() {
+	// The first SIGTERM or SIGINT drains the gateway (serve.go, drain);
+	// a second one, during the drain, ends the process at once, as the
+	// signal's default action does.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	if err := rootCmd().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		os.Exit(1)

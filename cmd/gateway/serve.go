@@ -38,10 +38,14 @@ type identitySource interface {
 	Close() error
 }
 
-// serve runs the gateway described by cfg until ctx is done. ready, if not
-// nil, is called once every listener is up.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func()) error {
-	ctx, cancel := context.WithCancel(ctx)
+// serve runs the gateway described by cfg until stop is done (SIGTERM,
+// SIGINT), then drains (drain) and returns. ready, if not nil, is called
+// once every listener is up.
+func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready func()) error {
+	// What runs in the background (the SVID source, policy and plugin
+	// reloads, telemetry) keeps running while the gateway drains: it ends
+	// when serve returns, not when the signal comes.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(stop))
 	defer cancel()
 
 	src, err := openIdentity(ctx, cfg, log)
@@ -131,11 +135,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 	defer adminLis.Close()
-	checks := readiness{src: src}
+	checks := readiness{src: src, draining: new(atomic.Bool)}
 
 	// The etcd front, when configured.
 	var gs *grpc.Server
 	var etcdLis net.Listener
+	var etcdFront *etcdfront.Server
 	if cfg.Upstreams.Etcd != nil {
 		up, err := dialEtcd(cfg.Upstreams.Etcd, src, tel.DialOptions(), log)
 		if err != nil {
@@ -152,6 +157,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 			Throttle: debts,
 			Logger:   log,
 		})
+		etcdFront = front
 		gs = front.GRPCServer(credentials.NewTLS(mtls.ServerConfig(src, tds, log)), tel.ServerOptions()...)
 		if etcdLis, err = net.Listen("tcp", cfg.Listen.Etcd); err != nil {
 			return fmt.Errorf("listen.etcd: %w", err)
@@ -189,25 +195,22 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	}
 
 	select {
-	case <-ctx.Done():
+	case <-stop.Done():
 	case err = <-errc:
 	}
-	if gs != nil {
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			gs.Stop()
-		}
+	d := drain{timeout: time.Duration(cfg.Drain.Timeout), draining: checks.draining, log: log,
+		gs: gs, consulSrv: consulSrv}
+	if etcdFront != nil {
+		d.etcd = etcdFront
 	}
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancelShutdown()
-	_ = admin.Shutdown(shutdownCtx)
-	if consulSrv != nil {
-		_ = consulSrv.Shutdown(shutdownCtx)
-		_ = consulSrv.Close() // blocking queries do not wait for the agent's answer
+	if consul != nil {
+		d.consul = consul
 	}
+	d.run()
+	// The admin listener goes last: /readyz answered 503 throughout. It is
+	// closed, not shut down: health checks arrive every few hundred
+	// milliseconds, and Shutdown would wait for the one in progress.
+	_ = admin.Close()
 	wg.Wait()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
@@ -340,16 +343,23 @@ func dialEtcd(e *config.EtcdUpstream, src mtls.Source, dialOpts []grpc.DialOptio
 	})
 }
 
-// readiness is what /readyz checks: the gateway's SVID is valid and every
-// upstream answers. The policy needs no check: the gateway does not start
-// without a loaded one, and a failed reload keeps the last good version.
+// readiness is what /readyz checks: the gateway is not draining, its SVID
+// is valid and every upstream answers. The policy needs no check: the
+// gateway does not start without a loaded one, and a failed reload keeps
+// the last good version.
 type readiness struct {
-	src    mtls.Source
-	etcd   interface{ Ready(context.Context) error } // nil: no etcd front
-	consul interface{ Ready(context.Context) error } // nil: no Consul front
+	// draining is set when the gateway begins to stop: /readyz answers
+	// 503 at once, so that balancers take the replica out.
+	draining *atomic.Bool
+	src      mtls.Source
+	etcd     interface{ Ready(context.Context) error } // nil: no etcd front
+	consul   interface{ Ready(context.Context) error } // nil: no Consul front
 }
 
 func (c readiness) problems(ctx context.Context) []string {
+	if c.draining != nil && c.draining.Load() {
+		return []string{"draining: the gateway is stopping"}
+	}
 	var problems []string
 	if svid, err := c.src.GetX509SVID(); err != nil {
 		problems = append(problems, "svid: "+err.Error())
@@ -371,8 +381,8 @@ func (c readiness) problems(ctx context.Context) []string {
 	return problems
 }
 
-// adminMux serves /healthz (the process is up), /readyz (the SVID is valid
-// and the upstreams answer) and /metrics.
+// adminMux serves /healthz (the process is up, draining or not), /readyz
+// (not draining, the SVID is valid and the upstreams answer) and /metrics.
 func adminMux(ready readiness, metrics http.Handler, profiles bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
@@ -394,4 +404,99 @@ func adminMux(ready readiness, metrics http.Handler, profiles bool) *http.ServeM
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
+}
+
+// drain is a graceful stop, bounded by timeout as a whole:
+//
+//  1. /readyz answers 503 and the replica leaves the fleet registry, so
+//     that balancers and other replicas' MemberList stop sending callers
+//     here; the Consul front stops keeping connections alive.
+//  2. For readinessGrace the gateway serves on as before, long enough for
+//     a balancer's health check to notice.
+//  3. The listeners close and gRPC connections are told to go away
+//     (GOAWAY, GracefulStop): unary RPCs in flight finish and their
+//     answers are sent; streams end with etcd's "server stopped"
+//     (Unavailable), which client/v3 retries on another connection
+//     (proxy/etcd drain.go). The Consul front answers its blocking
+//     queries as if their wait had run out (proxy/consul drain.go) and
+//     waits for its other requests (http.Server.Shutdown).
+//  4. Whatever is still open when timeout has passed is closed.
+type drain struct {
+	timeout  time.Duration
+	draining *atomic.Bool
+	log      *slog.Logger
+	gs       *grpc.Server // nil: no etcd front
+	etcd     interface {
+		Deregister(context.Context) error
+		Drain()
+	}
+	consulSrv *http.Server // nil: no Consul front
+	consul    interface{ Drain() }
+}
+
+// readinessGrace is how long a draining gateway serves on with /readyz at
+// 503 before its listeners close: a third of the drain timeout, at most
+// 1 s. That covers a health check that polls /readyz a few times a second
+// (HAProxy's inter 250ms fall 2 takes ≤ 750 ms to mark the server down).
+// A slower check loses nothing either: a connection the closed listener
+// refuses is sent to another server (HAProxy's `retries` with
+// `option redispatch`), and open gRPC connections are told to go away.
+// Kubernetes removes a terminating pod's endpoints as it sends SIGTERM,
+// but kube-proxy and ingresses take seconds to follow; a longer wait there
+// belongs in the pod's preStop hook, before the signal, so that every
+// other stop of the gateway stays quick. No setting of its own: the drain
+// timeout bounds the whole stop.
+func readinessGrace(timeout time.Duration) time.Duration {
+	return min(timeout/3, time.Second)
+}
+
+// run drains, returning once everything has stopped or been closed.
+func (d drain) run() {
+	if d.timeout <= 0 {
+		d.timeout = 15 * time.Second // config.Defaults' (a configuration not defaulted)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(d.timeout))
+	defer cancel()
+	d.draining.Store(true)
+	d.log.Info("draining", "timeout", d.timeout, "readiness_grace", readinessGrace(d.timeout))
+	if d.consulSrv != nil {
+		d.consulSrv.SetKeepAlivesEnabled(false)
+	}
+	if d.etcd != nil {
+		if err := d.etcd.Deregister(ctx); err != nil {
+			d.log.Warn("drain: leaving the fleet registry", "err", err)
+		}
+	}
+	grace := time.NewTimer(time.Until(start.Add(readinessGrace(d.timeout))))
+	select {
+	case <-grace.C:
+	case <-ctx.Done():
+	}
+	var wg sync.WaitGroup
+	if d.gs != nil {
+		wg.Go(func() {
+			stopped := make(chan struct{})
+			go func() { d.gs.GracefulStop(); close(stopped) }()
+			d.etcd.Drain()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				d.log.Warn("drain: etcd front still busy at the drain timeout; closing its connections")
+				d.gs.Stop()
+				<-stopped
+			}
+		})
+	}
+	if d.consulSrv != nil {
+		wg.Go(func() {
+			d.consul.Drain()
+			if err := d.consulSrv.Shutdown(ctx); err != nil {
+				d.log.Warn("drain: Consul front still busy at the drain timeout; closing its connections", "err", err)
+				_ = d.consulSrv.Close()
+			}
+		})
+	}
+	wg.Wait()
+	d.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
 }
