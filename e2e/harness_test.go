@@ -25,34 +25,23 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
+	os.Exit(testenv.Main(e2eMain{m}, raceEnabled, &gatewayBin))
 }
 
-func runMain(m *testing.M) int {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+// e2eMain runs the package's tests once repoRoot and etcdctlBin are set
+// (etcdctl is built by `make tools` when it is missing).
+type e2eMain struct{ m *testing.M }
+
+func (e e2eMain) Run() int {
+	var err error
+	if repoRoot, err = testenv.RepoRoot(); err == nil {
+		etcdctlBin, err = testenv.Tool("etcdctl")
 	}
-	repoRoot = root
-	tmp, err := os.MkdirTemp("", "storegate-e2e-bin")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
-	// The gateway under test is always built from this tree.
-	gatewayBin = filepath.Join(tmp, "gateway")
-	if err := testenv.BuildGateway(gatewayBin, raceEnabled); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	// etcdctl is a tool built by `make tools` when it is missing.
-	if etcdctlBin, err = testenv.Tool("etcdctl"); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	return m.Run()
+	return e.m.Run()
 }
 
 var trustDomain = testenv.TrustDomain

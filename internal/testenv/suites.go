@@ -183,3 +183,24 @@ func (p permanent) Unwrap() error { return p.err }
 // no retry can change (the process waited on has exited): Eventually
 // returns it at once.
 func Permanent(err error) error { return permanent{err} }
+
+// Main is a test package's TestMain body: it builds the gateway from this
+// tree (with the race detector when race is set) into a temporary
+// directory, sets *gatewayBin, runs m and removes the directory; the exit
+// code is m's, or 1 when the build fails. Use:
+//
+//	func TestMain(m *testing.M) { os.Exit(testenv.Main(m, raceEnabled, &gatewayBin)) }
+func Main(m interface{ Run() int }, race bool, gatewayBin *string) int {
+	tmp, err := os.MkdirTemp("", "storegate-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	*gatewayBin = filepath.Join(tmp, "gateway")
+	if err := BuildGateway(*gatewayBin, race); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
