@@ -141,12 +141,19 @@ func get(ctx context.Context, url string) (string, error) {
 	return string(b), nil
 }
 
-// settled waits until g's goroutines and fds are the same in two readings
-// a second or more apart, and no stream is open: what the clients closed
-// has been torn down. It returns the figures then, the heap's included.
+// settled waits until g is at rest: no stream open, and the fewest
+// goroutines and fds seen in a window of a second no fewer than in the
+// window before (what the clients closed has been torn down). It returns
+// the figures then, the heap's included, with those fewest goroutines and
+// fds. The fewest, not the last: HAProxy's health checks (one every 250ms
+// per frontend) each hold a connection and a goroutine for a moment, so
+// that a single reading may catch some in flight.
 func settled(ctx context.Context, g *testenv.Gateway, timeout time.Duration) (figures, error) {
-	var prev figures
-	var prevAt time.Time
+	type window struct {
+		began           time.Time
+		goroutines, fds int
+	}
+	var prev, cur *window
 	var last figures
 	err := testenv.Eventually(ctx, timeout, func(ctx context.Context) error {
 		f, err := counts(ctx, g)
@@ -155,19 +162,27 @@ func settled(ctx context.Context, g *testenv.Gateway, timeout time.Duration) (fi
 		}
 		last = f
 		if f.Streams != 0 {
+			prev, cur = nil, nil
 			return fmt.Errorf("%d streams still open", f.Streams)
 		}
-		if prevAt.IsZero() || f.Goroutines != prev.Goroutines || f.FDs != prev.FDs {
-			prev, prevAt = f, time.Now()
-			return fmt.Errorf("goroutines %d, fds %d: changing", f.Goroutines, f.FDs)
+		if cur == nil {
+			cur = &window{began: time.Now(), goroutines: f.Goroutines, fds: f.FDs}
 		}
-		if time.Since(prevAt) < time.Second {
-			return fmt.Errorf("goroutines %d, fds %d: not yet steady for a second", f.Goroutines, f.FDs)
+		cur.goroutines, cur.fds = min(cur.goroutines, f.Goroutines), min(cur.fds, f.FDs)
+		if time.Since(cur.began) < time.Second {
+			return fmt.Errorf("goroutines %d, fds %d: window not over", f.Goroutines, f.FDs)
+		}
+		done, was := cur, prev
+		prev, cur = cur, nil
+		if was == nil || done.goroutines < was.goroutines || done.fds < was.fds {
+			return fmt.Errorf("fewest goroutines %d, fds %d in the last second: still falling", done.goroutines, done.fds)
 		}
 		return nil
 	})
 	if err != nil {
 		return last, err
 	}
-	return measure(ctx, g)
+	f, err := measure(ctx, g)
+	f.Goroutines, f.FDs = prev.goroutines, prev.fds
+	return f, err
 }
