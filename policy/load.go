@@ -68,12 +68,12 @@ func readSource(dir string, tests bool) (*source, error) {
 		}
 	}
 	for path := range src.rego {
-		if src.rego[path], err = os.ReadFile(path); err != nil {
+		if src.rego[path], err = readRegular(path); err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
 	}
 	if src.intentions != "" {
-		if src.intentionsSrc, err = os.ReadFile(src.intentions); err != nil {
+		if src.intentionsSrc, err = readRegular(src.intentions); err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
 	}
