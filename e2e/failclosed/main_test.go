@@ -1,0 +1,130 @@
+package failclosed
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/storegate/storegate/internal/testenv"
+	"github.com/storegate/storegate/mtls"
+)
+
+// gatewayBin is the gateway under test, built from this tree; pluginDir
+// holds the example plugins (make plugins).
+var gatewayBin, pluginDir string
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	tmp, err := os.MkdirTemp("", "storegate-failclosed")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	gatewayBin = filepath.Join(tmp, "gateway")
+	if err := testenv.BuildGateway(gatewayBin, raceEnabled); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	pluginDir = filepath.Join(root, "bin", "plugins")
+	if _, err := os.Stat(filepath.Join(pluginDir, "limits.wasm")); err != nil {
+		mk := exec.Command("make", "plugins")
+		mk.Dir, mk.Stdout, mk.Stderr = root, os.Stderr, os.Stderr
+		if err := mk.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "failclosed: building the plugins with `make plugins`:", err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// kvClient is a raw etcd KV client of caller on the gateway's etcd front:
+// no etcd client library in between, so no retries and no deadline unless
+// the test sets one.
+func kvClient(t *testing.T, p *testenv.PKI, caller, addr string) (pb.KVClient, *grpc.ClientConn) {
+	t.Helper()
+	c, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: p.Cert(caller), Key: p.Key(caller), CA: p.Bundle()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(c)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return pb.NewKVClient(conn), conn
+}
+
+// adminGet is the body of an admin endpoint.
+func adminGet(ctx context.Context, g *testenv.Gateway, path string) (int, string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+g.Admin+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	return resp.StatusCode, string(b), err
+}
+
+// metric sums the samples of a Prometheus metric whose labels contain
+// every one of labels (name="value").
+func metric(ctx context.Context, g *testenv.Gateway, name string, labels ...string) (float64, error) {
+	_, body, err := adminGet(ctx, g, "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	sc := bufio.NewScanner(strings.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+next:
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				continue next
+			}
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// goroutines is the gateway's goroutine count (/debug/pprof, cfg.Debug.Pprof).
+func goroutines(ctx context.Context, g *testenv.Gateway) (int, error) {
+	_, body, err := adminGet(ctx, g, "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	if _, err := fmt.Sscanf(body, "goroutine profile: total %d", &n); err != nil {
+		return 0, fmt.Errorf("goroutine profile: %w: %.80q", err, body)
+	}
+	return n, nil
+}

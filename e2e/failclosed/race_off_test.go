@@ -1,0 +1,5 @@
+//go:build !race
+
+package failclosed
+
+const raceEnabled = false
