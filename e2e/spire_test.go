@@ -210,7 +210,7 @@ func spireCtl(t *testing.T, s *spiretest.SPIRE, who, endpoint string) ctl {
 			t.Fatal(err)
 		}
 	}
-	return ctl{p: &pki{dir: dir}, endpoint: endpoint, who: who}
+	return ctl{p: &pki{PKI: &testenv.PKI{Dir: dir}, dir: dir}, endpoint: endpoint, who: who}
 }
 
 // localhostURL is the https URL of addr by the name "localhost": SPIRE
