@@ -206,9 +206,17 @@ func (l *etcdLoad) watch(w int) func(ctx context.Context, i int) {
 				return
 			}
 		}
+		// A watch without a start revision starts at its member's
+		// revision, and a member may lag the one that applied the puts:
+		// it may first see earlier rounds' writes of the prefix. Those
+		// are right answers if some write produced them; the round's own
+		// must follow, in order.
 		for n, ch := range chans {
 			var got []string
-			for len(got) < len(want) {
+			ended := func() bool {
+				return len(got) >= len(want) && strings.Join(got[len(got)-len(want):], " ") == strings.Join(want, " ")
+			}
+			for !ended() && len(got) < 30 {
 				select {
 				case resp, ok := <-ch:
 					if !ok || resp.Err() != nil {
@@ -223,8 +231,15 @@ func (l *etcdLoad) watch(w int) func(ctx context.Context, i int) {
 					return
 				}
 			}
-			if strings.Join(got, " ") != strings.Join(want, " ") {
-				l.t.wrongf("etcd watch %s (watcher %d): events %v, want %v", prefix, n, got, want)
+			if !ended() {
+				l.t.wrongf("etcd watch %s (watcher %d): events %v, want them to end with %v", prefix, n, got, want)
+				continue
+			}
+			for _, e := range got[:len(got)-len(want)] {
+				k, v, _ := strings.Cut(e, "=")
+				if !produced(k, v, int64(i-1)) {
+					l.t.wrongf("etcd watch %s (watcher %d): event %s, which no earlier write produced", prefix, n, e)
+				}
 			}
 		}
 	}
