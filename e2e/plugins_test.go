@@ -328,6 +328,10 @@ type etcdJSON struct {
 
 // etcdGet runs etcdctl get -w json with args and returns the keys and
 // values, and the header's revision.
+// fleetPrefix is where each gateway replica keeps its record (read directly,
+// a prefix get of "/" sees it).
+const fleetPrefix = "/_storegate/fleet/"
+
 func etcdGet(t *testing.T, c ctl, args ...string) (map[string]string, int64) {
 	t.Helper()
 	out := mustRun(t, c, "", append([]string{"get", "-w", "json"}, args...)...)
@@ -337,6 +341,9 @@ func etcdGet(t *testing.T, c ctl, args ...string) (map[string]string, int64) {
 	}
 	kvs := map[string]string{}
 	for _, kv := range r.Kvs {
+		if strings.HasPrefix(string(kv.Key), fleetPrefix) {
+			continue // the gateway's own replica record, not what callers wrote
+		}
 		kvs[string(kv.Key)] = string(kv.Value)
 	}
 	return kvs, r.Header.Revision

@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
+	"google.golang.org/grpc/status"
 )
 
 // TestLock: the v3lock service, allowed and denied names.
@@ -88,6 +89,50 @@ func TestLockReleasable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lock /app/locks/l was granted (key %q) but its release is refused: %v", r.Key, err)
 	}
+}
+
+// TestUnlockNeedsTheLease: two callers with the same lock rights; one may
+// not release the other's held lock (its key is on the other's lease), nor
+// a key that does not exist in a way that tells it apart from another's;
+// the holder's own release works. Checked in etcd directly.
+func TestUnlockNeedsTheLease(t *testing.T) {
+	e := newEnv(t, envConfig{intentions: `intentions:
+  - name: web-locks
+    source: "spiffe://example.org/web"
+    resources: [lock]
+    actions: ["*"]
+    keys: ["/app/locks/**"]
+    effect: allow
+  - name: mallory-locks
+    source: "spiffe://example.org/mallory"
+    resources: [lock]
+    actions: ["*"]
+    keys: ["/app/locks/**"]
+    effect: allow
+  - name: leases
+    source: "spiffe://example.org/*"
+    resources: [lease]
+    actions: ["*"]
+    effect: allow
+`})
+	lease := e.grant(t, 600) // web's
+	web := v3lockpb.NewLockClient(e.conn(t, "web"))
+	mallory := v3lockpb.NewLockClient(e.conn(t, "mallory"))
+	r, err := web.Lock(testCtx(t), &v3lockpb.LockRequest{Name: []byte("/app/locks/l"), Lease: int64(lease)})
+	mustOK(t, err)
+	_, err = mallory.Unlock(testCtx(t), &v3lockpb.UnlockRequest{Key: r.Key})
+	wantDenied(t, err)
+	if _, ok := e.value(t, string(r.Key)); !ok {
+		t.Fatal("another caller's unlock released web's lock")
+	}
+	_, errMissing := mallory.Unlock(testCtx(t), &v3lockpb.UnlockRequest{Key: []byte("/app/locks/l/feed")})
+	wantDenied(t, errMissing)
+	if status.Convert(errMissing).Message() != status.Convert(err).Message() {
+		t.Errorf("unlock of a missing key says %q, of another's %q", errMissing, err)
+	}
+	_, err = web.Unlock(testCtx(t), &v3lockpb.UnlockRequest{Key: r.Key})
+	mustOK(t, err)
+	wantKeys(t, "lock keys after the holder's unlock", e.keys(t, "/app/locks/l/"), []string{})
 }
 
 // TestElection: the v3election service, allowed and denied names.
