@@ -56,7 +56,7 @@ func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 	if err := m.authorize(ctx, gate.ResourceMaintenance, act, "/etcdserverpb.Maintenance/Alarm"); err != nil {
 		return nil, err
 	}
-	return pb.NewMaintenanceClient(m.s.up.client.ActiveConnection()).Alarm(upstreamCtx(ctx), r)
+	return m.s.up.maintenance().Alarm(upstreamCtx(ctx), r)
 }
 
 func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
@@ -155,5 +155,5 @@ func (m *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeReques
 	if err := m.authorize(ctx, gate.ResourceMaintenance, gate.ActionAdmin, "/etcdserverpb.Maintenance/Downgrade"); err != nil {
 		return nil, err
 	}
-	return pb.NewMaintenanceClient(m.s.up.client.ActiveConnection()).Downgrade(upstreamCtx(ctx), r)
+	return m.s.up.maintenance().Downgrade(upstreamCtx(ctx), r)
 }

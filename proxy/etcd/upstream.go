@@ -122,7 +122,7 @@ func (u *Upstream) Close() error {
 // leader. It asks over the balanced connection, so one member in reconnect
 // backoff does not make the gateway unready.
 func (u *Upstream) Ready(ctx context.Context) error {
-	resp, err := pb.NewMaintenanceClient(u.client.ActiveConnection()).Status(ctx, &pb.StatusRequest{})
+	resp, err := u.maintenance().Status(ctx, &pb.StatusRequest{})
 	if err != nil {
 		return err
 	}
@@ -131,6 +131,12 @@ func (u *Upstream) Ready(ctx context.Context) error {
 	}
 	u.noteLeader(resp.Leader)
 	return nil
+}
+
+// maintenance is the maintenance client of the whole cluster (any member),
+// bounded as every unary call is.
+func (u *Upstream) maintenance() pb.MaintenanceClient {
+	return pb.NewMaintenanceClient(bounded(u.client.ActiveConnection(), u.cfg.RequestTimeout))
 }
 
 // maintenanceFor returns the maintenance client of member id, or of the
