@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,35 +23,19 @@ import (
 // holds the example plugins (make plugins).
 var gatewayBin, pluginDir string
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.Main(withPlugins{m}, raceEnabled, &gatewayBin)) }
 
-func run(m *testing.M) int {
-	tmp, err := os.MkdirTemp("", "storegate-failclosed")
+// withPlugins runs the tests once the example plugins are built.
+type withPlugins struct{ m *testing.M }
+
+func (w withPlugins) Run() int {
+	dir, err := testenv.PluginDir()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "failclosed:", err)
 		return 1
 	}
-	defer os.RemoveAll(tmp)
-	gatewayBin = filepath.Join(tmp, "gateway")
-	if err := testenv.BuildGateway(gatewayBin, raceEnabled); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	pluginDir = filepath.Join(root, "bin", "plugins")
-	if _, err := os.Stat(filepath.Join(pluginDir, "limits.wasm")); err != nil {
-		mk := exec.Command("make", "plugins")
-		mk.Dir, mk.Stdout, mk.Stderr = root, os.Stderr, os.Stderr
-		if err := mk.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "failclosed: building the plugins with `make plugins`:", err)
-			return 1
-		}
-	}
-	return m.Run()
+	pluginDir = dir
+	return w.m.Run()
 }
 
 // kvClient is a raw etcd KV client of caller on the gateway's etcd front:

@@ -1,9 +1,7 @@
 package fleet
 
 import (
-	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/storegate/storegate/internal/testenv"
@@ -12,19 +10,6 @@ import (
 // gatewayBin is the gateway built from this tree for the package's tests.
 var gatewayBin string
 
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
-
-func runMain(m *testing.M) int {
-	tmp, err := os.MkdirTemp("", "storegate-fleet")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
-	gatewayBin = filepath.Join(tmp, "gateway")
-	if err := testenv.BuildGateway(gatewayBin, raceEnabled); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
-}
+// TestMain builds the gateway once (with the race detector when this test
+// binary has it) and runs the tests.
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, raceEnabled, &gatewayBin)) }

@@ -22,7 +22,7 @@ type consulFleet struct {
 func startConsulFleet(t *testing.T) *consulFleet {
 	env := testenv.New(t)
 	f := &consulFleet{pki: env.PKI("lin")}
-	f.agent = env.ConsulServer(testenv.ConsulServerSpec{})
+	f.agent = env.Consul(testenv.ConsulSpec{DataDir: t.TempDir()})
 	pol := env.Policies(testenv.AllowAll)
 	var servers []testenv.Backend
 	for i := range 3 {

@@ -118,7 +118,7 @@ func soakPlugins(t *testing.T) []config.PluginConfig {
 	t.Helper()
 	dir := t.TempDir()
 	path := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(repoRoot, "bin", "plugins", name+".wasm"))
+		b, err := os.ReadFile(filepath.Join(pluginDir, name+".wasm"))
 		if err != nil {
 			t.Fatalf("example plugin %s: %v (make plugins)", name, err)
 		}

@@ -3,20 +3,13 @@ package soak
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/storegate/storegate/internal/testenv"
 )
 
-var (
-	repoRoot   string
-	gatewayBin string
-)
-
-// examplePlugins are the modules `make plugins` builds into bin/plugins.
-var examplePlugins = []string{"limits", "schema", "encrypt", "registration"}
+// gatewayBin is the gateway under test; pluginDir holds the example plugins.
+var gatewayBin, pluginDir string
 
 // TestMain builds the gateway and, when one is missing, the example
 // plugins.
@@ -27,36 +20,17 @@ var examplePlugins = []string{"limits", "schema", "encrypt", "registration"}
 // multiply both memory and CPU by 5-10x, which would make the heap figures
 // mean little and the load melt the two shared cores. Races in the gateway
 // are the business of the e2e package, which builds it with -race.
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.Main(withPlugins{m}, false, &gatewayBin)) }
 
-func run(m *testing.M) int {
-	root, err := testenv.RepoRoot()
+// withPlugins runs the tests once the example plugins are built.
+type withPlugins struct{ m *testing.M }
+
+func (w withPlugins) Run() int {
+	dir, err := testenv.PluginDir()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		return 1
 	}
-	repoRoot = root
-	tmp, err := os.MkdirTemp("", "storegate-soak-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
-	gatewayBin = filepath.Join(tmp, "gateway")
-	if err := testenv.BuildGateway(gatewayBin, false); err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		return 1
-	}
-	for _, p := range examplePlugins {
-		if _, err := os.Stat(filepath.Join(root, "bin", "plugins", p+".wasm")); err != nil {
-			mk := exec.Command("make", "plugins")
-			mk.Dir, mk.Stdout, mk.Stderr = root, os.Stderr, os.Stderr
-			if err := mk.Run(); err != nil {
-				fmt.Fprintln(os.Stderr, "soak: building the example plugins with `make plugins`:", err)
-				return 1
-			}
-			break
-		}
-	}
-	return m.Run()
+	pluginDir = dir
+	return w.m.Run()
 }

@@ -7,14 +7,22 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// ConsulSpec is a real Consul 1.14.11 agent in -dev mode (in memory) on
-// loopback, its HTTP API plain on HTTPAddr.
+// ConsulSpec is a real Consul 1.14.11 agent on loopback, its HTTP API plain
+// on HTTPAddr: in -dev mode (in memory, empty after a restart), or, with
+// DataDir, a single server (-server -bootstrap-expect=1) keeping its state
+// there, so that a restart (SIGTERM or kill -9) loses no acknowledged
+// write. Its other listeners stay on the same ports across restarts.
 type ConsulSpec struct {
+	// DataDir, when set, runs a single server on it instead of -dev; Raft
+	// runs with raft_multiplier 1, so it elects itself again within about
+	// a second of a restart.
+	DataDir string
 	// Bin is the consul binary (default: bin/consul, built when missing).
 	Bin string
 	// HTTPAddr is where the HTTP API listens (default: a free port).
@@ -54,7 +62,15 @@ func StartConsul(ctx context.Context, s ConsulSpec) (*Consul, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul http address: %w", err)
 	}
-	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-http-port=" + httpPort,
+	mode := []string{"-dev"}
+	if s.DataDir != "" {
+		if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
+			return nil, err
+		}
+		mode = []string{"-server", "-bootstrap-expect=1", "-data-dir=" + s.DataDir,
+			"-hcl=performance { raft_multiplier = 1 }", "-hcl=disable_update_check = true"}
+	}
+	args := []string{"agent", "-bind=127.0.0.1", "-client=127.0.0.1", "-http-port=" + httpPort,
 		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1", "-node=" + s.Node, "-log-level=warn"}
 	for _, flag := range []string{"-serf-lan-port", "-serf-wan-port", "-server-port"} {
 		p, err := Port()
@@ -63,6 +79,7 @@ func StartConsul(ctx context.Context, s ConsulSpec) (*Consul, error) {
 		}
 		args = append(args, flag+"="+strconv.Itoa(p))
 	}
+	args = append(args, mode...)
 	c := &Consul{HTTPAddr: s.HTTPAddr, Proc: &Proc{Name: "consul", Bin: s.Bin, Args: append(args, s.Args...), Echo: s.Echo}}
 	if err := c.Proc.Start(); err != nil {
 		return nil, err

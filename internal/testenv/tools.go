@@ -88,3 +88,29 @@ func BuildGateway(out string, race bool) error {
 	}
 	return nil
 }
+
+// examplePlugins are the modules `make plugins` builds into bin/plugins.
+var examplePlugins = []string{"limits", "schema", "encrypt", "registration"}
+
+// PluginDir is bin/plugins with the example plugins, built with `make
+// plugins` when one is missing.
+func PluginDir() (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, "bin", "plugins")
+	for _, p := range examplePlugins {
+		if _, err := os.Stat(filepath.Join(dir, p+".wasm")); err != nil {
+			makeMu.Lock()
+			defer makeMu.Unlock()
+			mk := exec.Command("make", "plugins")
+			mk.Dir, mk.Stdout, mk.Stderr = root, os.Stderr, os.Stderr
+			if err := mk.Run(); err != nil {
+				return "", fmt.Errorf("testenv: building the example plugins with `make plugins`: %w", err)
+			}
+			break
+		}
+	}
+	return dir, nil
+}
