@@ -97,8 +97,8 @@ func TestSIGTERMDrain(t *testing.T) {
 	go blocking.loop(ctx, cc)
 
 	f.env.Eventually(time.Minute, func(ctx context.Context) error {
-		for _, m := range []string{"Watch/Watch", "LeaseKeepAlive"} {
-			n, err := metric(ctx, victim, "storegate_streams_open", m)
+		for _, m := range []string{"/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive"} {
+			n, err := victim.Metric(ctx, "storegate_streams_open", map[string]string{"method": m})
 			if err != nil {
 				return err
 			}
@@ -250,7 +250,7 @@ func TestSIGTERMDrain(t *testing.T) {
 				t.Fatalf("event %d: watch saw %+v, etcd's history has %+v", i, got[i], want[i])
 			}
 		}
-		n, err := metric(ctx, f.gw[1], "storegate_streams_open", "Watch/Watch")
+		n, err := f.gw[1].Metric(ctx, "storegate_streams_open", map[string]string{"method": "/etcdserverpb.Watch/Watch"})
 		if err != nil || n < 1 {
 			t.Errorf("no watch stream on the second gateway: %v %v", n, err)
 		}
@@ -278,7 +278,7 @@ func TestSIGTERMDrain(t *testing.T) {
 		if ttl.TTL <= 0 {
 			t.Fatalf("the lease is gone: TTL %d", ttl.TTL)
 		}
-		n, err := metric(ctx, f.gw[1], "storegate_streams_open", "LeaseKeepAlive")
+		n, err := f.gw[1].Metric(ctx, "storegate_streams_open", map[string]string{"method": "/etcdserverpb.Lease/LeaseKeepAlive"})
 		if err != nil || n < 1 {
 			t.Errorf("no keep-alive stream on the second gateway: %v %v", n, err)
 		}

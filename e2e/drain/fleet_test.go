@@ -1,13 +1,10 @@
 package drain
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net/http"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -72,14 +69,14 @@ func (f *fleet) startSecond(t *testing.T) {
 	f.gw[1] = f.env.Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: f.cfg[1]})
 	for _, proto := range []string{"etcd", "consul"} {
 		f.env.Eventually(time.Minute, func(ctx context.Context) error {
-			before, err := metric(ctx, f.gw[1], "storegate_decisions_total", `protocol="`+proto+`"`)
+			before, err := f.gw[1].Metric(ctx, "storegate_decisions_total", map[string]string{"protocol": proto})
 			if err != nil {
 				return err
 			}
 			if err := f.probe(ctx, t, proto); err != nil {
 				return err
 			}
-			after, err := metric(ctx, f.gw[1], "storegate_decisions_total", `protocol="`+proto+`"`)
+			after, err := f.gw[1].Metric(ctx, "storegate_decisions_total", map[string]string{"protocol": proto})
 			if err != nil {
 				return err
 			}
@@ -150,36 +147,4 @@ func (f *fleet) direct(t *testing.T) *clientv3.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// metric is the sum of a gateway's samples of name whose labels contain
-// every one of labels (Prometheus text from /metrics).
-func metric(ctx context.Context, g *testenv.Gateway, name string, labels ...string) (float64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+g.Admin+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-lines:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue lines
-			}
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			return 0, fmt.Errorf("metric line %q: %w", line, err)
-		}
-		sum += v
-	}
-	return sum, sc.Err()
 }

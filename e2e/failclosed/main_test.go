@@ -1,14 +1,11 @@
 package failclosed
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -65,37 +62,6 @@ func adminGet(ctx context.Context, g *testenv.Gateway, path string) (int, string
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	return resp.StatusCode, string(b), err
-}
-
-// metric sums the samples of a Prometheus metric whose labels contain
-// every one of labels (name="value").
-func metric(ctx context.Context, g *testenv.Gateway, name string, labels ...string) (float64, error) {
-	_, body, err := adminGet(ctx, g, "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	var sum float64
-	sc := bufio.NewScanner(strings.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-next:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue next
-			}
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", line, err)
-		}
-		sum += v
-	}
-	return sum, nil
 }
 
 // goroutines is the gateway's goroutine count (/debug/pprof, cfg.Debug.Pprof).

@@ -86,7 +86,7 @@ func TestPolicyFaultsFailClosed(t *testing.T) {
 	failures := func(context.Context) (float64, error) {
 		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		defer cancel()
-		return metric(ctx, g, "storegate_policy_reloads_total", `outcome="failure"`)
+		return g.Metric(ctx, "storegate_policy_reloads_total", map[string]string{"outcome": "failure"})
 	}
 	// waitCount waits until counter passes n.
 	waitCount := func(what string, counter func(context.Context) (float64, error), n float64) {

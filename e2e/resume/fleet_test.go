@@ -108,31 +108,8 @@ func (f *fleet) direct(t *testing.T) *clientv3.Client {
 // openStreams is the number of caller streams of method gateway g holds
 // open now, from its /metrics (storegate_streams_open).
 func openStreams(ctx context.Context, g *testenv.Gateway, method string) (int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+g.Admin+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s/metrics: %s", g.Admin, resp.Status)
-	}
-	label := `method="` + method + `"`
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "storegate_streams_open{") || !strings.Contains(line, label) {
-			continue
-		}
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s/metrics: %q: %v", g.Admin, line, err)
-		}
-		return int(v), nil
-	}
-	return 0, sc.Err() // never opened on this gateway
+	n, err := g.Metric(ctx, "storegate_streams_open", map[string]string{"method": method})
+	return int(n), err
 }
 
 // holder waits until exactly one running gateway reports at least want

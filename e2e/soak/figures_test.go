@@ -1,7 +1,6 @@
 package soak
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -60,65 +59,28 @@ func measure(ctx context.Context, g *testenv.Gateway) (figures, error) {
 // its fds from /proc, leaving the heap out.
 func counts(ctx context.Context, g *testenv.Gateway) (figures, error) {
 	f := figures{Decisions: map[string]float64{}}
-	m, err := get(ctx, "http://"+g.Admin+"/metrics")
+	m, err := g.Metrics(ctx)
 	if err != nil {
 		return f, err
 	}
-	goroutines := false
-	sc := bufio.NewScanner(strings.NewReader(m))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.HasPrefix(l, "#") {
-			continue
-		}
-		name, labels, value, ok := sample(l)
-		if !ok {
-			continue
-		}
-		switch name {
-		case "go_goroutines":
-			f.Goroutines, goroutines = int(value), true
-		case "storegate_streams_open":
-			f.Streams += int(value)
-		case "storegate_decisions_total":
-			f.Decisions[label(labels, "decision")] += value
-		}
-	}
-	if !goroutines {
+	if m["go_goroutines"] == nil {
 		return f, fmt.Errorf("/metrics has no go_goroutines")
+	}
+	f.Goroutines = int(m.Sum("go_goroutines", nil))
+	f.Streams = int(m.Sum("storegate_streams_open", nil))
+	if fam := m["storegate_decisions_total"]; fam != nil {
+		for _, s := range fam.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "decision" {
+					f.Decisions[l.GetValue()] += s.GetCounter().GetValue()
+				}
+			}
+		}
 	}
 	if f.FDs, err = g.Proc.OpenFDs(); err != nil {
 		return f, err
 	}
 	return f, nil
-}
-
-// sample splits a Prometheus text line into name, labels and value.
-func sample(l string) (name, labels string, value float64, ok bool) {
-	sp := strings.LastIndexByte(l, ' ')
-	if sp < 0 {
-		return "", "", 0, false
-	}
-	v, err := strconv.ParseFloat(l[sp+1:], 64)
-	if err != nil {
-		return "", "", 0, false
-	}
-	name = l[:sp]
-	if i := strings.IndexByte(name, '{'); i >= 0 {
-		name, labels = name[:i], name[i:]
-	}
-	return name, labels, v, true
-}
-
-// label is the value of label k in a {k="v",...} set.
-func label(labels, k string) string {
-	_, rest, ok := strings.Cut(labels, k+`="`)
-	if !ok {
-		return ""
-	}
-	v, _, _ := strings.Cut(rest, `"`)
-	return v
 }
 
 func get(ctx context.Context, url string) (string, error) {
