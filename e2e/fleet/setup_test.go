@@ -24,8 +24,9 @@ import (
 const fleetTTL = 2 * time.Second
 
 // intentions: web and mallory may do everything, each to its own leases
-// and sessions only (no owners:), so that only ownership tells them
-// apart; locks they may take but only web may release.
+// and sessions only (no owners:), so that only ownership tells them apart
+// — locks included: both may take and release them, and only the lease a
+// lock is held under says whose it is.
 const intentions = `intentions:
   - name: callers
     source: "spiffe://example.org/*"
@@ -35,12 +36,7 @@ const intentions = `intentions:
   - name: callers-lock
     source: "spiffe://example.org/*"
     resources: [lock]
-    actions: [acquire]
-    effect: allow
-  - name: web-lock-release
-    source: "spiffe://example.org/web"
-    resources: [lock]
-    actions: [release]
+    actions: [acquire, release]
     effect: allow
 `
 
