@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/storegate/storegate/internal/regularfile"
 )
 
 // debounce is how long Watch waits for a burst of file events (a copy, an
@@ -89,7 +90,7 @@ func (h *Host) reload(ctx context.Context, pl *plugin) error {
 	if old == nil {
 		return errHostClosed
 	}
-	wasm, err := readRegular(pl.spec.Path)
+	wasm, err := regularfile.Read(pl.spec.Path)
 	if err != nil {
 		if os.IsNotExist(err) {
 			return nil // between a remove and a rename: the next event reloads
@@ -131,18 +132,4 @@ func (h *Host) reloaded(plugin string, err error) {
 	if h.onReload != nil {
 		h.onReload(plugin, err)
 	}
-}
-
-// readRegular reads a plugin file, refusing anything but a regular file
-// (followed through symbolic links): a FIFO in its place would block the
-// read, and with it every later reload of the plugin, for good.
-func readRegular(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("plugins: %s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	return os.ReadFile(path)
 }

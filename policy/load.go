@@ -17,6 +17,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/storegate/storegate/internal/regularfile"
 )
 
 // The queries the engine asks.
@@ -68,12 +69,12 @@ func readSource(dir string, tests bool) (*source, error) {
 		}
 	}
 	for path := range src.rego {
-		if src.rego[path], err = readRegular(path); err != nil {
+		if src.rego[path], err = regularfile.Read(path); err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
 	}
 	if src.intentions != "" {
-		if src.intentionsSrc, err = readRegular(src.intentions); err != nil {
+		if src.intentionsSrc, err = regularfile.Read(src.intentions); err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 )
 
 // Draining. A stopping gateway cannot wait out its blocking queries (Consul
@@ -22,31 +21,14 @@ import (
 // connection, so the query is re-issued through the balancer to another
 // replica. Filtered queries (blocking.go) keep the answer in hand.
 
-// drainSignal is a context that ends when draining begins; its zero value
-// is ready to use.
-type drainSignal struct {
-	once   sync.Once
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-// done is the context that ends when draining begins.
-func (d *drainSignal) done() context.Context {
-	d.once.Do(func() { d.ctx, d.cancel = context.WithCancel(context.Background()) })
-	return d.ctx
-}
-
 // Drain begins draining: every blocking query in flight is answered now,
 // as if its wait had run out, and every one from now on is answered
 // without blocking. Other requests are not touched (http.Server.Shutdown
 // waits for them). Drain returns at once and may be called more than once.
-func (s *Server) Drain() {
-	s.drain.done()
-	s.drain.cancel()
-}
+func (s *Server) Drain() { s.drain.Begin() }
 
 // Draining reports whether Drain was called.
-func (s *Server) Draining() bool { return s.drain.done().Err() != nil }
+func (s *Server) Draining() bool { return s.drain.Began() }
 
 // drainTransport is the transport to the agent: a blocking query through
 // it blocks only until draining begins.
@@ -73,7 +55,7 @@ func (t drainTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.unblocked(req)
 	}
 	ctx, cancel := context.WithCancelCause(req.Context())
-	stop := context.AfterFunc(t.s.drain.done(), func() { cancel(errDrained) })
+	stop := context.AfterFunc(t.s.drain.Done(), func() { cancel(errDrained) })
 	resp, err := t.next.RoundTrip(req.WithContext(ctx))
 	if stop() {
 		// The answer came before draining began: the body is read under

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/storegate/storegate/gate"
+	"github.com/storegate/storegate/internal/drain"
 )
 
 // Authenticator turns a verified TLS connection into the caller's identity.
@@ -80,7 +81,7 @@ type Server struct {
 	// guard classifies health-check targets.
 	guard *guard
 	// drain ends blocking queries' waits when the gateway stops (drain.go).
-	drain drainSignal
+	drain drain.Signal
 }
 
 // New returns the Consul front.

@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"context"
-	"sync"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
@@ -27,34 +26,14 @@ var errDraining = rpctypes.ErrGRPCStopped
 // drainReason is the storegate-reason trailer of errDraining.
 const drainReason = "the gateway is draining; reconnect to another replica"
 
-// drainSignal is a context that ends when draining begins; its zero value
-// is ready to use.
-type drainSignal struct {
-	once   sync.Once
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-// done is the context that ends when draining begins.
-func (d *drainSignal) done() context.Context {
-	d.once.Do(func() { d.ctx, d.cancel = context.WithCancel(context.Background()) })
-	return d.ctx
-}
-
-// begin ends done's context (again, harmlessly).
-func (d *drainSignal) begin() {
-	d.done()
-	d.cancel()
-}
-
 // Drain begins draining: every open stream ends with errDraining, and
 // every stream opened from now on is refused with it. It returns at once;
 // streams end as their handlers notice (they give their goroutines and
 // upstream streams back first). Drain may be called more than once.
-func (s *Server) Drain() { s.drain.begin() }
+func (s *Server) Drain() { s.drain.Begin() }
 
 // Draining reports whether Drain was called.
-func (s *Server) Draining() bool { return s.drain.done().Err() != nil }
+func (s *Server) Draining() bool { return s.drain.Began() }
 
 // untilDrain runs a stream's handler under a context that also ends when
 // draining begins; a stream it ended so answers errDraining, whatever the
@@ -66,7 +45,7 @@ func (s *Server) untilDrain(ss grpc.ServerStream, run func(ctx context.Context) 
 	}
 	ctx, cancel := context.WithCancelCause(ss.Context())
 	defer cancel(nil)
-	stop := context.AfterFunc(s.drain.done(), func() { cancel(errDraining) })
+	stop := context.AfterFunc(s.drain.Done(), func() { cancel(errDraining) })
 	defer stop()
 	err := run(ctx)
 	if context.Cause(ctx) == errDraining {

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/storegate/storegate/gate"
+	"github.com/storegate/storegate/internal/drain"
 )
 
 // Authenticator turns a verified TLS connection into the caller's identity.
@@ -71,8 +72,8 @@ type Server struct {
 	opts   Options
 	log    *slog.Logger
 	limits limiters
-	drain  drainSignal // drain.go
-	fleet  *fleet      // nil without Options.FleetTTL
+	drain  drain.Signal // drain.go
+	fleet  *fleet       // nil without Options.FleetTTL
 }
 
 // upstreamCleanupTimeout bounds the gateway's own clean-up calls upstream
