@@ -114,11 +114,13 @@ func (s *Server) advertise(ctx context.Context, members []*pb.Member) {
 		}
 	}
 	reps := s.replicas()
-	if len(reps) == 0 {
-		return
-	}
 	for _, m := range append(voters, learners...) {
 		m.ClientURLs = nil
+	}
+	if len(reps) == 0 {
+		// No URL to advertise (a front built without AdvertiseURLs):
+		// never etcd's own, which would lead callers around the gateway.
+		return
 	}
 	// deal gives to's members n replicas in turn from reps[from].
 	deal := func(to []*pb.Member, from, n int) {

@@ -224,5 +224,18 @@ func TestFleetDeal(t *testing.T) {
 				}
 			}
 		})
-	}
+	} // With nothing to advertise (no fleet, no AdvertiseURLs) no member
+	// shows etcd's own client URLs: callers never learn a way around.
+	t.Run("none", func(t *testing.T) {
+		saved := e.srv.opts.AdvertiseURLs
+		e.srv.opts.AdvertiseURLs = nil
+		t.Cleanup(func() { e.srv.opts.AdvertiseURLs = saved })
+		ms := members()
+		e.srv.advertise(testCtx(t), ms)
+		for i, m := range ms {
+			if len(m.ClientURLs) != 0 {
+				t.Errorf("member %d (%s) client URLs %q with nothing to advertise, want none", i, m.Name, m.ClientURLs)
+			}
+		}
+	})
 }
