@@ -157,8 +157,52 @@ func (p *Proc) Kill() {
 }
 
 // Pause stops the process (SIGSTOP): it holds its sockets and answers
-// nothing, as a hung process does.
-func (p *Proc) Pause() error { return p.signal(syscall.SIGSTOP) }
+// nothing, as a hung process does. SIGSTOP is delivered asynchronously (a
+// thread on another CPU can still finish a reply), so Pause returns only
+// once every thread of the process is in the stopped state.
+func (p *Proc) Pause() error {
+	if err := p.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stopped, err := p.allThreadsStopped()
+		if err != nil || stopped {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not stopped 10s after SIGSTOP", p.Name)
+		}
+		time.Sleep(time.Millisecond) // polling the kernel's thread states
+	}
+}
+
+// allThreadsStopped reports whether every thread of the process is stopped
+// (state T in /proc/PID/task/TID/stat).
+func (p *Proc) allThreadsStopped() (bool, error) {
+	dir := fmt.Sprintf("/proc/%d/task", p.Pid())
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/stat")
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // the thread exited
+			}
+			return false, err
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			return false, errors.New("unexpected /proc stat format")
+		}
+		if state := b[i+2]; state != 'T' && state != 't' {
+			return false, nil
+		}
+	}
+	return true, nil
+}
 
 // Resume continues a paused process (SIGCONT).
 func (p *Proc) Resume() error { return p.signal(syscall.SIGCONT) }
