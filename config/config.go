@@ -192,7 +192,10 @@ type TLSFiles struct {
 
 // PolicyConfig locates the Rego policies.
 type PolicyConfig struct {
-	Dir  string `yaml:"dir,omitempty"`
+	Dir string `yaml:"dir,omitempty"`
+	// Bundle, when set, takes policy from an OPA bundle server instead of
+	// Dir (config/bundle.go).
+	Bundle *BundleConfig `yaml:"bundle,omitempty"`
 	Mode string `yaml:"mode,omitempty"` // enforce (default) | shadow
 	// CacheSize bounds the decisions remembered per policy version
 	// (default 65536; 0 turns the cache off). Superseded by CacheBytes.
@@ -285,7 +288,9 @@ func (c *Config) Defaults() {
 	if len(c.Listen.EtcdAdvertise) == 0 && c.Listen.Etcd != "" {
 		c.Listen.EtcdAdvertise = []string{"https://" + c.Listen.Etcd}
 	}
-	if c.Policy.Dir == "" {
+	if c.Policy.Bundle != nil {
+		c.Policy.Bundle.defaults()
+	} else if c.Policy.Dir == "" {
 		c.Policy.Dir = "policies"
 	}
 	if c.Policy.Mode == "" {
@@ -339,6 +344,9 @@ func (c *Config) Resolve(dir string) {
 		abs(&e.PasswordFile)
 	}
 	abs(&c.Policy.Dir)
+	if b := c.Policy.Bundle; b != nil {
+		b.resolve(abs)
+	}
 	if dl := c.DecisionLog; dl != nil && dl.Output != "stdout" && dl.Output != "stderr" {
 		abs(&dl.Output)
 	}
@@ -448,6 +456,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Drain.Timeout < 0 {
 		bad("drain.timeout: must not be negative")
+	}
+	if b := c.Policy.Bundle; b != nil {
+		b.validate(bad)
 	}
 	if *c.Policy.CacheSize < 0 {
 		bad("policy.cache_size: must not be negative")
