@@ -196,7 +196,7 @@ type PolicyConfig struct {
 	// Bundle, when set, takes policy from an OPA bundle server instead of
 	// Dir (config/bundle.go).
 	Bundle *BundleConfig `yaml:"bundle,omitempty"`
-	Mode string `yaml:"mode,omitempty"` // enforce (default) | shadow
+	Mode   string        `yaml:"mode,omitempty"` // enforce (default) | shadow
 	// CacheSize bounds the decisions remembered per policy version
 	// (default 65536; 0 turns the cache off). Superseded by CacheBytes.
 	CacheSize *int `yaml:"cache_size,omitempty"`
