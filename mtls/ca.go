@@ -247,7 +247,7 @@ func loadCA(dir string) (*x509.Certificate, crypto.Signer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("mtls: CA key: %w", err)
 	}
-	key, err := parseKey(keyPEM)
+	key, err := ParsePrivateKey(keyPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mtls: CA key %s: %w", filepath.Join(dir, CAKeyFile), err)
 	}

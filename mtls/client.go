@@ -135,9 +135,9 @@ func (kp *keyPair) reloadLocked() error {
 	if kp.current != nil && stamp == kp.stamp {
 		return nil
 	}
-	pair, err := tls.LoadX509KeyPair(kp.cert, kp.key)
+	pair, err := LoadKeyPair(kp.cert, kp.key)
 	if err != nil {
-		return fmt.Errorf("mtls: upstream client certificate %s: %w", kp.cert, err)
+		return err
 	}
 	kp.current, kp.stamp = &pair, stamp
 	return nil

@@ -20,7 +20,8 @@ import (
 // FileConfig names the PEM files of a FileSource.
 type FileConfig struct {
 	// Cert is the gateway's X.509-SVID: the leaf first, then any
-	// intermediates. Key is its PKCS#8 private key ("PRIVATE KEY" block).
+	// intermediates. Key is its private key, in any form ParsePrivateKey
+	// reads (PKCS#8, PKCS#1 or SEC1, as etcd and Consul read them).
 	Cert, Key string
 	// Bundle is the trust bundle (CA certificates) of the SVID's own trust
 	// domain, e.g. bundle.pem written by InitCA.
@@ -186,7 +187,11 @@ func (s *FileSource) readSVID() (svid *x509svid.SVID, raw []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("mtls: SVID key: %w", err)
 	}
-	svid, err = x509svid.Parse(cert, key)
+	norm, err := pkcs8PEM(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mtls: SVID key %s: %w", s.cfg.Key, err)
+	}
+	svid, err = x509svid.Parse(cert, norm)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mtls: SVID %s: %w", s.cfg.Cert, err)
 	}

@@ -30,22 +30,6 @@ func parseCert(b []byte) (*x509.Certificate, error) {
 	return x509.ParseCertificate(block.Bytes)
 }
 
-func parseKey(b []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(b)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, errors.New("no PEM PKCS#8 private key")
-	}
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("key of type %T cannot sign", key)
-	}
-	return signer, nil
-}
-
 // writeFile replaces path with data atomically: a temporary file in the same
 // directory, renamed over path. Readers see the old or the new content,
 // never a partial file.
