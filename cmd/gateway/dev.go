@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/internal/testenv"
@@ -73,8 +72,10 @@ func devCmd() *cobra.Command {
 				cfg.Plugins, d.pluginsOn = ps, len(ps) > 0
 			}
 			if bin := findConsul(d.consul); bin != "" && d.consul != "none" {
+				// The agent logs to a file: its shutdown chatter is not the
+				// gateway's, and Ctrl-C should end in silence.
 				agent, err := testenv.StartConsul(cmd.Context(), testenv.ConsulSpec{Bin: bin, HTTPAddr: d.consulHTTP,
-					Node: "storegate-dev", Echo: os.Stderr})
+					Node: "storegate-dev", LogFile: filepath.Join(d.dir, "consul.log")})
 				if err != nil {
 					return fmt.Errorf("dev: consul: %w", err)
 				}
@@ -89,6 +90,9 @@ func devCmd() *cobra.Command {
 				log.Warn("no consul binary (make consul, or --consul PATH): running without the Consul front")
 			}
 			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			if err := d.writeEnvFiles(); err != nil {
 				return err
 			}
 			return serve(cmd.Context(), cfg, log, func() { d.printHelp(cmd.OutOrStdout()) })
@@ -148,8 +152,12 @@ func (d *devSetup) start(ctx context.Context) (*config.Config, *testenv.Etcd, er
 		return cfg, nil, nil
 	}
 
+	// The in-process etcd logs to a file, as the agent does: on Ctrl-C it
+	// reports its listeners closing as errors.
+	etcdLog := filepath.Join(d.dir, "etcd.log")
 	etcd, err := testenv.StartEtcd(ctx, testenv.EtcdSpec{Dir: filepath.Join(d.dir, "etcd"), PKI: pki,
-		ClientAddrs: []string{d.etcdClient}, PeerAddrs: []string{d.etcdPeer}})
+		ClientAddrs: []string{d.etcdClient}, PeerAddrs: []string{d.etcdPeer},
+		Embed: func(c *embed.Config) { c.LogOutputs = []string{etcdLog} }})
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev: in-process etcd: %w", err)
 	}
@@ -166,73 +174,67 @@ func (d *devSetup) start(ctx context.Context) (*config.Config, *testenv.Etcd, er
 	return cfg, etcd, nil
 }
 
-// printHelp prints etcdctl commands that work when pasted.
+// printHelp prints the commands to paste: each caller's environment file
+// to source, then etcdctl and consul with no TLS flags.
 func (d *devSetup) printHelp(w io.Writer) {
+	web, admin := "source "+shortPath(d.envPath("web")), "source "+shortPath(d.envPath("admin"))
 	if d.etcd == "none" {
 		fmt.Fprintf(w, `
 storegate is ready: Consul front only (--etcd none), admin on http://%[1]s.
-Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admin.pem); policies in %[2]s.
+Callers: spiffe://example.org/web and spiffe://example.org/admin, each with an environment
+file for etcdctl and consul (%[6]s.env, %[7]s.env); policies in %[2]s.
 %[3]s
   # every decision is a JSON line in %[4]s/decisions.log; metrics: curl http://%[1]s/metrics
+  # the Consul agent's log: %[4]s/consul.log
   # explain a decision:
   %[5]s policy eval --dir %[2]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
 
-`, d.admin, d.policies, d.consulHelp(), d.dir, self())
+`, d.admin, d.policies, d.consulHelp(web), d.dir, self(), shortPath(filepath.Join(d.dir, "web")), shortPath(filepath.Join(d.dir, "admin")))
 		return
-	}
-	etcdctl := "etcdctl"
-	if d.etcdctl != "" {
-		etcdctl = d.etcdctl
-	} else if p, err := filepath.Abs(filepath.Join("bin", "etcdctl")); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			etcdctl = p
-		} else if errors.Is(err, fs.ErrNotExist) {
-			if lp, err := exec.LookPath("etcdctl"); err == nil {
-				etcdctl = lp
-			}
-		}
-	}
-	as := func(who string) string {
-		return fmt.Sprintf("%s --endpoints=https://%s --cacert=%s/bundle.pem --cert=%s/%s.pem --key=%s/%s-key.pem",
-			etcdctl, d.listenEtcd, d.dir, d.dir, who, d.dir, who)
 	}
 	fmt.Fprintf(w, `
 storegate is ready: etcd front on https://%[1]s, admin on http://%[2]s, in-process etcd on https://%[3]s.
-Callers: spiffe://example.org/web (web.pem) and spiffe://example.org/admin (admin.pem); policies in %[4]s.
+Callers: spiffe://example.org/web and spiffe://example.org/admin, each with an environment
+file for etcdctl and consul (%[10]s.env, %[11]s.env); policies in %[4]s.
 
   # web may use /app/**:
-  %[5]s put /app/greeting hello
-  %[5]s get /app/greeting
-  %[5]s get /app/ --prefix
-  %[5]s watch /app/ --prefix
+  %[5]s
+  etcdctl put /app/greeting hello
+  etcdctl get /app/greeting
+  etcdctl get /app/ --prefix
+  etcdctl watch /app/ --prefix
   # ...but not /app/secret/** (deny wins) or anything outside /app:
-  %[5]s put /app/secret/token x      # Error: etcdserver: permission denied
-  %[5]s get /other                   # Error: etcdserver: permission denied
+  etcdctl put /app/secret/token x      # Error: etcdserver: permission denied
+  etcdctl get /other                   # Error: etcdserver: permission denied
+%[9]s
   # admin may do everything:
-  %[6]s member list -w table
-  %[6]s endpoint status -w table
-%[8]s%[11]s
-  # every decision is a JSON line in %[9]s/decisions.log; metrics: curl http://%[2]s/metrics
-  # spans of every request: %[10]s
+  %[6]s
+  etcdctl member list -w table
+  etcdctl endpoint status -w table
+%[8]s
+  # every decision is a JSON line in %[12]s/decisions.log; metrics: curl http://%[2]s/metrics
+  # the in-process etcd's and the Consul agent's logs: %[12]s/etcd.log, %[12]s/consul.log
+  # spans of every request: %[13]s
   # explain a decision:
   %[7]s policy eval --dir %[4]s --caller spiffe://example.org/web --resource kv --action write --key /app/secret/token
 
-`, d.listenEtcd, d.admin, d.etcdClient, d.policies, as("web"), as("admin"), self(), d.consulHelp(), d.dir, d.tracesHelp(), d.pluginHelp(as("web")))
+`, d.listenEtcd, d.admin, d.etcdClient, d.policies, web, admin, self(), d.consulHelp(web), d.pluginHelp(),
+		shortPath(filepath.Join(d.dir, "web")), shortPath(filepath.Join(d.dir, "admin")), d.dir, d.tracesHelp())
 }
 
-// pluginHelp shows what the example plugins do, if they run.
-func (d *devSetup) pluginHelp(web string) string {
+// pluginHelp shows what the example plugins do, if they run (as web, whose
+// environment the lines before it sourced).
+func (d *devSetup) pluginHelp() string {
 	if !d.pluginsOn {
 		return ""
 	}
-	return fmt.Sprintf(`
-  # plugins (WebAssembly): values under /app/config/ must be JSON objects with a name,
+	return `  # plugins (WebAssembly): values under /app/config/ must be JSON objects with a name,
   # values under /app/private/ are stored encrypted and read back in plain text:
-  %[1]s put /app/config/db '{"name":"db","port":5432}'
-  %[1]s put /app/config/db 'port=5432'          # Error: etcdserver: permission denied
-  %[1]s put /app/private/token s3cr3t
-  %[1]s get /app/private/token --print-value-only
-`, web)
+  etcdctl put /app/config/db '{"name":"db","port":5432}'
+  etcdctl put /app/config/db 'port=5432'          # Error: etcdserver: permission denied
+  etcdctl put /app/private/token s3cr3t
+  etcdctl get /app/private/token --print-value-only
+`
 }
 
 // tracesHelp says where spans go.
@@ -246,21 +248,19 @@ func (d *devSetup) tracesHelp() string {
 	return "not recorded (--traces stdout to see them)"
 }
 
-// consulHelp prints consul CLI commands for the Consul front, if it runs.
-func (d *devSetup) consulHelp() string {
+// consulHelp prints consul CLI commands for the Consul front, if it runs;
+// source is the line that sources web's environment.
+func (d *devSetup) consulHelp(source string) string {
 	if d.consulBin == "" {
 		return ""
 	}
-	env := func(who string) string {
-		return fmt.Sprintf("CONSUL_HTTP_ADDR=https://%s CONSUL_CACERT=%s/bundle.pem CONSUL_CLIENT_CERT=%s/%s.pem CONSUL_CLIENT_KEY=%s/%s-key.pem %s",
-			d.listenConsul, d.dir, d.dir, who, d.dir, who, d.consulBin)
-	}
 	return fmt.Sprintf(`
   # the same intentions govern Consul (agent on http://%[1]s; keys are read with a leading slash):
-  %[2]s kv put app/greeting hello
-  %[2]s kv get -recurse app/
-  %[2]s kv put other/x 1             # Error! Failed writing data: Unexpected response code: 403
-`, d.consulHTTP, env("web"))
+  %[2]s
+  consul kv put app/greeting hello
+  consul kv get -recurse app/
+  consul kv put other/x 1             # Error! Failed writing data: Unexpected response code: 403
+`, d.consulHTTP, source)
 }
 
 // self is how the user reaches this binary: its path, or "gateway".

@@ -31,6 +31,8 @@ type ConsulSpec struct {
 	Args     []string
 	// Echo receives the agent's output as well.
 	Echo io.Writer
+	// LogFile, when set, receives the agent's output as well.
+	LogFile string
 }
 
 // Consul is a running agent.
@@ -80,7 +82,7 @@ func StartConsul(ctx context.Context, s ConsulSpec) (*Consul, error) {
 		args = append(args, flag+"="+strconv.Itoa(p))
 	}
 	args = append(args, mode...)
-	c := &Consul{HTTPAddr: s.HTTPAddr, Proc: &Proc{Name: "consul", Bin: s.Bin, Args: append(args, s.Args...), Echo: s.Echo}}
+	c := &Consul{HTTPAddr: s.HTTPAddr, Proc: &Proc{Name: "consul", Bin: s.Bin, Args: append(args, s.Args...), Echo: s.Echo, LogFile: s.LogFile}}
 	if err := c.Proc.Start(); err != nil {
 		return nil, err
 	}
