@@ -32,6 +32,14 @@ const (
 //	storegate_plugin_failures_total{plugin,kind}
 //	storegate_svid_expiry_timestamp_seconds                      the gateway's SVID's NotAfter
 //
+// The counters alerts watch for a first failure start at 0 for their known
+// label values: both reload outcomes from NewMetrics, and every plugin and
+// failure kind from InitPlugins. A series that first appears at 1 has no
+// increase for rate() and increase(), so without its 0 the first failure
+// of a replica would never alert (deploy/prometheus/alerts.yaml).
+// Upstream error codes are not known in advance; their alert waits for a
+// sustained rate instead.
+//
 // Every method is safe for concurrent use and allocates nothing once the
 // label combination has been seen.
 type Metrics struct {
@@ -80,6 +88,9 @@ func NewMetrics(mp metric.MeterProvider, expiry func() (time.Time, bool)) (*Metr
 	if m.pluginFailures, err = meter.Int64Counter("storegate.plugin.failures",
 		metric.WithDescription("Plugin calls that failed, by plugin and kind (trap, timeout, memory, malformed, abi, busy).")); err != nil {
 		return nil, err
+	}
+	for _, ok := range []reloadKey{true, false} {
+		m.reloads.Add(context.Background(), 0, m.reloadOption(ok))
 	}
 	if expiry != nil {
 		if _, err = meter.Int64ObservableGauge("storegate.svid.expiry_timestamp", metric.WithUnit("s"),
@@ -165,13 +176,16 @@ type reloadKey bool
 
 // PolicyReloaded counts a policy reload and its outcome.
 func (m *Metrics) PolicyReloaded(err error) {
-	ok := reloadKey(err == nil)
-	m.reloads.Add(context.Background(), 1, m.option(ok, func() []attribute.KeyValue {
+	m.reloads.Add(context.Background(), 1, m.reloadOption(err == nil))
+}
+
+func (m *Metrics) reloadOption(ok reloadKey) metric.MeasurementOption {
+	return m.option(ok, func() []attribute.KeyValue {
 		if ok {
 			return []attribute.KeyValue{attribute.String("outcome", "success")}
 		}
 		return []attribute.KeyValue{attribute.String("outcome", "failure")}
-	}))
+	})
 }
 
 type upstreamKey struct {
@@ -191,7 +205,24 @@ type pluginKey struct{ plugin, kind string }
 
 // PluginFailed counts a failed plugin call by plugin and kind.
 func (m *Metrics) PluginFailed(ctx context.Context, plugin, kind string) {
-	m.pluginFailures.Add(ctx, 1, m.option(pluginKey{plugin, kind}, func() []attribute.KeyValue {
+	m.pluginFailures.Add(ctx, 1, m.pluginOption(plugin, kind))
+}
+
+// InitPlugins starts storegate_plugin_failures_total at 0 for each of the
+// configured plugins and each failure kind (the String of every
+// plugins.FailureKind), so that a plugin's first failure is an increase.
+// The gateway calls it once its plugins are configured; calling it again
+// changes no count.
+func (m *Metrics) InitPlugins(names, kinds []string) {
+	for _, p := range names {
+		for _, k := range kinds {
+			m.pluginFailures.Add(context.Background(), 0, m.pluginOption(p, k))
+		}
+	}
+}
+
+func (m *Metrics) pluginOption(plugin, kind string) metric.MeasurementOption {
+	return m.option(pluginKey{plugin, kind}, func() []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("plugin", plugin), attribute.String("kind", kind)}
-	}))
+	})
 }

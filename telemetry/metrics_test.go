@@ -93,3 +93,76 @@ func sample(text, name string, labels []string) (string, bool) {
 	}
 	return "", false
 }
+
+// TestCountersStartAtZero: the counters alerts watch for a first failure
+// are on /metrics at 0 before anything happened (reload outcomes from the
+// start, plugin failures once InitPlugins named the plugins), and
+// InitPlugins called again after a failure changes no count.
+func TestCountersStartAtZero(t *testing.T) {
+	tel, err := Setup(t.Context(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	srv := httptest.NewServer(tel.MetricsHandler())
+	t.Cleanup(srv.Close)
+	scrape := func() string {
+		t.Helper()
+		resp, err := srv.Client().Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	type want struct {
+		name   string
+		labels []string
+		value  string
+	}
+	check := func(text string, wants []want) {
+		t.Helper()
+		for _, w := range wants {
+			if got, ok := sample(text, w.name, w.labels); !ok || got != w.value {
+				t.Errorf("%s%v = %q (found %v), want %s", w.name, w.labels, got, ok, w.value)
+			}
+		}
+		if t.Failed() {
+			t.Fatalf("/metrics:\n%s", text)
+		}
+	}
+
+	text := scrape()
+	check(text, []want{
+		{"storegate_policy_reloads_total", []string{`outcome="success"`}, "0"},
+		{"storegate_policy_reloads_total", []string{`outcome="failure"`}, "0"},
+	})
+	if _, ok := sample(text, "storegate_plugin_failures_total", nil); ok {
+		t.Fatalf("plugin failures on /metrics before InitPlugins named a plugin:\n%s", text)
+	}
+
+	m := tel.Metrics()
+	kinds := []string{"trap", "timeout", "memory", "malformed", "abi", "busy"}
+	m.InitPlugins([]string{"schema", "limits"}, kinds)
+	m.PluginFailed(t.Context(), "schema", "timeout")
+	m.InitPlugins([]string{"schema", "limits"}, kinds)
+	m.PolicyReloaded(errors.New("bad rego"))
+	var wants []want
+	for _, p := range []string{"schema", "limits"} {
+		for _, k := range kinds {
+			v := "0"
+			if p == "schema" && k == "timeout" {
+				v = "1"
+			}
+			wants = append(wants, want{"storegate_plugin_failures_total", []string{`plugin="` + p + `"`, `kind="` + k + `"`}, v})
+		}
+	}
+	wants = append(wants,
+		want{"storegate_policy_reloads_total", []string{`outcome="success"`}, "0"},
+		want{"storegate_policy_reloads_total", []string{`outcome="failure"`}, "1"})
+	check(scrape(), wants)
+}
