@@ -66,7 +66,7 @@ func (p *pki) issue(name string) (svid, error) {
 
 // clientTLS is the TLS configuration of a bench client presenting s.
 func (p *pki) clientTLS(s svid) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(s.cert, s.key)
+	cert, err := mtls.LoadKeyPair(s.cert, s.key)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", s.cert, err)
 	}

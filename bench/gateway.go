@@ -13,6 +13,7 @@ import (
 
 	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/internal/testenv"
+	"github.com/storegate/storegate/telemetry"
 )
 
 // gatewayProc writes a policy directory with n intentions and a config file
@@ -42,7 +43,11 @@ func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, a
 	cfg.Debug.Pprof = g.pprof
 	if t := g.traces; t != nil {
 		sampling := t.sampling
-		cfg.Telemetry.Traces = config.TracesConfig{Exporter: t.exporter, Sampling: &sampling}
+		exporter, err := telemetry.ParseExporter(t.exporter)
+		if err != nil {
+			return nil, "", "", err
+		}
+		cfg.Telemetry.Traces = config.TracesConfig{Exporter: &exporter, Sampling: &sampling}
 	}
 	cfg.Plugins, cfg.Limits = g.plugins, g.limits
 	b, err := cfg.Marshal()

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -61,7 +62,7 @@ type DecisionLogConfig struct {
 	// OnError is what a decision whose line cannot be taken (queue full,
 	// writes failing) does: deny (default: no decision goes unrecorded) or
 	// drop (the line is dropped and counted, the request proceeds).
-	OnError string `yaml:"on_error,omitempty"`
+	OnError decisionlog.ErrorMode `yaml:"on_error,omitempty"`
 	// QueueSize and QueueBytes bound the lines waiting for the writer
 	// (default 4096 lines, 8MiB).
 	QueueSize  int      `yaml:"queue_size,omitempty"`
@@ -196,7 +197,7 @@ type PolicyConfig struct {
 	// Bundle, when set, takes policy from an OPA bundle server instead of
 	// Dir (config/bundle.go).
 	Bundle *BundleConfig `yaml:"bundle,omitempty"`
-	Mode   string        `yaml:"mode,omitempty"` // enforce (default) | shadow
+	Mode   policy.Mode   `yaml:"mode,omitempty"` // enforce (default) | shadow
 	// CacheSize bounds the decisions remembered per policy version
 	// (default 65536; 0 turns the cache off). Superseded by CacheBytes.
 	CacheSize *int `yaml:"cache_size,omitempty"`
@@ -209,22 +210,23 @@ type PolicyConfig struct {
 }
 
 // TelemetryConfig says what the gateway exports besides /metrics, which is
-// always served. Where OTLP spans go comes from the OTEL_* environment.
+// always served. Where OTLP spans go comes from the OTEL_* environment; what
+// the file does not say, the OTEL_* environment decides (the telemetry
+// package's doc has the order).
 type TelemetryConfig struct {
 	Traces TracesConfig `yaml:"traces,omitempty"`
 }
 
-// TracesConfig chooses the span exporter and the sampling ratio.
+// TracesConfig chooses the span exporter and the sampling ratio. A field
+// left out (nil) is not said: OTEL_TRACES_EXPORTER and OTEL_TRACES_SAMPLER
+// decide it, and with neither no spans are exported and roots are sampled
+// at 0.01, parent-based.
 type TracesConfig struct {
-	Exporter string `yaml:"exporter,omitempty"` // none (default) | otlp | stdout
-	// Sampling is the ratio of root spans kept, in [0, 1] (default 0.01);
-	// a caller's sampled trace is always continued.
+	Exporter *telemetry.Exporter `yaml:"exporter,omitempty"` // none | otlp | stdout
+	// Sampling is the ratio of root spans kept, in [0, 1]; a caller's
+	// sampled trace is always continued.
 	Sampling *float64 `yaml:"sampling,omitempty"`
 }
-
-// defaultSampling keeps one root span in a hundred: etcd calls are many and
-// small.
-const defaultSampling = 0.01
 
 // defaultDecisionCache is the decision cache's default bound: some MiB.
 const defaultDecisionCache = 1 << 16
@@ -248,20 +250,27 @@ func Parse(b []byte) (*Config, error) {
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
+	// Unknown keys and bad values (enums, durations, sizes) come back
+	// together as one *yaml.TypeError, each with its line, and the rest of
+	// the file is decoded regardless: validation then adds its own
+	// problems, so the operator sees every one at once. A syntax error
+	// leaves nothing to validate.
+	var errs []error
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			errs := make([]error, 0, len(te.Errors))
-			for _, e := range te.Errors {
-				errs = append(errs, errors.New(e))
-			}
-			return nil, errors.Join(errs...)
+		if !errors.As(err, &te) {
+			return nil, err
 		}
-		return nil, err
+		for _, e := range te.Errors {
+			errs = append(errs, errors.New(e))
+		}
 	}
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return &cfg, nil
 }
@@ -293,9 +302,6 @@ func (c *Config) Defaults() {
 	} else if c.Policy.Dir == "" {
 		c.Policy.Dir = "policies"
 	}
-	if c.Policy.Mode == "" {
-		c.Policy.Mode = "enforce"
-	}
 	if c.Policy.CacheSize == nil {
 		n := defaultDecisionCache
 		c.Policy.CacheSize = &n
@@ -305,13 +311,6 @@ func (c *Config) Defaults() {
 	}
 	if c.Drain.Timeout == 0 {
 		c.Drain.Timeout = Duration(15 * time.Second)
-	}
-	if c.Telemetry.Traces.Exporter == "" {
-		c.Telemetry.Traces.Exporter = "none"
-	}
-	if c.Telemetry.Traces.Sampling == nil {
-		r := defaultSampling
-		c.Telemetry.Traces.Sampling = &r
 	}
 }
 
@@ -466,14 +465,16 @@ func (c *Config) Validate() error {
 	if c.Policy.CacheBytes < 0 || c.Policy.EvalTimeout < 0 {
 		bad("policy: cache_bytes and eval_timeout must not be negative")
 	}
-	if _, err := policy.ParseMode(c.Policy.Mode); err != nil {
-		bad("policy.mode: %v", err)
+	// Enums are parsed at decoding; these catch values built in code.
+	if m := c.Policy.Mode; m != policy.ModeEnforce && m != policy.ModeShadow {
+		bad("policy.mode: %v is not enforce or shadow", m)
 	}
-	if _, err := telemetry.ParseExporter(c.Telemetry.Traces.Exporter); err != nil {
-		bad("telemetry.traces.exporter: %v", err)
+	if e := c.Telemetry.Traces.Exporter; e != nil && *e != telemetry.ExporterNone &&
+		*e != telemetry.ExporterOTLP && *e != telemetry.ExporterStdout {
+		bad("telemetry.traces.exporter: %v is not none, otlp or stdout", *e)
 	}
-	if r := *c.Telemetry.Traces.Sampling; !telemetry.ValidSampling(r) {
-		bad("telemetry.traces.sampling: %v is not a ratio in [0, 1]", r)
+	if r := c.Telemetry.Traces.Sampling; r != nil && !telemetry.ValidSampling(*r) {
+		bad("telemetry.traces.sampling: %v is not a ratio in [0, 1]", *r)
 	}
 	_, perrs := c.PluginSpecs()
 	errs = append(errs, perrs...)
@@ -481,10 +482,8 @@ func (c *Config) Validate() error {
 		if dl.Output == "" {
 			bad("decision_log.output: stdout, stderr or a file path is required")
 		}
-		if dl.OnError != "" {
-			if _, err := decisionlog.ParseErrorMode(dl.OnError); err != nil {
-				bad("decision_log.on_error: %v", err)
-			}
+		if m := dl.OnError; m != decisionlog.ErrorDeny && m != decisionlog.ErrorDrop {
+			bad("decision_log.on_error: %v is not deny or drop", m)
 		}
 		if dl.QueueSize < 0 || dl.QueueBytes < 0 {
 			bad("decision_log: queue_size and queue_bytes must not be negative")
@@ -496,15 +495,11 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// TelemetryConfig returns the telemetry package's configuration (validated
-// already).
+// TelemetryConfig returns the telemetry package's configuration: what the
+// file says, for telemetry.Setup to complete from the OTEL_* environment.
 func (c *Config) TelemetryConfig(log *slog.Logger) telemetry.Config {
-	var tc telemetry.Config
-	tc.ServiceName = "storegate"
-	tc.Logger = log
-	tc.Traces.Exporter, _ = telemetry.ParseExporter(c.Telemetry.Traces.Exporter)
-	tc.Traces.Sampling = *c.Telemetry.Traces.Sampling
-	return tc
+	return telemetry.Config{ServiceName: "storegate", Logger: log, Traces: telemetry.TracesConfig{
+		Exporter: c.Telemetry.Traces.Exporter, Sampling: c.Telemetry.Traces.Sampling}}
 }
 
 // TrustDomains returns the parsed trust domains (validated already).

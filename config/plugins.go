@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/storegate/storegate/gate"
 	"github.com/storegate/storegate/plugins"
 )
@@ -17,17 +19,38 @@ type PluginConfig struct {
 	Match       PluginMatch    `yaml:"match,omitempty"`
 	Timeout     Duration       `yaml:"timeout,omitempty"`      // per call, default 20ms
 	MemoryLimit ByteSize       `yaml:"memory_limit,omitempty"` // per instance, default 32MiB
-	Failure     string         `yaml:"failure,omitempty"`      // deny (default) | allow
+	Failure     PluginFailure  `yaml:"failure,omitempty"`      // deny (default) | allow
 	Instances   int            `yaml:"instances,omitempty"`    // default: the number of CPUs
 	Config      map[string]any `yaml:"config,omitempty"`       // given to the plugin's init as JSON
 }
 
 // PluginMatch selects the ops a plugin sees; an empty list matches all.
 type PluginMatch struct {
+	// Protocols, Resources and Actions are checked by PluginSpecs (a
+	// problem is reported without its line): configurations built in code
+	// spell them as strings.
 	Protocols []string `yaml:"protocols,omitempty"`
 	Resources []string `yaml:"resources,omitempty"`
 	Actions   []string `yaml:"actions,omitempty"`
 	Keys      []string `yaml:"keys,omitempty"` // globs: * within a segment, ** anything
+}
+
+// PluginFailure is plugins.FailurePolicy as the file spells it: deny (the
+// zero value) or allow, parsed once at decoding (a bad value is reported
+// with its line, along with every other problem). It is defined here
+// because the YAML decoding is the config package's.
+type PluginFailure plugins.FailurePolicy
+
+// UnmarshalYAML parses deny or allow.
+func (f *PluginFailure) UnmarshalYAML(n *yaml.Node) error {
+	v, err := decodeEnum(n, "failure", "deny or allow", plugins.ParseFailurePolicy)
+	*f = PluginFailure(v)
+	return err
+}
+
+// MarshalText writes the failure policy as UnmarshalYAML reads it.
+func (f PluginFailure) MarshalText() ([]byte, error) {
+	return []byte(plugins.FailurePolicy(f).String()), nil
 }
 
 // PluginSpecs turns the plugins section into the host's specs, listing every
@@ -49,13 +72,11 @@ func (c *Config) PluginSpecs() ([]plugins.Spec, []error) {
 			bad(i, "name %q is used twice", p.Name)
 		}
 		names[p.Name] = true
-		switch p.Failure {
-		case "", "deny":
-			sp.Failure = plugins.FailDeny
-		case "allow":
-			sp.Failure = plugins.FailAllow
+		switch f := plugins.FailurePolicy(p.Failure); f {
+		case plugins.FailDeny, plugins.FailAllow:
+			sp.Failure = f
 		default:
-			bad(i, "failure: %q is not deny or allow", p.Failure)
+			bad(i, "failure: %v is not deny or allow", f)
 		}
 		if p.Timeout < 0 || p.Instances < 0 {
 			bad(i, "timeout and instances must not be negative")

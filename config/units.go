@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +16,8 @@ type Duration time.Duration
 // UnmarshalYAML parses a Go duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration: %v", n.Line, n.Value, err)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return lineError(n, "%q is not a duration (such as 500ms, 5s, 1m30s)", n.Value)
 	}
 	*d = Duration(v)
 	return nil
@@ -39,8 +40,8 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 		}
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: %q is not a size (bytes, or with KiB, MiB, GiB)", n.Line, n.Value)
+	if err != nil || v < 0 || n.Kind != yaml.ScalarNode || v > math.MaxInt64/mult {
+		return lineError(n, "%q is not a size (bytes, or with KiB, MiB, GiB)", n.Value)
 	}
 	*b = ByteSize(v * mult)
 	return nil
@@ -51,3 +52,21 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 
 // MarshalYAML writes the size as a number of bytes.
 func (b ByteSize) MarshalYAML() (any, error) { return int64(b), nil }
+
+// lineError reports a bad value at its line as a *yaml.TypeError: yaml.v3
+// collects those and goes on decoding, so every problem of a file is
+// reported at once.
+func lineError(n *yaml.Node, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
+}
+
+// decodeEnum parses a scalar node with parse, reporting a bad value with
+// lineError.
+func decodeEnum[T any](n *yaml.Node, what, want string, parse func(string) (T, error)) (T, error) {
+	v, err := parse(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		var zero T
+		return zero, lineError(n, "%s %q is not %s", what, n.Value, want)
+	}
+	return v, nil
+}

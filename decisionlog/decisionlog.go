@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/storegate/storegate/gate"
@@ -126,6 +127,18 @@ func (m *ErrorMode) UnmarshalText(b []byte) error {
 	v, err := ParseErrorMode(string(b))
 	if err != nil {
 		return err
+	}
+	*m = v
+	return nil
+}
+
+// UnmarshalYAML parses on_error from configuration; a bad value is
+// reported with its line as a *yaml.TypeError, so decoding goes on and
+// every problem of the file is reported at once.
+func (m *ErrorMode) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseErrorMode(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: on_error %q is not deny or drop", n.Line, n.Value)}}
 	}
 	*m = v
 	return nil

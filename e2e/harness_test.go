@@ -162,7 +162,9 @@ func (o gatewayOpts) config(t *testing.T, p *pki, ec *etcdCluster) config.Config
 			ForwardCallerTokens: o.consulForwardTokens}
 	}
 	if o.mode != "" {
-		cfg.Policy.Mode = o.mode
+		if err := cfg.Policy.Mode.UnmarshalText([]byte(o.mode)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfg.Limits, cfg.Debug, cfg.Telemetry = o.limits, o.debug, o.telemetry
 	cfg.DecisionLog, cfg.Plugins = o.decisionLog, o.plugins

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/storegate/storegate/config"
+	"github.com/storegate/storegate/telemetry"
 )
 
 // observePolicy lets web do everything except write under /forbidden/ and
@@ -240,7 +241,7 @@ func tracedEtcd(r *traceReceiver) func(*embed.Config) {
 // over OTLP/gRPC, exported within ~100ms of ending.
 func tracing(r *traceReceiver) (config.TelemetryConfig, []string) {
 	all := 1.0
-	return config.TelemetryConfig{Traces: config.TracesConfig{Exporter: "otlp", Sampling: &all}}, []string{
+	return config.TelemetryConfig{Traces: config.TracesConfig{Exporter: new(telemetry.ExporterOTLP), Sampling: &all}}, []string{
 		"OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://" + r.addr,
 		"OTEL_EXPORTER_OTLP_INSECURE=true",
@@ -861,7 +862,7 @@ func TestObserveDecisionLogUnsampled(t *testing.T) {
 	_, env := tracing(rcv)
 	dlog := filepath.Join(t.TempDir(), "decisions.log")
 	gw := startGateway(t, p, ec, gatewayOpts{policyDir: copyPolicies(t, observePolicy),
-		telemetry:   config.TelemetryConfig{Traces: config.TracesConfig{Exporter: "otlp", Sampling: new(float64)}},
+		telemetry:   config.TelemetryConfig{Traces: config.TracesConfig{Exporter: new(telemetry.ExporterOTLP), Sampling: new(float64)}},
 		decisionLog: &config.DecisionLogConfig{Output: dlog}, env: env})
 	web := ctl{p: p, endpoint: "https://" + gw.addr, who: "web"}
 	mustRun(t, web, "", "put", "/obs/unsampled", "s3cr3t-value-1")

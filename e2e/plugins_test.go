@@ -57,9 +57,12 @@ func plugins(t *testing.T, ps ...plug) []config.PluginConfig {
 	t.Helper()
 	var out []config.PluginConfig
 	for _, p := range ps {
-		c := config.PluginConfig{Name: p.Name, Path: p.Path, Failure: p.Failure, Instances: p.Instances,
-			Match: config.PluginMatch{Protocols: p.Match["protocols"], Resources: p.Match["resources"],
-				Actions: p.Match["actions"], Keys: p.Match["keys"]}}
+		c := config.PluginConfig{Name: p.Name, Path: p.Path, Instances: p.Instances}
+		// failure and match hold enums: decoded as the gateway decodes them.
+		enums, _ := json.Marshal(map[string]any{"failure": p.Failure, "match": p.Match})
+		if err := yaml.Unmarshal(enums, &c); err != nil {
+			t.Fatalf("plugin %s: %v", p.Name, err)
+		}
 		if p.Config != nil {
 			m, ok := p.Config.(map[string]any)
 			if !ok {

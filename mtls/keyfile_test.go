@@ -2,8 +2,8 @@ package mtls_test
 
 import (
 	"bytes"
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"os"
 	"path/filepath"

@@ -1,6 +1,10 @@
 package policy
 
-import "fmt"
+import (
+	"fmt"
+
+	"go.yaml.in/yaml/v3"
+)
 
 // Mode says what the engine does with a decision.
 type Mode uint8
@@ -41,6 +45,18 @@ func (m *Mode) UnmarshalText(b []byte) error {
 	mode, err := ParseMode(string(b))
 	if err != nil {
 		return err
+	}
+	*m = mode
+	return nil
+}
+
+// UnmarshalYAML parses a mode from configuration; a bad value is reported
+// with its line as a *yaml.TypeError, so decoding goes on and every problem
+// of the file is reported at once.
+func (m *Mode) UnmarshalYAML(n *yaml.Node) error {
+	mode, err := ParseMode(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: mode %q is not enforce or shadow", n.Line, n.Value)}}
 	}
 	*m = mode
 	return nil

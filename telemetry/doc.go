@@ -14,21 +14,51 @@
 // gate.Observer; Metrics caches one attribute set per label combination, so
 // counting a decision allocates nothing.
 //
+// # Precedence
+//
+// For each of the two trace settings, the exporter and the sampler, the
+// first of these that says something decides:
+//
+//  1. OTEL_SDK_DISABLED=true: no spans at all, whatever the file says (the
+//     switch an operator flips without editing the file). /metrics is still
+//     served: it belongs to the admin listener and is scraped, not exported.
+//  2. The configuration file: telemetry.traces.exporter (none, otlp, stdout)
+//     and telemetry.traces.sampling (a ratio, parent-based), each when set
+//     (TracesConfig's non-nil fields).
+//  3. The environment: OTEL_TRACES_EXPORTER (otlp, console, none, or a comma
+//     list such as otlp,console) and OTEL_TRACES_SAMPLER (always_on,
+//     always_off, traceidratio, parentbased_always_on,
+//     parentbased_always_off, parentbased_traceidratio) with
+//     OTEL_TRACES_SAMPLER_ARG (the ratio, default 1).
+//  4. Neither: no spans exported, and roots sampled at DefaultSampling (1%),
+//     parent-based.
+//
+// The resource comes from the SDK's own detectors: OTEL_SERVICE_NAME and
+// OTEL_RESOURCE_ATTRIBUTES (resource.WithFromEnv) override the configured
+// service name "storegate". Where spans go (OTEL_EXPORTER_OTLP_ENDPOINT,
+// OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_INSECURE, their _TRACES_
+// forms, OTEL_BSP_*) is read by the otlptrace exporters themselves; Setup
+// reads only OTEL_EXPORTER_OTLP_PROTOCOL (or its _TRACES_ form) to choose
+// the gRPC or the http/protobuf exporter (http/protobuf, the
+// specification's default, when unset).
+//
 // # Why it is built this way
 //
-//   - Configuration is split. The config file says only what is a deployment
-//     decision of the gateway: which exporter and how much to sample. Where
-//     spans go (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL,
-//     OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_INSECURE, their
-//     _TRACES_ forms, OTEL_BSP_*) and what the service is called
-//     (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) come from the standard
-//     OTEL_* environment variables, as every OTel-instrumented process reads
-//     them. The OTLP protocol defaults to http/protobuf, the specification's
-//     default.
+//   - OpenTelemetry's environment works alone (see Precedence), and the
+//     file wins where it says something: an OTel-instrumented fleet is
+//     configured by OTEL_* variables, and a gateway started with only those
+//     must trace as every other process does. A value the specification does
+//     not define (OTEL_TRACES_SAMPLER=xray, a ratio of 2,
+//     OTEL_SDK_DISABLED=yes) stops Setup with an error naming the variable,
+//     where the SDK would log and fall back to parentbased_always_on: on a
+//     gateway a typo must not turn 1% into 100%. The SDK's own sampler
+//     parser is unexported, so Setup parses the six names itself and builds
+//     the samplers with the SDK's constructors.
 //   - Sampling is parent-based: a caller that sent a sampled traceparent gets
 //     its trace continued whatever the ratio; root spans are kept at the
 //     configured ratio (the gateway defaults to 0.01, as etcd calls are many
-//     and small).
+//     and small). OTEL_TRACES_SAMPLER may choose another sampler when the
+//     file sets no ratio.
 //   - With the "none" exporter the tracer provider is a no-op, not an SDK
 //     without exporters: no span is recorded, yet a caller's traceparent
 //     still reaches etcd unchanged, because the no-op tracer carries the

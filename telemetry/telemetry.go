@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +29,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 )
 
@@ -68,11 +72,36 @@ func ParseExporter(s string) (Exporter, error) {
 	return 0, fmt.Errorf("telemetry: unknown trace exporter %q (want none, otlp or stdout)", s)
 }
 
+// UnmarshalYAML parses an exporter from configuration ("none", "otlp",
+// "stdout"); a bad value is reported with its line as a *yaml.TypeError,
+// so decoding goes on and every problem of the file is reported at once.
+func (e *Exporter) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseExporter(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: exporter %q is not none, otlp or stdout", n.Line, n.Value)}}
+	}
+	*e = v
+	return nil
+}
+
+// MarshalText spells the exporter as ParseExporter reads it.
+func (e Exporter) MarshalText() ([]byte, error) {
+	if e > ExporterStdout {
+		return nil, fmt.Errorf("telemetry: invalid %v", e)
+	}
+	return []byte(e.String()), nil
+}
+
 // ValidSampling reports whether r is a sampling ratio, in [0, 1].
 func ValidSampling(r float64) bool { return r >= 0 && r <= 1 } // false for NaN
 
-// Config says what to export. The zero Config exports no spans and serves
-// metrics.
+// DefaultSampling is the ratio of root spans kept when neither the
+// configuration nor OTEL_TRACES_SAMPLER says: one in a hundred, as etcd
+// calls are many and small.
+const DefaultSampling = 0.01
+
+// Config says what to export. The zero Config leaves traces to the OTEL_*
+// environment (none when it says nothing either) and serves metrics.
 type Config struct {
 	// ServiceName is the resource's service.name; OTEL_SERVICE_NAME and
 	// OTEL_RESOURCE_ATTRIBUTES override it.
@@ -83,18 +112,176 @@ type Config struct {
 	// SVIDExpiry, if not nil, reports the gateway's current SVID's NotAfter
 	// (storegate_svid_expiry_timestamp_seconds).
 	SVIDExpiry func() (time.Time, bool)
-	Traces     struct {
-		Exporter Exporter
-		// Sampling is the ratio of root spans kept, in [0, 1]; spans whose
-		// parent is sampled are always kept (parent-based sampling).
-		Sampling float64
+	Traces     TracesConfig
+	// Getenv reads the OTEL_* environment; nil is os.Getenv. (The OTLP
+	// exporters read their OTEL_EXPORTER_OTLP_* variables from the process
+	// environment whatever it is.)
+	Getenv func(string) string
+}
+
+// TracesConfig is what the configuration file says about spans. A nil field
+// says nothing, and the OTEL_* environment decides (see the package doc for
+// the order).
+type TracesConfig struct {
+	// Exporter is where spans go; nil: OTEL_TRACES_EXPORTER, else none.
+	Exporter *Exporter
+	// Sampling is the ratio of root spans kept, in [0, 1]; spans whose
+	// parent is sampled are always kept (parent-based sampling). Nil:
+	// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else
+	// DefaultSampling, parent-based.
+	Sampling *float64
+}
+
+// The OTEL_* variables Setup reads itself, as the OTel SDK environment
+// specification defines them.
+const (
+	envSDKDisabled    = "OTEL_SDK_DISABLED"
+	envTracesExporter = "OTEL_TRACES_EXPORTER"
+	envSampler        = "OTEL_TRACES_SAMPLER"
+	envSamplerArg     = "OTEL_TRACES_SAMPLER_ARG"
+)
+
+// tracesPlan is what Setup builds for traces: the exporters (none: no
+// spans are recorded) and the sampler.
+type tracesPlan struct {
+	exporters []Exporter
+	sampler   sdktrace.Sampler
+}
+
+func (p tracesPlan) String() string {
+	if len(p.exporters) == 0 {
+		return "none"
 	}
+	names := make([]string, len(p.exporters))
+	for i, e := range p.exporters {
+		names[i] = e.String()
+	}
+	return strings.Join(names, ",") + " sampler " + p.sampler.Description()
+}
+
+// resolveTraces decides the exporters and the sampler: OTEL_SDK_DISABLED=true
+// turns spans off; otherwise each of the two is the configuration's when it
+// says, else the environment's, else none and DefaultSampling parent-based.
+// A variable the specification does not define a value for is an error, so
+// that a typo cannot silently sample everything (the SDK would fall back to
+// parentbased_always_on) or nothing.
+func resolveTraces(c TracesConfig, getenv func(string) string) (tracesPlan, error) {
+	var p tracesPlan
+	env := func(k string) string { return strings.TrimSpace(getenv(k)) }
+	switch v := strings.ToLower(env(envSDKDisabled)); v {
+	case "true":
+		return p, nil
+	case "", "false":
+	default:
+		return p, fmt.Errorf("telemetry: %s=%q: want true or false", envSDKDisabled, v)
+	}
+
+	switch v := env(envTracesExporter); {
+	case c.Exporter != nil:
+		if *c.Exporter > ExporterStdout {
+			return p, fmt.Errorf("telemetry: unknown trace exporter %v", *c.Exporter)
+		}
+		if *c.Exporter != ExporterNone {
+			p.exporters = []Exporter{*c.Exporter}
+		}
+	case v != "":
+		var err error
+		if p.exporters, err = parseEnvExporters(v); err != nil {
+			return p, err
+		}
+	}
+
+	switch v := strings.ToLower(env(envSampler)); {
+	case c.Sampling != nil:
+		if !ValidSampling(*c.Sampling) {
+			return p, fmt.Errorf("telemetry: sampling %v is not a ratio in [0, 1]", *c.Sampling)
+		}
+		p.sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*c.Sampling))
+	case v != "":
+		var err error
+		if p.sampler, err = parseEnvSampler(v, env(envSamplerArg)); err != nil {
+			return p, err
+		}
+	default:
+		p.sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(DefaultSampling))
+	}
+	return p, nil
+}
+
+// parseEnvExporters reads OTEL_TRACES_EXPORTER: a comma-separated list of
+// otlp and console, or none.
+func parseEnvExporters(v string) ([]Exporter, error) {
+	var out []Exporter
+	none := false
+	for _, name := range strings.Split(v, ",") {
+		var e Exporter
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "otlp":
+			e = ExporterOTLP
+		case "console":
+			e = ExporterStdout
+		case "none":
+			none = true
+			continue
+		default:
+			return nil, fmt.Errorf("telemetry: %s=%q: %q is not otlp, console or none "+
+				"(set telemetry.traces.exporter in the configuration to override it)", envTracesExporter, v, name)
+		}
+		if !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	if none && len(out) > 0 {
+		return nil, fmt.Errorf("telemetry: %s=%q: none cannot be combined with exporters", envTracesExporter, v)
+	}
+	return out, nil
+}
+
+// parseEnvSampler reads OTEL_TRACES_SAMPLER and its argument, the ratio of
+// the traceidratio samplers (default 1.0, as the specification says).
+func parseEnvSampler(name, arg string) (sdktrace.Sampler, error) {
+	ratio := func() (float64, error) {
+		if arg == "" {
+			return 1, nil
+		}
+		r, err := strconv.ParseFloat(arg, 64)
+		if err != nil || !ValidSampling(r) {
+			return 0, fmt.Errorf("telemetry: %s=%q is not a ratio in [0, 1]", envSamplerArg, arg)
+		}
+		return r, nil
+	}
+	switch name {
+	case "always_on":
+		return sdktrace.AlwaysSample(), nil
+	case "always_off":
+		return sdktrace.NeverSample(), nil
+	case "parentbased_always_on":
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), nil
+	case "parentbased_always_off":
+		return sdktrace.ParentBased(sdktrace.NeverSample()), nil
+	case "traceidratio":
+		r, err := ratio()
+		if err != nil {
+			return nil, err
+		}
+		return sdktrace.TraceIDRatioBased(r), nil
+	case "parentbased_traceidratio":
+		r, err := ratio()
+		if err != nil {
+			return nil, err
+		}
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r)), nil
+	}
+	return nil, fmt.Errorf("telemetry: %s=%q is not always_on, always_off, traceidratio, parentbased_always_on, "+
+		"parentbased_always_off or parentbased_traceidratio "+
+		"(set telemetry.traces.sampling in the configuration to override it)", envSampler, name)
 }
 
 // Telemetry holds the providers Setup made. Shutdown flushes and stops them.
 type Telemetry struct {
 	tracer     trace.TracerProvider
-	sdkTracer  *sdktrace.TracerProvider // nil for ExporterNone
+	sdkTracer  *sdktrace.TracerProvider // nil when no spans are exported
+	traces     tracesPlan
 	meter      *sdkmetric.MeterProvider
 	propagator propagation.TextMapPropagator
 	registry   *prometheus.Registry
@@ -106,8 +293,13 @@ type Telemetry struct {
 // tracecontext and baggage propagators (and cfg.Logger as the error
 // handler) as the otel globals.
 func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
-	if !ValidSampling(cfg.Traces.Sampling) {
-		return nil, fmt.Errorf("telemetry: sampling %v is not a ratio in [0, 1]", cfg.Traces.Sampling)
+	getenv := cfg.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	plan, err := resolveTraces(cfg.Traces, getenv)
+	if err != nil {
+		return nil, err
 	}
 	res, err := newResource(ctx, cfg.ServiceName)
 	if err != nil {
@@ -115,20 +307,21 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	t := &Telemetry{
 		tracer:     noop.NewTracerProvider(),
+		traces:     plan,
 		propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		registry:   prometheus.NewRegistry(),
 	}
 
-	if cfg.Traces.Exporter != ExporterNone {
-		exp, err := newSpanExporter(ctx, cfg.Traces.Exporter)
-		if err != nil {
-			return nil, err
+	if len(plan.exporters) > 0 {
+		opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(plan.sampler)}
+		for _, e := range plan.exporters {
+			exp, err := newSpanExporter(ctx, e, getenv)
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, sdktrace.WithBatcher(exp))
 		}
-		t.sdkTracer = sdktrace.NewTracerProvider(
-			sdktrace.WithResource(res),
-			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.Traces.Sampling))),
-			sdktrace.WithBatcher(exp),
-		)
+		t.sdkTracer = sdktrace.NewTracerProvider(opts...)
 		t.tracer = t.sdkTracer
 	}
 
@@ -167,7 +360,7 @@ func newResource(ctx context.Context, service string) (*resource.Resource, error
 	return res, nil
 }
 
-func newSpanExporter(ctx context.Context, e Exporter) (sdktrace.SpanExporter, error) {
+func newSpanExporter(ctx context.Context, e Exporter, getenv func(string) string) (sdktrace.SpanExporter, error) {
 	switch e {
 	case ExporterStdout:
 		exp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stdout))
@@ -176,9 +369,9 @@ func newSpanExporter(ctx context.Context, e Exporter) (sdktrace.SpanExporter, er
 		}
 		return exp, nil
 	case ExporterOTLP:
-		protocol := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+		protocol := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 		if protocol == "" {
-			protocol = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+			protocol = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
 		}
 		var (
 			exp sdktrace.SpanExporter
@@ -199,6 +392,11 @@ func newSpanExporter(ctx context.Context, e Exporter) (sdktrace.SpanExporter, er
 	}
 	return nil, fmt.Errorf("telemetry: unknown trace exporter %v", e)
 }
+
+// Traces describes what Setup made of the configuration and the
+// environment, for the startup log: "none", or the exporters and the
+// sampler ("otlp sampler ParentBased{...}").
+func (t *Telemetry) Traces() string { return t.traces.String() }
 
 // TracerProvider returns the tracer provider (a no-op one when no spans are
 // exported).

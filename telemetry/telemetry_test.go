@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -187,8 +188,8 @@ func TestOTLPTraces(t *testing.T) {
 			t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "10") // ms: export promptly
 			var cfg Config
 			cfg.ServiceName = "storegate-test"
-			cfg.Traces.Exporter = ExporterOTLP
-			cfg.Traces.Sampling = 1
+			cfg.Traces.Exporter = new(ExporterOTLP)
+			cfg.Traces.Sampling = new(1.0)
 			tel, err := Setup(t.Context(), cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -230,7 +231,7 @@ func TestOTLPTraces(t *testing.T) {
 // TestMetricsHandler: whatever the trace exporter, /metrics serves the
 // Prometheus text format with the RPC durations of calls made.
 func TestMetricsHandler(t *testing.T) {
-	tel, err := Setup(t.Context(), Config{}) // no spans exported
+	tel, err := Setup(t.Context(), Config{Getenv: noEnv}) // no spans exported
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,8 +300,8 @@ func TestSetupRejects(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tt.protocol)
 			var cfg Config
-			cfg.Traces.Exporter = ExporterOTLP
-			cfg.Traces.Sampling = tt.sampling
+			cfg.Traces.Exporter = new(ExporterOTLP)
+			cfg.Traces.Sampling = new(tt.sampling)
 			tel, err := Setup(t.Context(), cfg)
 			if err == nil {
 				tel.Shutdown(context.Background())
@@ -321,5 +322,140 @@ func TestParseExporter(t *testing.T) {
 	}
 	if _, err := ParseExporter("jaeger"); err == nil {
 		t.Error(`ParseExporter("jaeger") accepted`)
+	}
+}
+
+// noEnv is an environment without OTEL_* variables.
+func noEnv(string) string { return "" }
+
+// TestResolveTraces is the precedence table: OTEL_SDK_DISABLED=true turns
+// spans off whatever else is said; otherwise the configuration wins where
+// it says something (a non-nil field), the environment decides the rest,
+// and with neither no spans are exported and roots are sampled at 1%,
+// parent-based. Values the specification does not define are errors.
+func TestResolveTraces(t *testing.T) {
+	const (
+		pb1pct = "ParentBased{root:TraceIDRatioBased{0.01},"
+		pbOn   = "ParentBased{root:AlwaysOnSampler,"
+	)
+	tests := []struct {
+		name      string
+		exporter  *Exporter
+		sampling  *float64
+		env       map[string]string
+		exporters []Exporter
+		sampler   string // prefix of the sampler's description
+		err       string
+	}{
+		{name: "nothing said", sampler: pb1pct},
+		{name: "environment alone", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "always_on"},
+			exporters: []Exporter{ExporterOTLP}, sampler: "AlwaysOnSampler"},
+		{name: "environment exporter, default sampler", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"},
+			exporters: []Exporter{ExporterOTLP}, sampler: pb1pct},
+		{name: "console is stdout, lists", env: map[string]string{"OTEL_TRACES_EXPORTER": " otlp, console,otlp"},
+			exporters: []Exporter{ExporterOTLP, ExporterStdout}, sampler: pb1pct},
+		{name: "environment none", env: map[string]string{"OTEL_TRACES_EXPORTER": "none"}, sampler: pb1pct},
+		{name: "config exporter wins", exporter: new(ExporterStdout), env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"},
+			exporters: []Exporter{ExporterStdout}, sampler: pb1pct},
+		{name: "config none wins", exporter: new(ExporterNone), env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"},
+			sampler: pb1pct},
+		{name: "config sampling wins", sampling: new(0.25), exporter: new(ExporterOTLP),
+			env:       map[string]string{"OTEL_TRACES_SAMPLER": "always_off"},
+			exporters: []Exporter{ExporterOTLP}, sampler: "ParentBased{root:TraceIDRatioBased{0.25},"},
+		{name: "config exporter, environment sampler", exporter: new(ExporterOTLP),
+			env:       map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"},
+			exporters: []Exporter{ExporterOTLP}, sampler: "ParentBased{root:TraceIDRatioBased{0.5},"},
+		{name: "always_off", env: map[string]string{"OTEL_TRACES_SAMPLER": "always_off"}, sampler: "AlwaysOffSampler"},
+		{name: "parentbased_always_on", env: map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_always_on"}, sampler: pbOn},
+		{name: "parentbased_always_off", env: map[string]string{"OTEL_TRACES_SAMPLER": "ParentBased_Always_Off"},
+			sampler: "ParentBased{root:AlwaysOffSampler,"},
+		{name: "traceidratio", env: map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.125"},
+			sampler: "TraceIDRatioBased{0.125}"},
+		{name: "traceidratio defaults to 1", env: map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio"},
+			sampler: "TraceIDRatioBased{1}"},
+		{name: "sdk disabled beats the config", exporter: new(ExporterOTLP), sampling: new(1.0),
+			env: map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_TRACES_EXPORTER": "otlp"}},
+		{name: "sdk not disabled", env: map[string]string{"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "console"},
+			exporters: []Exporter{ExporterStdout}, sampler: pb1pct},
+		{name: "bad exporter", env: map[string]string{"OTEL_TRACES_EXPORTER": "jaeger"}, err: `"jaeger" is not otlp, console or none`},
+		{name: "none with others", env: map[string]string{"OTEL_TRACES_EXPORTER": "none,otlp"}, err: "none cannot be combined"},
+		{name: "bad exporter overridden by config", exporter: new(ExporterOTLP), env: map[string]string{"OTEL_TRACES_EXPORTER": "jaeger"},
+			exporters: []Exporter{ExporterOTLP}, sampler: pb1pct},
+		{name: "bad sampler", env: map[string]string{"OTEL_TRACES_SAMPLER": "xray"}, err: `OTEL_TRACES_SAMPLER="xray" is not always_on`},
+		{name: "bad ratio", env: map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"},
+			err: `OTEL_TRACES_SAMPLER_ARG="2" is not a ratio`},
+		{name: "unparsable ratio", env: map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "half"},
+			err: `OTEL_TRACES_SAMPLER_ARG="half" is not a ratio`},
+		{name: "bad disabled", env: map[string]string{"OTEL_SDK_DISABLED": "yes"}, err: `OTEL_SDK_DISABLED="yes": want true or false`},
+		{name: "bad config sampling", sampling: new(1.5), err: "not a ratio in [0, 1]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := resolveTraces(TracesConfig{Exporter: tt.exporter, Sampling: tt.sampling}, func(k string) string { return tt.env[k] })
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one saying %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(p.exporters, tt.exporters) {
+				t.Errorf("exporters = %v, want %v", p.exporters, tt.exporters)
+			}
+			if len(tt.exporters) == 0 {
+				if p.String() != "none" {
+					t.Errorf("plan = %s, want none", p)
+				}
+				return
+			}
+			if d := p.sampler.Description(); !strings.HasPrefix(d, tt.sampler) {
+				t.Errorf("sampler = %s, want %s...", d, tt.sampler)
+			}
+		})
+	}
+}
+
+// TestEnvironmentAlone: with nothing configured, OTEL_TRACES_EXPORTER=otlp,
+// OTEL_TRACES_SAMPLER=always_on and OTEL_SERVICE_NAME make Setup export
+// every span to the OTLP endpoint of the environment under that service
+// name; OTEL_SDK_DISABLED=true then turns it off again.
+func TestEnvironmentAlone(t *testing.T) {
+	rcv := newReceiver()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rcv.startHTTP(t))
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
+	t.Setenv("OTEL_SERVICE_NAME", "from-env")
+	t.Setenv("OTEL_SDK_DISABLED", "")
+	tel, err := Setup(t.Context(), Config{ServiceName: "storegate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	if got := tel.Traces(); got != "otlp sampler AlwaysOnSampler" {
+		t.Errorf("Traces() = %q", got)
+	}
+	client := healthServer(t, tel)
+	if _, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	_, service := rcv.waitSpan(t, "server", func(s *tracepb.Span) bool {
+		return s.Kind == tracepb.Span_SPAN_KIND_SERVER && s.Name == checkMethod
+	})
+	if service != "from-env" {
+		t.Errorf("service.name = %q, want OTEL_SERVICE_NAME's from-env", service)
+	}
+
+	t.Setenv("OTEL_SDK_DISABLED", "true")
+	off, err := Setup(t.Context(), Config{ServiceName: "storegate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Shutdown(context.Background())
+	if off.Traces() != "none" || off.sdkTracer != nil {
+		t.Errorf("OTEL_SDK_DISABLED=true: traces %s", off.Traces())
 	}
 }

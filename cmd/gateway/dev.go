@@ -145,7 +145,8 @@ func (d *devSetup) start(ctx context.Context) (*config.Config, *testenv.Etcd, er
 	// In development every request is traced: one in a hundred would look
 	// like tracing does not work.
 	sampleAll := 1.0
-	cfg.Telemetry.Traces = config.TracesConfig{Exporter: d.traces, Sampling: &sampleAll}
+	exporter, _ := telemetry.ParseExporter(d.traces) // checked by the command
+	cfg.Telemetry.Traces = config.TracesConfig{Exporter: &exporter, Sampling: &sampleAll}
 	cfg.DecisionLog = &config.DecisionLogConfig{Output: filepath.Join(d.dir, "decisions.log"), MaxSizeMB: 10, MaxBackups: 3}
 	if d.etcd == "none" {
 		cfg.Defaults()

@@ -76,7 +76,7 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 		}
 	}()
 
-	mode, _ := policy.ParseMode(cfg.Policy.Mode) // validated already
+	mode := cfg.Policy.Mode // parsed by config
 	// Open streams are judged again whenever a new policy version is in use.
 	var changed atomic.Pointer[gate.Gate]
 	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize,
@@ -97,7 +97,7 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 	}()
 	observers := gate.Observers{tel.Metrics()}
 	if dc := cfg.DecisionLog; dc != nil {
-		onError, _ := decisionlog.ParseErrorMode(dc.OnError) // validated already
+		onError := dc.OnError // parsed by config
 		dl, err := decisionlog.Open(decisionlog.Config{Output: dc.Output, MaxSizeMB: dc.MaxSizeMB, MaxBackups: dc.MaxBackups,
 			MaxAgeDays: dc.MaxAgeDays, Compress: dc.Compress,
 			ErrorMode: onError, QueueSize: dc.QueueSize, QueueBytes: int(dc.QueueBytes),
@@ -189,7 +189,7 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 		log.Info("consul front serving", "consul", consulLis.Addr().String(), "upstream", cfg.Upstreams.Consul.Address)
 	}
 	log.Info("storegate serving", "fronts", cfg.Fronts(), "admin", adminLis.Addr().String(),
-		"policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode, "traces", cfg.Telemetry.Traces.Exporter)
+		"policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode, "traces", tel.Traces())
 	if ready != nil {
 		ready()
 	}

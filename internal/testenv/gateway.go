@@ -69,7 +69,7 @@ func GatewayConfig(p *PKI, policyDir string, etcd []string, consulHTTP string) (
 		}
 		c.Upstreams.Consul = &config.ConsulUpstream{Address: "http://" + consulHTTP}
 	}
-	c.Policy = config.PolicyConfig{Dir: policyDir, Mode: "enforce"}
+	c.Policy = config.PolicyConfig{Dir: policyDir} // mode enforce, the zero value
 	return c, nil
 }
 
