@@ -28,6 +28,7 @@ const (
 //	storegate_stage_duration_seconds{protocol,stage}            histogram
 //	storegate_streams_open{protocol,method}                      watch, keep-alive, ... streams now open
 //	storegate_policy_reloads_total{outcome="success"|"failure"}
+//	storegate_policy_last_reload_successful                      1 unless the last reload failed (then 0)
 //	storegate_upstream_errors_total{protocol,code}
 //	storegate_plugin_failures_total{plugin,kind}
 //	storegate_svid_expiry_timestamp_seconds                      the gateway's SVID's NotAfter
@@ -47,6 +48,7 @@ type Metrics struct {
 	stages         metric.Float64Histogram
 	streams        metric.Int64UpDownCounter
 	reloads        metric.Int64Counter
+	lastReload     metric.Int64Gauge
 	upstreamErrors metric.Int64Counter
 	pluginFailures metric.Int64Counter
 
@@ -81,6 +83,10 @@ func NewMetrics(mp metric.MeterProvider, expiry func() (time.Time, bool)) (*Metr
 		metric.WithDescription("Policy reloads, by outcome (a failed reload keeps the last good policy).")); err != nil {
 		return nil, err
 	}
+	if m.lastReload, err = meter.Int64Gauge("storegate.policy.last_reload_successful",
+		metric.WithDescription("1 unless the last policy reload failed, 0 while it has: the replica enforces an older policy than its source holds.")); err != nil {
+		return nil, err
+	}
 	if m.upstreamErrors, err = meter.Int64Counter("storegate.upstream.errors",
 		metric.WithDescription("Forwarded calls that failed in the upstream or on the way to it, by protocol and code.")); err != nil {
 		return nil, err
@@ -92,6 +98,7 @@ func NewMetrics(mp metric.MeterProvider, expiry func() (time.Time, bool)) (*Metr
 	for _, ok := range []reloadKey{true, false} {
 		m.reloads.Add(context.Background(), 0, m.reloadOption(ok))
 	}
+	m.lastReload.Record(context.Background(), 1)
 	if expiry != nil {
 		if _, err = meter.Int64ObservableGauge("storegate.svid.expiry_timestamp", metric.WithUnit("s"),
 			metric.WithDescription("When the gateway's own X.509-SVID expires, as a Unix time."),
@@ -174,9 +181,18 @@ func (m *Metrics) streamOption(proto gate.Protocol, method string) metric.Measur
 
 type reloadKey bool
 
-// PolicyReloaded counts a policy reload and its outcome.
+// PolicyReloaded counts a policy reload and its outcome, and sets
+// storegate_policy_last_reload_successful to it: a counter tells that a
+// reload failed in a window, the gauge that the policy is still stale
+// (a bad file fails once and stays bad; Prometheus' own
+// prometheus_config_last_reload_successful is the model).
 func (m *Metrics) PolicyReloaded(err error) {
 	m.reloads.Add(context.Background(), 1, m.reloadOption(err == nil))
+	var ok int64
+	if err == nil {
+		ok = 1
+	}
+	m.lastReload.Record(context.Background(), ok)
 }
 
 func (m *Metrics) reloadOption(ok reloadKey) metric.MeasurementOption {

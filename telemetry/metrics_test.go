@@ -64,6 +64,7 @@ func TestStoregateMetrics(t *testing.T) {
 		{"storegate_streams_open", []string{`protocol="etcd"`, `method="/etcdserverpb.Watch/Watch"`}, "1"},
 		{"storegate_policy_reloads_total", []string{`outcome="success"`}, "2"},
 		{"storegate_policy_reloads_total", []string{`outcome="failure"`}, "1"},
+		{"storegate_policy_last_reload_successful", nil, "1"}, // the last one succeeded
 		{"storegate_upstream_errors_total", []string{`protocol="consul"`, `code="unreachable"`}, "1"},
 		{"storegate_plugin_failures_total", []string{`plugin="schema"`, `kind="trap"`}, "1"},
 		{"storegate_svid_expiry_timestamp_seconds", nil, "1.798859045e+09"},
@@ -96,8 +97,9 @@ func sample(text, name string, labels []string) (string, bool) {
 
 // TestCountersStartAtZero: the counters alerts watch for a first failure
 // are on /metrics at 0 before anything happened (reload outcomes from the
-// start, plugin failures once InitPlugins named the plugins), and
-// InitPlugins called again after a failure changes no count.
+// start, plugin failures once InitPlugins named the plugins), InitPlugins
+// called again after a failure changes no count, and the last-reload gauge
+// follows the last outcome.
 func TestCountersStartAtZero(t *testing.T) {
 	tel, err := Setup(t.Context(), Config{})
 	if err != nil {
@@ -140,6 +142,7 @@ func TestCountersStartAtZero(t *testing.T) {
 	check(text, []want{
 		{"storegate_policy_reloads_total", []string{`outcome="success"`}, "0"},
 		{"storegate_policy_reloads_total", []string{`outcome="failure"`}, "0"},
+		{"storegate_policy_last_reload_successful", nil, "1"},
 	})
 	if _, ok := sample(text, "storegate_plugin_failures_total", nil); ok {
 		t.Fatalf("plugin failures on /metrics before InitPlugins named a plugin:\n%s", text)
@@ -163,6 +166,9 @@ func TestCountersStartAtZero(t *testing.T) {
 	}
 	wants = append(wants,
 		want{"storegate_policy_reloads_total", []string{`outcome="success"`}, "0"},
-		want{"storegate_policy_reloads_total", []string{`outcome="failure"`}, "1"})
+		want{"storegate_policy_reloads_total", []string{`outcome="failure"`}, "1"},
+		want{"storegate_policy_last_reload_successful", nil, "0"})
 	check(scrape(), wants)
+	m.PolicyReloaded(nil)
+	check(scrape(), []want{{"storegate_policy_last_reload_successful", nil, "1"}})
 }
