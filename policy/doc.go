@@ -6,6 +6,14 @@
 // shadow mode. It also runs the directory's _test.rego files with OPA's own
 // test runner.
 //
+// Instead of a directory the policy may come from signed OPA bundles served
+// over HTTP(S) (BundleConfig): fetched with OPA's downloader (ETag polling),
+// verified with OPA's bundle reader against the configured key, turned into
+// the same source a directory gives (Rego modules and data.intentions), and
+// persisted so that a restart with the bundle server down starts from the
+// last good one. Build writes such bundles as `opa build --signing-key`
+// does.
+//
 // The contract with the Rego side is small: the engine queries
 // data.storegate.authz.allow for every op and, only when that is not true,
 // data.storegate.authz.reason and (for multi-key reads and watches)

@@ -17,6 +17,9 @@ type Config struct {
 	// Dir is the policy directory: the *.rego files directly in it (not
 	// *_test.rego, not subdirectories) and intentions.yaml.
 	Dir string
+	// Bundle, when set instead of Dir, takes the policy from signed OPA
+	// bundles served over HTTP(S) (see BundleConfig).
+	Bundle *BundleConfig
 	// Mode is ModeEnforce unless set.
 	Mode Mode
 	// Logger receives load, reload and watch events; nil means
@@ -47,18 +50,20 @@ type Config struct {
 	// applies). Decisions answered from the cache are not evaluated.
 	EvalTimeout time.Duration
 	// OnReload, if not nil, is told the outcome of every reload that found
-	// a changed directory (err nil: the new version is in use).
+	// a changed directory or fetched a bundle (err nil: the new version is
+	// in use), and of every bundle fetch that failed.
 	OnReload func(revision string, err error)
 }
 
 // DefaultEvalTimeout is the evaluation deadline when Config.EvalTimeout is 0.
 const DefaultEvalTimeout = time.Second
 
-// Engine decides ops with the policies of one directory. It is safe for
-// concurrent use; Reload swaps the prepared policy atomically under running
-// evaluations.
+// Engine decides ops with the policies of one directory or bundle source.
+// It is safe for concurrent use; Reload swaps the prepared policy
+// atomically under running evaluations.
 type Engine struct {
-	dir      string
+	dir      string        // the policy directory; "" with a bundle
+	bundle   *bundleClient // nil with a directory
 	mode     Mode
 	log      *slog.Logger
 	opts     loadOptions
@@ -66,6 +71,10 @@ type Engine struct {
 
 	current   atomic.Pointer[version]
 	reloading sync.Mutex // serializes Reload
+
+	mu        sync.Mutex // guards the last failure
+	lastErr   error
+	lastErrAt time.Time
 }
 
 // Interface guard.
@@ -75,9 +84,18 @@ var _ gate.Authorizer = (*Engine)(nil)
 // directory is not an error: the engine then denies every op (and says so in
 // a warning). A file that does not parse or compile is, and the error names
 // it and the line.
+//
+// With cfg.Bundle set instead, Load verifies and loads the bundle persisted
+// by an earlier run, if there is one; without it the engine starts with no
+// policy (denying every op, Active false) until Watch or Reload fetches a
+// good bundle. Only a configuration that cannot work (an unreadable key,
+// a bad URL) is an error then.
 func Load(ctx context.Context, cfg Config) (*Engine, error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("policy: no policy directory configured")
+	if cfg.Dir == "" && cfg.Bundle == nil {
+		return nil, errors.New("policy: no policy directory or bundle configured")
+	}
+	if cfg.Dir != "" && cfg.Bundle != nil {
+		return nil, errors.New("policy: configure a policy directory or a bundle, not both")
 	}
 	if cfg.Mode != ModeEnforce && cfg.Mode != ModeShadow {
 		return nil, fmt.Errorf("policy: unknown mode %v", cfg.Mode)
@@ -86,10 +104,14 @@ func Load(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	if cfg.Bundle != nil {
+		return e, e.startBundle(ctx, *cfg.Bundle)
+	}
 	v, src, err := load(ctx, e.dir, e.opts)
 	if err != nil {
 		return nil, err
 	}
+	v.activated = time.Now()
 	e.current.Store(v)
 	e.warn(v, src)
 	e.log.Info("policy loaded", "dir", e.dir, "revision", v.revision, "files", v.files, "mode", e.mode.String())
@@ -113,19 +135,91 @@ func (cfg *Config) loadOptions() loadOptions {
 
 // warn logs why a loaded version denies everything, if it does.
 func (e *Engine) warn(v *version, src *source) {
+	k, o := e.origin()
 	switch {
 	case src.missing:
-		e.log.Warn("policy directory does not exist: every request is denied", "dir", e.dir)
+		e.log.Warn("policy directory does not exist: every request is denied", k, o)
+	case v.empty && e.bundle != nil:
+		e.log.Warn("policy bundle holds no policy (Rego modules, data.intentions): every request is denied", k, o)
 	case v.empty:
-		e.log.Warn("policy directory holds no policy (*.rego, "+IntentionsFile+"): every request is denied", "dir", e.dir)
+		e.log.Warn("policy directory holds no policy (*.rego, "+IntentionsFile+"): every request is denied", k, o)
 	case v.undefined:
-		e.log.Warn("no rule defines "+queryAllow+": every request is denied", "dir", e.dir)
+		e.log.Warn("no rule defines "+queryAllow+": every request is denied", k, o)
 	}
 }
 
-// Revision identifies the loaded policy: a hash of its files' names and
-// contents ("none" when nothing is loaded).
+// origin is the log attribute naming where the policy comes from.
+func (e *Engine) origin() (key, value string) {
+	if e.bundle != nil {
+		return "bundle", e.bundle.source
+	}
+	return "dir", e.dir
+}
+
+// Revision identifies the loaded policy: a bundle's manifest revision, or
+// else a hash of its files' names and contents ("none" when nothing is
+// loaded).
 func (e *Engine) Revision() string { return e.current.Load().revision }
+
+// Active reports whether a policy is in use: always with a directory (an
+// empty or missing one is a policy that denies everything), and with a
+// bundle once a verified one has been loaded. Until then every op is
+// denied.
+func (e *Engine) Active() bool { return !e.current.Load().inactive }
+
+// Status is what an engine enforces and how its last reload went.
+type Status struct {
+	// Revision is the policy's revision ("none": nothing loaded).
+	Revision string `json:"revision"`
+	// Source is the policy directory or the bundle URL (without its
+	// query and user information, which may hold credentials).
+	Source string `json:"source"`
+	// Kind is "dir" or "bundle".
+	Kind string `json:"kind"`
+	Mode string `json:"mode"`
+	// Active: a policy is in use (see Engine.Active).
+	Active bool `json:"active"`
+	// ActivatedAt is when the policy in use was loaded.
+	ActivatedAt time.Time `json:"activated_at,omitzero"`
+	// LastError is the last reload's error, when the last reload (or a
+	// later poll) did not bring a good policy; the last good one is still
+	// in use.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Persisted is where the last good bundle is kept ("": not kept).
+	Persisted string `json:"persisted,omitempty"`
+}
+
+// Status returns what the engine enforces now.
+func (e *Engine) Status() Status {
+	v := e.current.Load()
+	k, o := e.origin()
+	st := Status{Revision: v.revision, Source: o, Kind: k, Mode: e.mode.String(), Active: !v.inactive,
+		ActivatedAt: v.activated}
+	if e.bundle != nil {
+		st.Persisted = e.bundle.persistPath
+	}
+	e.mu.Lock()
+	if e.lastErr != nil {
+		st.LastError, st.LastErrorAt = e.lastErr.Error(), e.lastErrAt
+	}
+	e.mu.Unlock()
+	return st
+}
+
+// failed records a reload that did not bring a good policy.
+func (e *Engine) failed(err error) {
+	e.mu.Lock()
+	e.lastErr, e.lastErrAt = err, time.Now()
+	e.mu.Unlock()
+}
+
+// succeeded clears the last failure: the source holds a good policy again.
+func (e *Engine) succeeded() {
+	e.mu.Lock()
+	e.lastErr, e.lastErrAt = nil, time.Time{}
+	e.mu.Unlock()
+}
 
 // Mode returns the engine's mode.
 func (e *Engine) Mode() Mode { return e.mode }

@@ -32,15 +32,22 @@ const (
 // directory holds no policy.
 const reasonNoPolicy = "no policy loaded: every request is denied"
 
-// source is what a policy directory holds: its Rego modules and intentions,
-// read but not yet parsed. Only files directly in the directory count.
+// source is a policy's Rego modules and intentions, read but not yet
+// parsed: what a policy directory holds (only files directly in it count),
+// or what a bundle holds (bundleSource). Everything after reading — the
+// intentions compiler, the Rego compiler, the prepared queries — is the
+// same for both.
 type source struct {
 	dir     string
 	missing bool              // the directory does not exist
 	rego    map[string][]byte // by path; _test.rego files only when asked for
-	// intentions is the intentions file's path, "" when there is none.
+	// intentions is the intentions file's path ("data.intentions" for a
+	// bundle), "" when there is none.
 	intentions    string
 	intentionsSrc []byte
+	// rev, when set, is the revision the source names itself (a bundle's
+	// manifest revision); the content hash still tells changes apart.
+	rev string
 }
 
 // readSource reads dir; tests says whether to include _test.rego files.
@@ -93,8 +100,17 @@ func (s *source) paths() []string {
 	return out
 }
 
-// revision is a content hash of the files read, names included.
+// revision is the source's own revision when it names one, else its
+// content hash.
 func (s *source) revision() string {
+	if s.rev != "" {
+		return s.rev
+	}
+	return s.digest()
+}
+
+// digest is a content hash of the files read, names included.
+func (s *source) digest() string {
 	if s.empty() {
 		return "none"
 	}
@@ -161,13 +177,21 @@ func compile(mods map[string]*ast.Module) (*ast.Compiler, error) {
 	return c, nil
 }
 
-// version is one loaded policy directory, its queries prepared once.
+// version is one loaded policy, its queries prepared once.
 type version struct {
 	revision string
-	files    []string
-	empty    bool // nothing loaded: every op is denied
+	// digest is the content hash of its source: what tells a changed
+	// policy from an unchanged one whatever revision it names.
+	digest string
+	files  []string
+	empty  bool // nothing loaded: every op is denied
 	// undefined: no rule defines data.storegate.authz.allow.
 	undefined bool
+	// inactive: the placeholder of a bundle engine before its first good
+	// bundle (empty too).
+	inactive bool
+	// activated is when the version was put in use.
+	activated time.Time
 
 	allow, reason, filter, intentions rego.PreparedEvalQuery
 
@@ -190,18 +214,27 @@ func load(ctx context.Context, dir string, opts loadOptions) (*version, *source,
 	if err != nil {
 		return nil, nil, err
 	}
-	v := &version{revision: src.revision(), files: src.paths(), timeout: opts.timeout}
+	v, err := prepare(ctx, src, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, src, nil
+}
+
+// prepare compiles and prepares a policy read from a directory or a bundle.
+func prepare(ctx context.Context, src *source, opts loadOptions) (*version, error) {
+	v := &version{revision: src.revision(), digest: src.digest(), files: src.paths(), timeout: opts.timeout}
 	if src.empty() {
 		v.empty = true
-		return v, src, nil
+		return v, nil
 	}
 	mods, err := src.modules()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	c, err := compile(mods)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	v.undefined = len(c.GetRulesExact(ast.MustParseRef(queryAllow))) == 0
 	if deterministic(c) {
@@ -219,8 +252,8 @@ func load(ctx context.Context, dir string, opts loadOptions) (*version, *source,
 	} {
 		*q.dst, err = rego.New(rego.Query(q.query), rego.Compiler(c), rego.Store(store)).PrepareForEval(ctx)
 		if err != nil {
-			return nil, nil, fmt.Errorf("policy: prepare %s: %w", q.query, err)
+			return nil, fmt.Errorf("policy: prepare %s: %w", q.query, err)
 		}
 	}
-	return v, src, nil
+	return v, nil
 }

@@ -17,37 +17,80 @@ const debounce = 100 * time.Millisecond
 // not load, the last good version stays in place and the error (naming file
 // and line) is logged and returned. A directory that became empty is
 // loaded: every op is then denied, with a warning.
+//
+// With a bundle, Reload fetches it now (with the ETag of the last one, so
+// an unchanged bundle costs a 304) and swaps a new, verified one in; a bad
+// one is refused in the same way.
 func (e *Engine) Reload(ctx context.Context) error {
+	if e.bundle != nil {
+		return e.bundle.fetch(ctx)
+	}
 	e.reloading.Lock()
 	defer e.reloading.Unlock()
-	old := e.current.Load()
 	src, err := readSource(e.dir, false)
-	if err == nil && src.revision() == old.revision {
-		return nil
-	}
-	v, src, err := load(ctx, e.dir, e.opts)
 	if err != nil {
-		e.log.Error("policy reload failed, keeping the last good version",
-			"dir", e.dir, "revision", old.revision, "err", err)
-		if e.onReload != nil {
-			e.onReload(old.revision, err)
-		}
+		e.refuse(err)
 		return err
 	}
+	_, err = e.install(ctx, src, true)
+	return err
+}
+
+// install compiles src and swaps it in, unless it is the policy in use
+// (same content, same revision). A source that does not compile is
+// refused: the last good version stays, and the error is logged and
+// returned. notify says whether OnReload hears of it. Callers serialize
+// installs.
+func (e *Engine) install(ctx context.Context, src *source, notify bool) (changed bool, err error) {
+	old := e.current.Load()
+	if !old.inactive && src.digest() == old.digest && src.revision() == old.revision {
+		e.succeeded()
+		return false, nil
+	}
+	v, err := prepare(ctx, src, e.opts)
+	if err != nil {
+		if notify {
+			e.refuse(err)
+		} else {
+			e.failed(err)
+		}
+		return false, err
+	}
+	v.activated = time.Now()
 	e.current.Store(v)
+	e.succeeded()
 	e.warn(v, src)
-	e.log.Info("policy reloaded", "dir", e.dir, "revision", v.revision, "previous", old.revision, "files", v.files)
-	if e.onReload != nil {
+	k, o := e.origin()
+	e.log.Info("policy reloaded", k, o, "revision", v.revision, "previous", old.revision, "files", v.files)
+	if notify && e.onReload != nil {
 		e.onReload(v.revision, nil)
 	}
-	return nil
+	return true, nil
+}
+
+// refuse logs, records and reports a reload that brought no good policy.
+func (e *Engine) refuse(err error) {
+	old := e.current.Load()
+	k, o := e.origin()
+	e.log.Error("policy reload failed, keeping the last good version", k, o, "revision", old.revision, "err", err)
+	e.failed(err)
+	if e.onReload != nil {
+		e.onReload(old.revision, err)
+	}
 }
 
 // Watch reloads the policy directory whenever a file in it changes, a short
 // while after the last change of a burst, until ctx is done; it then returns
 // nil. Reload failures are logged and keep the last good version; Watch
 // returns an error only when the directory cannot be watched.
+//
+// With a bundle, Watch polls the bundle server instead: at once, then after
+// a random delay between the configured minimum and maximum (sooner, with
+// backoff, after a failed fetch).
 func (e *Engine) Watch(ctx context.Context) error {
+	if e.bundle != nil {
+		return e.bundle.poll(ctx)
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("policy: watch %s: %w", e.dir, err)
