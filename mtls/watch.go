@@ -26,6 +26,7 @@ type watcher struct {
 	fs     *fsnotify.Watcher
 	cancel context.CancelFunc
 	done   chan struct{}
+	kick   chan chan struct{} // a reload asked for now (reload.go)
 }
 
 func watch(ctx context.Context, files []string, reload func(), log *slog.Logger) (*watcher, error) {
@@ -46,7 +47,7 @@ func watch(ctx context.Context, files []string, reload func(), log *slog.Logger)
 		dirs = append(dirs, dir)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	w := &watcher{fs: fs, cancel: cancel, done: make(chan struct{})}
+	w := &watcher{fs: fs, cancel: cancel, done: make(chan struct{}), kick: make(chan chan struct{})}
 	go w.loop(ctx, reload, log)
 	return w, nil
 }
@@ -79,6 +80,9 @@ func (w *watcher) loop(ctx context.Context, reload func(), log *slog.Logger) {
 		case <-timer.C:
 			pending = false
 			reload()
+		case done := <-w.kick:
+			reload()
+			close(done)
 		}
 	}
 }

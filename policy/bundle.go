@@ -155,14 +155,23 @@ func DefaultPersistDir(base, u string) string {
 // verification is the OPA verification config of c: one key, required
 // signatures.
 func (c BundleConfig) verification() (*bundle.VerificationConfig, error) {
-	if !keys.IsSupportedAlgorithm(c.Algorithm) {
-		return nil, fmt.Errorf("policy: bundle signature algorithm %q is not one of RS256/384/512, PS256/384/512, ES256/384/512, HS256/384/512", c.Algorithm)
+	if err := CheckBundleAlgorithm(c.Algorithm); err != nil {
+		return nil, fmt.Errorf("policy: bundle: %w", err)
 	}
 	if err := checkKey(c.PublicKey, c.Algorithm); err != nil {
 		return nil, err
 	}
 	kc := &keys.Config{Key: c.PublicKey, Algorithm: c.Algorithm, Scope: c.Scope}
 	return bundle.NewVerificationConfig(map[string]*keys.Config{c.KeyID: kc}, c.KeyID, c.Scope, nil), nil
+}
+
+// CheckBundleAlgorithm fails unless alg is a signature algorithm OPA
+// verifies bundles with.
+func CheckBundleAlgorithm(alg string) error {
+	if !keys.IsSupportedAlgorithm(alg) {
+		return fmt.Errorf("signature algorithm %q is not one of RS256/384/512, PS256/384/512, ES256/384/512, HS256/384/512", alg)
+	}
+	return nil
 }
 
 // checkKey fails now on a key OPA could not verify with later, so that a
@@ -293,7 +302,7 @@ func (b *bundleClient) update(ctx context.Context, u download.Update) error {
 			b.goodETag = u.ETag
 		}
 	default: // not modified: the server holds what is in use
-		b.e.succeeded()
+		b.e.succeeded(true)
 	}
 	if err != nil {
 		b.dl.SetCache(b.goodETag) // the callback runs in the fetch: no race

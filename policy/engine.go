@@ -214,11 +214,18 @@ func (e *Engine) failed(err error) {
 	e.mu.Unlock()
 }
 
-// succeeded clears the last failure: the source holds a good policy again.
-func (e *Engine) succeeded() {
+// succeeded clears the last failure: the source holds the policy in use
+// (again). notify says whether OnReload may hear of it: it does when a
+// failure is cleared, so that "the last reload failed" ends when the
+// source is back to the policy in use, though nothing was reloaded.
+func (e *Engine) succeeded(notify bool) {
 	e.mu.Lock()
+	cleared := e.lastErr != nil
 	e.lastErr, e.lastErrAt = nil, time.Time{}
 	e.mu.Unlock()
+	if cleared && notify && e.onReload != nil {
+		e.onReload(e.current.Load().revision, nil)
+	}
 }
 
 // Mode returns the engine's mode.

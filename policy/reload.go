@@ -44,7 +44,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 func (e *Engine) install(ctx context.Context, src *source, notify bool) (changed bool, err error) {
 	old := e.current.Load()
 	if !old.inactive && src.digest() == old.digest && src.revision() == old.revision {
-		e.succeeded()
+		e.succeeded(notify)
 		return false, nil
 	}
 	v, err := prepare(ctx, src, e.opts)
@@ -58,7 +58,7 @@ func (e *Engine) install(ctx context.Context, src *source, notify bool) (changed
 	}
 	v.activated = time.Now()
 	e.current.Store(v)
-	e.succeeded()
+	e.succeeded(false) // OnReload hears of the new version below
 	e.warn(v, src)
 	k, o := e.origin()
 	e.log.Info("policy reloaded", k, o, "revision", v.revision, "previous", old.revision, "files", v.files)
