@@ -11,9 +11,12 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -25,6 +28,7 @@ import (
 	"github.com/storegate/storegate/decisionlog"
 	"github.com/storegate/storegate/gate"
 	"github.com/storegate/storegate/mtls"
+	"github.com/storegate/storegate/plugins"
 	"github.com/storegate/storegate/policy"
 	consulfront "github.com/storegate/storegate/proxy/consul"
 	etcdfront "github.com/storegate/storegate/proxy/etcd"
@@ -79,15 +83,28 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 	mode := cfg.Policy.Mode // parsed by config
 	// Open streams are judged again whenever a new policy version is in use.
 	var changed atomic.Pointer[gate.Gate]
-	engine, err := policy.Load(ctx, policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize,
+	pc := policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize,
 		CacheBytes: int64(cfg.Policy.CacheBytes), EvalTimeout: time.Duration(cfg.Policy.EvalTimeout),
 		OnReload: func(_ string, err error) {
 			tel.Metrics().PolicyReloaded(err)
 			if g := changed.Load(); g != nil && err == nil {
 				g.NotifyPolicyChange()
 			}
-		}})
+		}}
+	if b := cfg.Policy.Bundle; b != nil {
+		pc.Dir = ""
+		if pc.Bundle, err = bundleConfig(b, src); err != nil {
+			return err
+		}
+	}
+	engine, err := policy.Load(ctx, pc)
 	if err != nil {
+		return err
+	}
+	if err := telemetry.RegisterPolicyInfo(tel.MeterProvider(), func() (string, string) {
+		st := engine.Status()
+		return st.Revision, st.Source
+	}); err != nil {
 		return err
 	}
 	go func() {
@@ -135,7 +152,7 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 	defer adminLis.Close()
-	checks := readiness{src: src, draining: new(atomic.Bool)}
+	checks := readiness{src: src, draining: new(atomic.Bool), policy: engine}
 
 	// The etcd front, when configured.
 	var gs *grpc.Server
@@ -172,7 +189,22 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 	if consul != nil {
 		checks.consul = consul
 	}
-	admin := &http.Server{Handler: adminMux(checks, tel.MetricsHandler(), cfg.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
+	stat := statusSource{engine: engine, svid: src, svidFrom: "workload_api", ready: checks}
+	if cfg.Identity.Files != nil {
+		stat.svidFrom = "files"
+	}
+	if host != nil {
+		stat.plugins = host
+	}
+	if cfg.Upstreams.Etcd != nil {
+		stat.etcd = cfg.Upstreams.Etcd.Endpoints
+	}
+	if cfg.Upstreams.Consul != nil {
+		stat.consulURL = cfg.Upstreams.Consul.Address
+	}
+	admin := &http.Server{Handler: adminMux(checks, stat, tel.MetricsHandler(), cfg.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
+	stopHUP := reloadOnHUP(ctx, engine, host, src, log)
+	defer stopHUP()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
@@ -189,7 +221,7 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 		log.Info("consul front serving", "consul", consulLis.Addr().String(), "upstream", cfg.Upstreams.Consul.Address)
 	}
 	log.Info("storegate serving", "fronts", cfg.Fronts(), "admin", adminLis.Addr().String(),
-		"policy", cfg.Policy.Dir, "mode", cfg.Policy.Mode, "traces", tel.Traces())
+		"policy", engine.Status().Source, "mode", cfg.Policy.Mode, "traces", tel.Traces())
 	if ready != nil {
 		ready()
 	}
@@ -343,17 +375,23 @@ func dialEtcd(e *config.EtcdUpstream, src mtls.Source, dialOpts []grpc.DialOptio
 	})
 }
 
-// readiness is what /readyz checks: the gateway is not draining, its SVID
-// is valid and every upstream answers. The policy needs no check: the
-// gateway does not start without a loaded one, and a failed reload keeps
-// the last good version.
+// readiness is what /readyz checks: the gateway is not draining, a policy
+// is active, its SVID is valid and every upstream answers. A policy
+// directory is active from the start (a failed reload keeps the last good
+// version, and a missing directory is a policy that denies everything:
+// one bad push must not take every replica out at once); a bundle is once
+// a verified one (persisted or fetched) is loaded.
 type readiness struct {
 	// draining is set when the gateway begins to stop: /readyz answers
 	// 503 at once, so that balancers take the replica out.
 	draining *atomic.Bool
-	src      mtls.Source
-	etcd     interface{ Ready(context.Context) error } // nil: no etcd front
-	consul   interface{ Ready(context.Context) error } // nil: no Consul front
+	policy   interface {
+		Active() bool
+		Status() policy.Status
+	}
+	src    mtls.Source
+	etcd   interface{ Ready(context.Context) error } // nil: no etcd front
+	consul interface{ Ready(context.Context) error } // nil: no Consul front
 }
 
 func (c readiness) problems(ctx context.Context) []string {
@@ -361,6 +399,14 @@ func (c readiness) problems(ctx context.Context) []string {
 		return []string{"draining: the gateway is stopping"}
 	}
 	var problems []string
+	if c.policy != nil && !c.policy.Active() {
+		st := c.policy.Status()
+		p := "policy: no policy loaded yet from " + st.Source + ": every request is denied"
+		if st.LastError != "" {
+			p += " (" + st.LastError + ")"
+		}
+		problems = append(problems, p)
+	}
 	if svid, err := c.src.GetX509SVID(); err != nil {
 		problems = append(problems, "svid: "+err.Error())
 	} else if time.Now().After(svid.Certificates[0].NotAfter) {
@@ -382,10 +428,12 @@ func (c readiness) problems(ctx context.Context) []string {
 }
 
 // adminMux serves /healthz (the process is up, draining or not), /readyz
-// (not draining, the SVID is valid and the upstreams answer) and /metrics.
-func adminMux(ready readiness, metrics http.Handler, profiles bool) *http.ServeMux {
+// (not draining, a policy active, the SVID valid and the upstreams
+// answering), /status (statusSource) and /metrics.
+func adminMux(ready readiness, status http.Handler, metrics http.Handler, profiles bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /status", status)
 	if profiles {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -499,4 +547,91 @@ func (d drain) run() {
 	}
 	wg.Wait()
 	d.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// bundleConfig is the policy package's bundle configuration: the key read,
+// the bundle server's TLS built (the gateway's own SVID when tls.spiffe
+// names the server), the persist directory defaulted.
+func bundleConfig(b *config.BundleConfig, src mtls.Source) (*policy.BundleConfig, error) {
+	key, err := os.ReadFile(b.Verification.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("policy.bundle.verification.public_key: %w", err)
+	}
+	pb := &policy.BundleConfig{URL: b.URL, PublicKey: string(key), KeyID: b.Verification.KeyID,
+		Algorithm: b.Verification.Algorithm, Scope: b.Verification.Scope,
+		MinDelay: time.Duration(b.Polling.MinDelay), MaxDelay: time.Duration(b.Polling.MaxDelay),
+		Timeout: time.Duration(b.Timeout), SizeLimit: int64(b.SizeLimit), PersistDir: bundlePersistDir(b)}
+	if t := b.TLS; t != (config.TLSFiles{}) {
+		if pb.TLS, err = upstreamTLS(t, src); err != nil {
+			return nil, fmt.Errorf("policy.bundle.tls: %w", err)
+		}
+	}
+	return pb, nil
+}
+
+// bundlePersistDir is where the last good bundle is kept: the configured
+// directory, none, or by default one for this bundle URL under the user's
+// cache directory (as compiled plugins are: the configuration's directory
+// is read-only where it is a Kubernetes ConfigMap).
+func bundlePersistDir(b *config.BundleConfig) string {
+	switch b.PersistDir {
+	case "none":
+		return ""
+	case "":
+		if d, err := os.UserCacheDir(); err == nil {
+			return policy.DefaultPersistDir(filepath.Join(d, "storegate"), b.URL)
+		}
+		return ""
+	}
+	return b.PersistDir
+}
+
+// reloader is what SIGHUP reloads.
+type reloader interface {
+	Reload(context.Context) error
+}
+
+// reloadOnHUP reloads the policy (the directory read again, or the bundle
+// fetched now), the plugins and the identity files, together, on every
+// SIGHUP until ctx is done or the returned func is called: for mounts where
+// file events do not arrive (a directory behind a swapped symlink, network
+// file systems). Each logs its own failures and keeps what it had.
+func reloadOnHUP(ctx context.Context, engine reloader, host *plugins.Host, src identitySource, log *slog.Logger) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	targets := map[string]reloader{"policy": engine}
+	if host != nil {
+		targets["plugins"] = host
+	}
+	if fs, ok := src.(reloader); ok { // identity files; the Workload API streams its updates
+		targets["identity"] = fs
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			log.Info("SIGHUP: reloading policy, plugins and identity files")
+			var wg sync.WaitGroup
+			for name, r := range targets {
+				wg.Go(func() {
+					if err := r.Reload(ctx); err != nil {
+						log.Warn("SIGHUP: reload failed, keeping the last good version", "what", name, "err", err)
+					}
+				})
+			}
+			wg.Wait()
+			log.Info("SIGHUP: reloaded")
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		<-done
+	}
 }
