@@ -231,7 +231,28 @@ storegate.bundle is policy.bundle (config.BundleConfig) as JSON.
 {{- if not $b.url }}
 {{- fail "policy.bundle.url: the bundle's http(s):// address is required with policy.source: bundle" }}
 {{- end }}
-{{- $out := dict "url" $b.url }}
+{{- $key := $b.verification.publicKeySecret }}
+{{- if not $key.name }}
+{{- fail "policy.bundle.verification.publicKeySecret.name: the Secret with the bundles' verification key is required with policy.source: bundle (every bundle is verified)" }}
+{{- end }}
+{{- $ver := dict "public_key" (printf "%s/bundle-key/%s" (include "storegate.secretsDir" .) $key.key) }}
+{{- with $b.verification.keyId }}{{ $_ := set $ver "key_id" . }}{{ end }}
+{{- with $b.verification.algorithm }}{{ $_ := set $ver "algorithm" . }}{{ end }}
+{{- with $b.verification.scope }}{{ $_ := set $ver "scope" . }}{{ end }}
+{{- $out := dict "url" $b.url "verification" $ver }}
+{{- $poll := dict }}
+{{- with $b.polling.minDelay }}{{ $_ := set $poll "min_delay" . }}{{ end }}
+{{- with $b.polling.maxDelay }}{{ $_ := set $poll "max_delay" . }}{{ end }}
+{{- if $poll }}{{ $_ := set $out "polling" $poll }}{{ end }}
+{{- with $b.timeout }}{{ $_ := set $out "timeout" . }}{{ end }}
+{{- with $b.sizeLimit }}{{ $_ := set $out "size_limit" . }}{{ end }}
+{{- if and $b.tls.spiffe $b.tls.caSecret }}
+{{- fail "policy.bundle.tls: set spiffe or caSecret, not both (spiffe replaces the CA)" }}
+{{- end }}
+{{- with $b.tls.spiffe }}{{ $_ := set $out "tls" (dict "spiffe" .) }}{{ end }}
+{{- with $b.tls.caSecret }}{{ $_ := set $out "tls" (dict "ca" (printf "%s/bundle-ca/ca.crt" (include "storegate.secretsDir" $))) }}{{ end }}
+{{- /* The default, the user's cache directory, is on the read-only root. */}}
+{{- $_ := set $out "persist_dir" (ternary (include "storegate.bundleDir" .) "none" (eq $b.persist true)) }}
 {{- toJson $out }}
 {{- end }}
 
