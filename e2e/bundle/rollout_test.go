@@ -41,13 +41,13 @@ const (
 
 // rollout is what TestBundleRollout runs against.
 type rollout struct {
-	t      *testing.T
-	env    *testenv.Env
-	pki    *testenv.PKI
-	ec     *testenv.Etcd
-	srv    *bundleServer
-	key    signingKey
-	gws    []*testenv.Gateway
+	t   *testing.T
+	env *testenv.Env
+	pki *testenv.PKI
+	ec  *testenv.Etcd
+	srv *bundleServer
+	key signingKey
+	gws []*testenv.Gateway
 }
 
 // bundleConfig is a replica's configuration: policy from the bundle
