@@ -924,6 +924,37 @@ func TestSkippedSchemaStillFails(t *testing.T) {
 	}
 }
 
+// TestNotes: NOTES.txt (rendered only by install) renders for every value
+// set and tells the operator the fronts' addresses and the stop timing.
+func TestNotes(t *testing.T) {
+	for _, vs := range valueSets {
+		t.Run(vs.file, func(t *testing.T) {
+			out, stderr, err := helm(t, "install", releaseName, chartDir, "--dry-run=client", "--namespace", namespace,
+				"-f", filepath.Join("testdata", vs.file))
+			if err != nil {
+				t.Fatalf("helm install --dry-run=client: %v\n%s", err, stderr)
+			}
+			_, notes, ok := strings.Cut(out, "\nNOTES:\n")
+			if !ok {
+				t.Fatalf("no NOTES in:\n%s", out)
+			}
+			r := render(t, filepath.Join("testdata", vs.file))
+			svc := fullname + "." + namespace + ".svc"
+			want := []string{fmt.Sprintf("http://%s:%d", svc, servicePort(t, r.service, "admin")),
+				fmt.Sprintf("Kubernetes kills it after %ds", *r.deployment.Spec.Template.Spec.TerminationGracePeriodSeconds)}
+			for _, front := range vs.fronts {
+				want = append(want, fmt.Sprintf("%s: https://%s:%d", front, svc, servicePort(t, r.service, front)))
+			}
+			words := strings.Join(strings.Fields(notes), " ")
+			for _, w := range want {
+				if !strings.Contains(words, w) {
+					t.Errorf("NOTES lack %q:\n%s", w, notes)
+				}
+			}
+		})
+	}
+}
+
 // TestPackage: `helm package` makes a chart that stands alone: the shipped
 // engine (files/authz.rego, a link to policies/authz.rego) is in it as a
 // file with the engine's content, and nothing of the Go test module is.
