@@ -292,6 +292,11 @@ func (b *bundleClient) update(ctx context.Context, u download.Update) error {
 	switch {
 	case u.Error != nil:
 		err = fmt.Errorf("policy: bundle %s: %w", b.source, u.Error)
+		// Go's HTTP errors name the URL with its query, which may hold
+		// a token: logs and /status say what failed without it.
+		if ue := (*url.Error)(nil); errors.As(u.Error, &ue) {
+			err = fmt.Errorf("policy: bundle %s: %s: %w", b.source, ue.Op, ue.Err)
+		}
 		b.e.refuse(err)
 	case u.Bundle != nil:
 		var raw []byte

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -475,4 +476,24 @@ func rsaKeyFiles(t *testing.T) (keyFile, public string) {
 		t.Fatal(err)
 	}
 	return keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))
+}
+
+// A bundle URL's query and user information (tokens, passwords) show
+// nowhere: not in the status, not in a fetch error.
+func TestBundleURLCredentialsRedacted(t *testing.T) {
+	key := newSigningKey(t)
+	srv := newBundleServer(t, nil)
+	url := strings.Replace(srv.url(), "http://", "http://user:hunter2@", 1) + "?token=s3cret"
+	srv.Close()
+	e := bundleEngine(t, url, key, "", nil)
+	err := e.Reload(context.Background())
+	st := e.Status()
+	for _, s := range []string{fmt.Sprint(err), st.Source, st.LastError} {
+		if strings.Contains(s, "hunter2") || strings.Contains(s, "s3cret") {
+			t.Errorf("%q shows the URL's credentials", s)
+		}
+	}
+	if err == nil || st.Source != strings.Split(srv.url(), "?")[0] {
+		t.Errorf("Reload = %v, source %q", err, st.Source)
+	}
 }
