@@ -458,6 +458,9 @@ func (c *Config) Validate() error {
 	}
 	if b := c.Policy.Bundle; b != nil {
 		b.validate(bad)
+		if c.Policy.Dir != "" {
+			bad("policy: set dir or bundle, not both (a replica enforces one policy source)")
+		}
 	}
 	if *c.Policy.CacheSize < 0 {
 		bad("policy.cache_size: must not be negative")

@@ -264,3 +264,19 @@ func TestMarshalRoundTripOfValue(t *testing.T) {
 		t.Errorf("unsaid telemetry came back said: %s", b)
 	}
 }
+
+// TestPolicyDirAndBundleExclusive: a config naming both a policy directory
+// and a bundle is refused, rather than one of them silently ignored.
+func TestPolicyDirAndBundleExclusive(t *testing.T) {
+	_, err := Parse([]byte(`
+listen: {etcd: 127.0.0.1:1}
+identity: {files: {cert: c, key: k, bundle: b}, trust_domains: [example.org]}
+upstreams: {etcd: {endpoints: [https://127.0.0.1:2]}}
+policy:
+  dir: policies
+  bundle: {url: https://bundles.example/b.tar.gz, verification: {public_key: k.pub}}
+`))
+	if err == nil || !strings.Contains(err.Error(), "set dir or bundle, not both") {
+		t.Fatalf("Parse: %v, want the dir/bundle conflict reported", err)
+	}
+}
