@@ -4,10 +4,11 @@ BIN       := $(CURDIR)/bin
 TOOLS_MOD := tools/etcd
 CONSUL_MOD := tools/consul
 SPIRE_MOD := tools/spire
+HELM_MOD  := tools/helm
 SPIRE_LDFLAGS := -X github.com/spiffe/spire/pkg/common/version.gittag=1.13.3
 GOTESTFLAGS ?=
 
-.PHONY: run test bench build tools consul spire check policy-test plugins clang clean fuzz haproxy soak
+.PHONY: run test bench build tools consul spire helm check policy-test plugins clang clean fuzz haproxy openssl soak deploy-test
 
 PLUGIN_BIN := $(BIN)/plugins
 GO_PLUGINS := schema namespace encrypt registration
@@ -59,6 +60,18 @@ haproxy:
 		{ echo "installing haproxy (apt-get)"; export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q haproxy >/dev/null || \
 		  { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; }; }
 
+## openssl: the openssl CLI from Debian's package (the key-format tests make keys with it), installed when missing
+openssl:
+	@command -v openssl >/dev/null 2>&1 || \
+		{ echo "installing openssl (apt-get)"; export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q openssl >/dev/null || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q openssl >/dev/null; }; }
+
+## helm: the Helm v4.3.2 CLI, built from its module into bin/ (for the chart's tests)
+helm: $(BIN)/helm
+
+$(BIN)/helm: $(HELM_MOD)/go.mod $(HELM_MOD)/go.sum
+	cd $(HELM_MOD) && $(GO) build -o $(BIN)/helm helm.sh/helm/v4/cmd/helm
+
 ## spire: the SPIRE 1.13.3 server and agent, for the SPIFFE tests (~20 CPU-min the first time)
 spire: $(BIN)/spire-server $(BIN)/spire-agent
 
@@ -70,11 +83,17 @@ $(BIN)/spire-agent: $(SPIRE_MOD)/go.mod $(SPIRE_MOD)/go.sum
 	cd $(SPIRE_MOD) && $(GO) build -ldflags '$(SPIRE_LDFLAGS)' -o $(BIN)/spire-agent github.com/spiffe/spire/cmd/spire-agent
 
 ## test: every test — OPA policy tests, unit tests and end-to-end tests, with the race detector, and each fuzz target briefly (20,000 inputs: a count, not a time, since a time limit that expires while an input is being minimized fails the run)
-test: tools spire plugins haproxy policy-test
+test: tools spire plugins haproxy openssl policy-test
 	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+	$(MAKE) deploy-test
 	$(MAKE) fuzz FUZZTIME=20000x
 	cd plugins/sdk && $(GO) test -count=1 ./...
 	cd plugins/examples && $(GO) test -count=1 ./...
+
+## deploy-test: the Helm chart (helm lint and template per value set, every object decoded strictly into its k8s.io/api type), the Grafana dashboard and the Prometheus alerts (real parsers, every metric and label checked against a live gateway's /metrics)
+deploy-test: helm build tools consul plugins
+	cd deploy/helm && $(GO) test -race -count=1 ./...
+	cd deploy/monitoring && $(GO) test -count=1 ./...
 
 ## policy-test: the shipped policies' _test.rego, run by OPA's test runner
 policy-test:
@@ -107,6 +126,9 @@ check:
 	cd $(TOOLS_MOD) && $(GO) mod tidy -diff
 	cd $(CONSUL_MOD) && $(GO) mod tidy -diff
 	cd $(SPIRE_MOD) && $(GO) mod tidy -diff
+	cd $(HELM_MOD) && $(GO) mod tidy -diff
+	cd deploy/helm && $(GO) mod tidy -diff && $(GO) vet ./...
+	cd deploy/monitoring && $(GO) mod tidy -diff && $(GO) vet ./...
 	cd plugins/sdk && $(GO) mod tidy -diff && $(GO) vet ./... && GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 	cd plugins/examples && $(GO) mod tidy -diff && GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 

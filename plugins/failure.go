@@ -41,6 +41,18 @@ var failureKindNames = [...]string{
 	FailMalformed: "malformed", FailABI: "abi", FailBusy: "busy",
 }
 
+// FailureKindNames are every kind's label, for metrics that start each
+// plugin's failure series at 0.
+func FailureKindNames() []string {
+	out := make([]string, 0, len(failureKindNames))
+	for _, n := range failureKindNames {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // String is the kind's label: trap, timeout, memory, malformed, abi or
 // busy.
 func (k FailureKind) String() string {

@@ -133,6 +133,13 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 	}
 	if host != nil {
 		defer host.Close(context.Background())
+		// Each plugin's failure series start at 0, so that an alert on
+		// their increase sees the first failure.
+		names := make([]string, 0, len(cfg.Plugins))
+		for _, p := range cfg.Plugins {
+			names = append(names, p.Name)
+		}
+		tel.Metrics().InitPlugins(names, plugins.FailureKindNames())
 		go func() {
 			if err := host.Watch(ctx); err != nil && ctx.Err() == nil {
 				log.Error("plugin watch stopped; plugins will not be reloaded", "err", err)
