@@ -1,9 +1,7 @@
 package policy
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,13 +10,13 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/storegate/storegate/internal/bundletest"
 )
 
 // signingKey is an ES256 key pair, PEM-encoded as `openssl` writes them.
@@ -55,62 +53,14 @@ func buildBundle(tb testing.TB, dir string, key signingKey, revision string) []b
 	return buf.Bytes()
 }
 
-// bundleFile is a file added to a bundle.
-type bundleFile struct {
-	name    string
-	content []byte
-}
-
-// rewriteBundle rewrites a bundle's tarball: edit sees every file and
-// returns its new content, or nil to leave it out; add are appended.
-func rewriteBundle(tb testing.TB, raw []byte, edit func(name string, content []byte) []byte, add ...bundleFile) []byte {
+// rewriteBundle rewrites a bundle's tarball (bundletest.Rewrite).
+func rewriteBundle(tb testing.TB, raw []byte, edit func(name string, content []byte) []byte, add ...bundletest.File) []byte {
 	tb.Helper()
-	gz, err := gzip.NewReader(bytes.NewReader(raw))
+	out, err := bundletest.Rewrite(raw, edit, add...)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tr := tar.NewReader(gz)
-	var out bytes.Buffer
-	zw := gzip.NewWriter(&out)
-	tw := tar.NewWriter(zw)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-		content, err := io.ReadAll(tr)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if content = edit(h.Name, content); content == nil {
-			continue
-		}
-		h.Size = int64(len(content))
-		if err := tw.WriteHeader(h); err != nil {
-			tb.Fatal(err)
-		}
-		if _, err := tw.Write(content); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	for _, f := range add {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.content)), Typeflag: tar.TypeReg}); err != nil {
-			tb.Fatal(err)
-		}
-		if _, err := tw.Write(f.content); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	return out.Bytes()
+	return out
 }
 
 // bundleNames lists a bundle's files.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/storegate/storegate/gate"
+	"github.com/storegate/storegate/internal/bundletest"
 )
 
 // reloads records what OnReload heard.
@@ -159,7 +160,7 @@ func TestBundleVerification(t *testing.T) {
 	}{
 		{"tampered file", tamperedIntentions, "digest mismatch"},
 		// A module smuggled into the good bundle, its signature untouched.
-		{"file added after signing", rewriteBundle(t, good, keep, bundleFile{"/../evil.rego", evilModule}),
+		{"file added after signing", rewriteBundle(t, good, keep, bundletest.File{Name: "/../evil.rego", Content: evilModule}),
 			"not included in bundle signature"},
 		{"signed with another key", buildBundle(t, evilDir, other, "evil"), "verify"},
 		{"unsigned", rewriteBundle(t, evil, func(name string, c []byte) []byte {

@@ -71,7 +71,7 @@ func devCmd() *cobra.Command {
 				}
 				cfg.Plugins, d.pluginsOn = ps, len(ps) > 0
 			}
-			if bin := findConsul(d.consul); bin != "" && d.consul != "none" {
+			if bin := findTool("consul", d.consul); bin != "" && d.consul != "none" {
 				// The agent logs to a file: its shutdown chatter is not the
 				// gateway's, and Ctrl-C should end in silence.
 				agent, err := testenv.StartConsul(cmd.Context(), testenv.ConsulSpec{Bin: bin, HTTPAddr: d.consulHTTP,

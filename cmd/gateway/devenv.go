@@ -57,7 +57,7 @@ func (d *devSetup) envPath(who string) string { return filepath.Join(d.dir, who+
 // use, where the user's PATH would find another one or none.
 func (d *devSetup) toolDirs() []string {
 	var dirs []string
-	for _, tool := range []struct{ name, path string }{{"etcdctl", d.etcdctlPath()}, {"consul", d.consulBin}} {
+	for _, tool := range []struct{ name, path string }{{"etcdctl", findTool("etcdctl", d.etcdctl)}, {"consul", d.consulBin}} {
 		if tool.path == "" || !filepath.IsAbs(tool.path) {
 			continue
 		}
@@ -69,26 +69,6 @@ func (d *devSetup) toolDirs() []string {
 		}
 	}
 	return dirs
-}
-
-// etcdctlPath is the etcdctl the commands use: --etcdctl, else bin/etcdctl,
-// else the one on $PATH ("" when there is none).
-func (d *devSetup) etcdctlPath() string {
-	if d.etcdctl != "" {
-		if p, err := filepath.Abs(d.etcdctl); err == nil && strings.ContainsRune(d.etcdctl, os.PathSeparator) {
-			return p
-		}
-		return d.etcdctl
-	}
-	if p, err := filepath.Abs(filepath.Join("bin", "etcdctl")); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("etcdctl"); err == nil {
-		return p
-	}
-	return ""
 }
 
 func sameFile(a, b string) bool {

@@ -26,19 +26,8 @@ import (
 // holds the example plugins.
 var gatewayBin, pluginDir string
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(withPlugins{m}, raceEnabled, &gatewayBin)) }
-
-// withPlugins runs the tests once the example plugins are built.
-type withPlugins struct{ m *testing.M }
-
-func (w withPlugins) Run() int {
-	dir, err := testenv.PluginDir()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "monitoring:", err)
-		return 1
-	}
-	pluginDir = dir
-	return w.m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(testenv.MainWithPlugins(m, raceEnabled, &gatewayBin, &pluginDir))
 }
 
 // intentions: web may read, write and watch /app/**, nothing else.

@@ -1,9 +1,7 @@
 package bundle
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -28,6 +26,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/storegate/storegate/internal/bundletest"
 	"github.com/storegate/storegate/internal/testenv"
 	"github.com/storegate/storegate/mtls"
 	"github.com/storegate/storegate/policy"
@@ -305,22 +304,22 @@ func isDenied(err error) bool { return errors.Is(err, rpctypes.ErrPermissionDeni
 func swapFile(t *testing.T, raw, donor []byte, name string) []byte {
 	t.Helper()
 	var content []byte
-	walkBundle(t, donor, func(h *tar.Header, c []byte) ([]byte, bool) {
-		if h.Name == name {
+	walkBundle(t, donor, func(n string, c []byte) []byte {
+		if n == name {
 			content = c
 		}
-		return c, true
+		return c
 	})
 	if content == nil {
 		t.Fatalf("the donor bundle has no %s", name)
 	}
 	var swapped bool
-	out := walkBundle(t, raw, func(h *tar.Header, c []byte) ([]byte, bool) {
-		if h.Name == name {
+	out := walkBundle(t, raw, func(n string, c []byte) []byte {
+		if n == name {
 			swapped = !bytes.Equal(c, content)
-			return content, true
+			return content
 		}
-		return c, true
+		return c
 	})
 	if !swapped {
 		t.Fatalf("%s: nothing changed", name)
@@ -328,47 +327,12 @@ func swapFile(t *testing.T, raw, donor []byte, name string) []byte {
 	return out
 }
 
-// walkBundle rewrites a bundle's tarball: edit returns each file's new
-// content, and whether to keep it.
-func walkBundle(t *testing.T, raw []byte, edit func(*tar.Header, []byte) ([]byte, bool)) []byte {
+// walkBundle rewrites a bundle's tarball (bundletest.Rewrite).
+func walkBundle(t *testing.T, raw []byte, edit func(name string, content []byte) []byte) []byte {
 	t.Helper()
-	gz, err := gzip.NewReader(bytes.NewReader(raw))
+	out, err := bundletest.Rewrite(raw, edit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(gz)
-	var out bytes.Buffer
-	zw := gzip.NewWriter(&out)
-	tw := tar.NewWriter(zw)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, keep := edit(h, c)
-		if !keep {
-			continue
-		}
-		h.Size = int64(len(c))
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
+	return out
 }

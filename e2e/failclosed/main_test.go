@@ -20,19 +20,8 @@ import (
 // holds the example plugins (make plugins).
 var gatewayBin, pluginDir string
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(withPlugins{m}, raceEnabled, &gatewayBin)) }
-
-// withPlugins runs the tests once the example plugins are built.
-type withPlugins struct{ m *testing.M }
-
-func (w withPlugins) Run() int {
-	dir, err := testenv.PluginDir()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "failclosed:", err)
-		return 1
-	}
-	pluginDir = dir
-	return w.m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(testenv.MainWithPlugins(m, raceEnabled, &gatewayBin, &pluginDir))
 }
 
 // kvClient is a raw etcd KV client of caller on the gateway's etcd front:

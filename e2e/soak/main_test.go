@@ -1,7 +1,6 @@
 package soak
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -20,17 +19,6 @@ var gatewayBin, pluginDir string
 // multiply both memory and CPU by 5-10x, which would make the heap figures
 // mean little and the load melt the two shared cores. Races in the gateway
 // are the business of the e2e package, which builds it with -race.
-func TestMain(m *testing.M) { os.Exit(testenv.Main(withPlugins{m}, false, &gatewayBin)) }
-
-// withPlugins runs the tests once the example plugins are built.
-type withPlugins struct{ m *testing.M }
-
-func (w withPlugins) Run() int {
-	dir, err := testenv.PluginDir()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		return 1
-	}
-	pluginDir = dir
-	return w.m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(testenv.MainWithPlugins(m, false, &gatewayBin, &pluginDir))
 }

@@ -204,3 +204,25 @@ func Main(m interface{ Run() int }, race bool, gatewayBin *string) int {
 	}
 	return m.Run()
 }
+
+// MainWithPlugins is Main for packages whose gateways run the example
+// plugins: it also builds them when one is missing (PluginDir) and sets
+// *pluginDir before m runs.
+func MainWithPlugins(m interface{ Run() int }, race bool, gatewayBin, pluginDir *string) int {
+	return Main(withPlugins{m, pluginDir}, race, gatewayBin)
+}
+
+type withPlugins struct {
+	m   interface{ Run() int }
+	dir *string
+}
+
+func (w withPlugins) Run() int {
+	dir, err := PluginDir()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*w.dir = dir
+	return w.m.Run()
+}
