@@ -779,8 +779,10 @@ func TestObserveMetricsAndDecisionLog(t *testing.T) {
 	reloads := func() map[string]float64 {
 		return byLabels(scrape(t, gw), "storegate_policy_reloads_total", "outcome")
 	}
-	if got := reloads(); len(got) != 0 {
-		t.Errorf("reloads before any policy change: %v", got)
+	// Both outcomes' series exist from the start, at 0, so that an alert on
+	// their increase sees the first failure.
+	if got := reloads(); len(got) != 2 || got["success"] != 0 || got["failure"] != 0 {
+		t.Errorf("reloads before any policy change: %v, want success and failure at 0", got)
 	}
 	intentions := filepath.Join(policyDir, "intentions.yaml")
 	writeAtomically(t, intentions, observePolicy+"  - name: no-more-writes\n    source: \"spiffe://example.org/web\"\n    resources: [kv]\n    actions: [write]\n    keys: [\"/frozen/**\"]\n    effect: deny\n")
