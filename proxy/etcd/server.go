@@ -74,6 +74,7 @@ type Server struct {
 	limits limiters
 	drain  drain.Signal // drain.go
 	fleet  *fleet       // nil without Options.FleetTTL
+	hub    *watchHub    // shared upstream watches (watchhub.go)
 }
 
 // upstreamCleanupTimeout bounds the gateway's own clean-up calls upstream
@@ -96,6 +97,9 @@ func New(g *gate.Gate, up *Upstream, auth Authenticator, opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{gate: g, up: up, auth: auth, opts: opts, log: opts.Logger, limits: newLimiters(opts.Limits)}
+	// Shared watches outlive the callers that opened them; they end with
+	// their last subscriber, or when up is closed.
+	s.hub = newWatchHub(context.Background(), func(ctx context.Context) (upWatch, error) { return up.watch.Watch(ctx) })
 	if opts.FleetTTL > 0 && len(opts.AdvertiseURLs) > 0 {
 		s.fleet = newFleet(up.client, opts.AdvertiseURLs, opts.FleetTTL, opts.Logger)
 	}

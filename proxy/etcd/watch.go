@@ -15,9 +15,11 @@ import (
 )
 
 // watchServer serves etcdserverpb.Watch. A caller stream gets its own
-// upstream stream, opened with its first allowed create (a caller with no
-// rights costs etcd nothing). Creates are authorized one by one and each is
-// answered exactly once, in the order the caller sent them.
+// virtual upstream stream (watchhub.go), opened with its first allowed
+// create (a caller with no rights costs etcd nothing); its watches share
+// upstream watches with other callers' where they can. Creates are
+// authorized one by one and each is answered exactly once, in the order
+// the caller sent them.
 //
 // Watch IDs are the caller's to choose, so they are never trusted: every
 // event is judged against the watch it is delivered under (its key must lie
@@ -32,7 +34,13 @@ type watchServer struct {
 
 var _ pb.WatchServer = (*watchServer)(nil)
 
-type upWatch = grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]
+// upWatch is what a watch stream talks to upstream: an etcd watch stream,
+// or the hub's virtual one.
+type upWatch interface {
+	Send(*pb.WatchRequest) error
+	Recv() (*pb.WatchResponse, error)
+	CloseSend() error
+}
 
 // watchState is one watch the caller holds (or has asked for).
 type watchState struct {
@@ -174,10 +182,7 @@ func (ws *watchStream) sendUp(req *pb.WatchRequest, open bool) error {
 		if !open {
 			return nil
 		}
-		up, err := ws.s.up.watch.Watch(upstreamCtx(ws.ctx))
-		if err != nil {
-			return err
-		}
+		up := ws.s.hub.open(upstreamCtx(ws.ctx))
 		ws.up = up
 		go func() { ws.errc <- ws.fromUpstream(up) }()
 		go ws.reauthorize()
