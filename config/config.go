@@ -207,6 +207,13 @@ type PolicyConfig struct {
 	// EvalTimeout bounds every policy evaluation (default 1s); a
 	// decision that takes longer denies.
 	EvalTimeout Duration `yaml:"eval_timeout,omitempty"`
+	// FastPath, when the policy is the shipped intentions engine
+	// (authz.rego unmodified and intentions.yaml), decides ops with a
+	// matcher compiled from the intentions instead of evaluating the Rego:
+	// the same decisions and reasons, in well under a microsecond. Default
+	// true; false sends every decision through OPA. Any other Rego always
+	// goes through OPA.
+	FastPath *bool `yaml:"fast_path,omitempty"`
 }
 
 // TelemetryConfig says what the gateway exports besides /metrics, which is

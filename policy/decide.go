@@ -24,6 +24,10 @@ var ErrEvalTimeout = errors.New("evaluation timed out")
 
 // cachedDecide is decide, answered from v's decision cache when it can be.
 func (v *version) cachedDecide(ctx context.Context, caller gate.Identity, op *gate.Op, withReason bool) (gate.Decision, error) {
+	if v.fast != nil && v.fast.handles(op) {
+		// Deciding costs less than a cache lookup, and is as deterministic.
+		return v.fastDecide(ctx, caller, op, withReason)
+	}
 	if v.cache == nil || op.Service != nil || op.Node != nil || op.NewSession != nil || !cacheable(op) {
 		return v.decide(ctx, caller, op, withReason)
 	}

@@ -49,6 +49,11 @@ type Config struct {
 	// negative value means no deadline (the request's context still
 	// applies). Decisions answered from the cache are not evaluated.
 	EvalTimeout time.Duration
+	// DisableFastPath makes OPA decide every op, also when the policy is
+	// the shipped intentions engine (authz.rego unmodified and
+	// intentions.yaml), which is otherwise decided by a matcher compiled
+	// from the intentions, with the same decisions and reasons.
+	DisableFastPath bool
 	// OnReload, if not nil, is told the outcome of every reload that found
 	// a changed directory or fetched a bundle (err nil: the new version is
 	// in use), and of every bundle fetch that failed.
@@ -120,7 +125,7 @@ func Load(ctx context.Context, cfg Config) (*Engine, error) {
 
 // loadOptions resolves the defaults and the deprecated fields.
 func (cfg *Config) loadOptions() loadOptions {
-	o := loadOptions{cacheBytes: cfg.CacheBytes, timeout: cfg.EvalTimeout}
+	o := loadOptions{cacheBytes: cfg.CacheBytes, timeout: cfg.EvalTimeout, noFast: cfg.DisableFastPath}
 	if o.cacheBytes == 0 && cfg.CacheSize > 0 {
 		o.cacheBytes = int64(cfg.CacheSize) * legacyEntryBytes
 	}
@@ -188,6 +193,10 @@ type Status struct {
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	// Persisted is where the last good bundle is kept ("": not kept).
 	Persisted string `json:"persisted,omitempty"`
+	// Evaluator is what decides ops: EvaluatorCompiled when the policy is
+	// the shipped intentions engine and the fast path is on (ops that name
+	// a service still go to OPA), else EvaluatorOPA.
+	Evaluator Evaluator `json:"evaluator"`
 }
 
 // Status returns what the engine enforces now.
@@ -195,7 +204,7 @@ func (e *Engine) Status() Status {
 	v := e.current.Load()
 	k, o := e.origin()
 	st := Status{Revision: v.revision, Source: o, Kind: k, Mode: e.mode.String(), Active: !v.inactive,
-		ActivatedAt: v.activated}
+		ActivatedAt: v.activated, Evaluator: v.evaluator()}
 	if e.bundle != nil {
 		st.Persisted = e.bundle.persistPath
 	}
@@ -227,6 +236,14 @@ func (e *Engine) succeeded(notify bool) {
 		e.onReload(e.current.Load().revision, nil)
 	}
 }
+
+// Evaluator returns what decides ops of the policy in use (see
+// Status.Evaluator).
+func (e *Engine) Evaluator() Evaluator { return e.current.Load().evaluator() }
+
+// EvaluatorOf returns what decides op with the policy in use: the
+// compiled intentions for the ops they handle, else OPA.
+func (e *Engine) EvaluatorOf(op *gate.Op) Evaluator { return e.current.Load().evaluatorOf(op) }
 
 // Mode returns the engine's mode.
 func (e *Engine) Mode() Mode { return e.mode }

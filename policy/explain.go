@@ -33,13 +33,17 @@ type Explanation struct {
 	Input json.RawMessage `json:"input"`
 	// Revision identifies the policy version that decided.
 	Revision string `json:"revision"`
+	// Evaluator is what decided the op: the compiled intentions or OPA.
+	// When it is the compiled intentions, Explain has OPA decide the op as
+	// well and fails if the two disagree.
+	Evaluator Evaluator `json:"evaluator"`
 }
 
 // Explain decides op as Authorize does and says why. Intentions are listed
 // only when the policy directory has an intentions file.
 func (e *Engine) Explain(ctx context.Context, caller gate.Identity, op *gate.Op) (Explanation, error) {
 	v := e.current.Load()
-	x := Explanation{Revision: v.revision}
+	x := Explanation{Revision: v.revision, Evaluator: v.evaluatorOf(op)}
 	input := Input(caller, op)
 	raw, err := ast.JSON(input)
 	if err != nil {
@@ -60,6 +64,16 @@ func (e *Engine) Explain(ctx context.Context, caller gate.Identity, op *gate.Op)
 		return x, err
 	}
 	x.Reason = policy.Reason
+	if x.Evaluator == EvaluatorCompiled {
+		fast, err := v.fastDecide(ctx, caller, op, true)
+		if err != nil {
+			return x, err
+		}
+		if fast.Effect != policy.Effect || fast.Reason != policy.Reason {
+			return x, fmt.Errorf("policy: the compiled intentions and OPA disagree on this op: compiled %s (%q), OPA %s (%q); "+
+				"set policy.fast_path: false and report it", fast.Effect, fast.Reason, policy.Effect, policy.Reason)
+		}
+	}
 
 	ev := evaluation{input: rego.EvalParsedInput(input)}
 	defer ev.done()

@@ -200,12 +200,16 @@ type version struct {
 	cache *decisionCache
 	// timeout bounds each decision's evaluation; 0: none.
 	timeout time.Duration
+	// fast decides the ops it handles when the policy is the shipped
+	// intentions engine (fast.go); nil: OPA decides every op.
+	fast *fastPath
 }
 
 // loadOptions are the engine's settings every version it loads gets.
 type loadOptions struct {
 	cacheBytes int64
 	timeout    time.Duration
+	noFast     bool // Config.DisableFastPath
 }
 
 // load reads, compiles and prepares the policy directory dir.
@@ -253,6 +257,13 @@ func prepare(ctx context.Context, src *source, opts loadOptions) (*version, erro
 		*q.dst, err = rego.New(rego.Query(q.query), rego.Compiler(c), rego.Store(store)).PrepareForEval(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("policy: prepare %s: %w", q.query, err)
+		}
+	}
+	if !opts.noFast && shippedEngine(src) {
+		// The intentions parsed once already (modules); a failure to
+		// compile them for the fast path leaves every op to OPA.
+		if ins, err := parseIntentions(src.intentions, src.intentionsSrc); err == nil {
+			v.fast, _ = compileFast(ins)
 		}
 	}
 	return v, nil

@@ -96,7 +96,7 @@ func policyEvalCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "eval --caller ID --resource R --action A [--key K [--prefix | --range-end E]]",
-		Short: "Explain one decision: the caller, the op, the matching intentions and the verdict",
+		Short: "Explain one decision: the caller, the op, the matching intentions, the verdict and what decided it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			id, err := spiffeid.FromString(callerID)
@@ -149,6 +149,7 @@ func policyEvalCmd() *cobra.Command {
 			if len(ex.Overlapping) > 0 {
 				fmt.Fprintf(w, "overlapping: %v\n", ex.Overlapping)
 			}
+			fmt.Fprintf(w, "decided by:  %s\n", ex.Evaluator)
 			fmt.Fprintf(w, "revision:    %s\ninput:       %s\n", engine.Revision(), ex.Input)
 			return nil
 		},

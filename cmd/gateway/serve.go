@@ -85,6 +85,7 @@ func serve(stop context.Context, cfg *config.Config, log *slog.Logger, ready fun
 	var changed atomic.Pointer[gate.Gate]
 	pc := policy.Config{Dir: cfg.Policy.Dir, Mode: mode, Logger: log, CacheSize: *cfg.Policy.CacheSize,
 		CacheBytes: int64(cfg.Policy.CacheBytes), EvalTimeout: time.Duration(cfg.Policy.EvalTimeout),
+		DisableFastPath: cfg.Policy.FastPath != nil && !*cfg.Policy.FastPath,
 		OnReload: func(_ string, err error) {
 			tel.Metrics().PolicyReloaded(err)
 			if g := changed.Load(); g != nil && err == nil {

@@ -191,6 +191,7 @@ decodes its file strictly.
 {{- $_ := set $cfg "identity" (dict "workload_api" $sock "trust_domains" $v.trustDomains) }}
 {{- $policy := dict "mode" .Values.policy.mode }}
 {{- if .Values.policy.evalTimeout }}{{ $_ := set $policy "eval_timeout" .Values.policy.evalTimeout }}{{ end }}
+{{- if hasKey .Values.policy "fastPath" }}{{ $_ := set $policy "fast_path" .Values.policy.fastPath }}{{ end }}
 {{- if .Values.policy.cacheBytes }}{{ $_ := set $policy "cache_bytes" .Values.policy.cacheBytes }}{{ end }}
 {{- if eq .Values.policy.source "bundle" }}
 {{- $_ := set $policy "bundle" (include "storegate.bundle" . | fromJson) }}
