@@ -236,9 +236,16 @@ func filterKeyList(_ *Server, q *request, resp *http.Response) error {
 	return writeJSON(resp, kept, len(kept) == 0)
 }
 
+// readJSON decodes the answer's body into v. The body is read to its end
+// (a decoder would stop at the value's last byte), so that its connection
+// to the agent goes back to the pool.
 func readJSON(resp *http.Response, v any) error {
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
 		return fmt.Errorf("storegate: decoding Consul's answer: %w", err)
 	}
 	return nil

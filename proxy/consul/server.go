@@ -497,18 +497,24 @@ func rejectRepeated(q url.Values) error {
 // gateway's does; blocking queries may last as long as Consul holds them.
 func (s *Server) newProxy() *httputil.ReverseProxy {
 	up := s.opts.Upstream
-	tr := &http.Transport{
-		Proxy:               nil,
-		TLSClientConfig:     s.opts.UpstreamTLS,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-		// Blocking queries last up to ~10m40s: no response header timeout.
-		ResponseHeaderTimeout: 0,
-		ForceAttemptHTTP2:     up.Scheme == "https",
+	var rt http.RoundTripper
+	if up.Scheme == "http" {
+		// A local agent over loopback: the gateway's own HTTP/1.1 client
+		// (agentconn.go), without http.Transport's goroutine hand-offs.
+		rt = newAgentTransport(HostPort(up))
+	} else {
+		rt = &http.Transport{
+			Proxy:               nil,
+			TLSClientConfig:     s.opts.UpstreamTLS,
+			MaxIdleConnsPerHost: agentMaxIdle,
+			IdleConnTimeout:     agentIdleTimeout,
+			// Blocking queries last up to ~10m40s: no response header timeout.
+			ResponseHeaderTimeout: 0,
+			ForceAttemptHTTP2:     true,
+		}
 	}
-	var rt http.RoundTripper = tr
 	if s.opts.WrapTransport != nil {
-		rt = s.opts.WrapTransport(tr)
+		rt = s.opts.WrapTransport(rt)
 	}
 	rt = bounded(rt, s.opts.RequestTimeout)
 	return &httputil.ReverseProxy{
