@@ -40,6 +40,7 @@ func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, a
 	if !g.cache {
 		cfg.Policy.CacheSize = new(int)
 	}
+	cfg.Policy.FastPath = g.fastPath
 	cfg.Debug.Pprof = g.pprof
 	if t := g.traces; t != nil {
 		sampling := t.sampling
@@ -78,7 +79,7 @@ func startGateway(ctx context.Context, bin, dir string, g gatewayVariant, polici
 		p.stop()
 		return nil, nil, err
 	}
-	t := &target{name: g.name, endpoint: endpoint, hop: p}
+	t := &target{name: g.name, endpoint: endpoint, hop: p, admin: admin}
 	if err := t.connect(conns, clientTLS); err != nil {
 		t.close()
 		p.stop()
@@ -268,12 +269,12 @@ const baseIntentions = `  - name: web-config-read
     effect: deny
 `
 
-// benchIntention lets the bench caller read and write its keys. It comes
+// benchIntention lets the bench caller read, write and watch its keys. It comes
 // last, after any generated filler.
 const benchIntention = `  - name: bench-rw
     source: "spiffe://example.org/bench"
-    resources: [kv]
-    actions: [read, write]
+    resources: [kv, watch]
+    actions: [read, write, watch]
     keys: ["/bench/**"]
     effect: allow
 `

@@ -31,12 +31,94 @@ const putKeys = 1000
 // value is the 100-byte value of every Put.
 var value = strings.Repeat("v", 100)
 
+// keySet is the keys the etcd table's requests go to: a small set that
+// every request revisits (the decision cache is warm) or a large one that a
+// target walks through, each request to the next key (the cache is cold).
+type keySet string
+
+const (
+	hotKeys      keySet = "100"      // /bench/h/<i mod 100>
+	distinctKeys keySet = "distinct" // the target's next key of /bench/d/<0..199999>
+)
+
+// Sizes of the key sets; distinctCount keys are preloaded for Range.
+const (
+	hotCount      = 100
+	distinctCount = 200_000
+)
+
+func (ks keySet) size() int {
+	if ks == distinctKeys {
+		return distinctCount
+	}
+	return hotCount
+}
+
+// key is the name of key n of the set (n below its size).
+func (ks keySet) key(n int) string {
+	if ks == distinctKeys {
+		return fmt.Sprintf("/bench/d/%06d", n)
+	}
+	return fmt.Sprintf("/bench/h/%03d", n)
+}
+
+// keyPicker hands out the keys of one (target, op, key set) across all its
+// runs, warm-ups included: request i of a run goes to hot key i mod 100,
+// while distinct keys come from a cursor the target keeps, so that no key
+// repeats until all 200,000 were used (a run then reports the wraps).
+type keyPicker struct {
+	ks     keySet
+	cursor atomic.Int64
+}
+
+func (p *keyPicker) pick(i int) string {
+	if p.ks == distinctKeys {
+		return p.ks.key(int((p.cursor.Add(1) - 1) % distinctCount))
+	}
+	return p.ks.key(i % hotCount)
+}
+
+// wrapped says whether the distinct cursor went past the last key.
+func (p *keyPicker) wrapped() bool { return p.ks == distinctKeys && p.cursor.Load() > distinctCount }
+
+// preload writes every key of the sets with value, in transactions of
+// etcd's default maximum of 128 operations, 8 in flight.
+func preload(ctx context.Context, c *clientv3.Client, sets []keySet) error {
+	const batch, inFlight = 128, 8
+	for _, ks := range sets {
+		n := ks.size()
+		sem := make(chan struct{}, inFlight)
+		errs := make(chan error, (n+batch-1)/batch)
+		var wg sync.WaitGroup
+		for lo := 0; lo < n; lo += batch {
+			ops := make([]clientv3.Op, 0, batch)
+			for k := lo; k < min(lo+batch, n); k++ {
+				ops = append(ops, clientv3.OpPut(ks.key(k), value))
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if _, err := c.Txn(ctx).Then(ops...).Commit(); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			return fmt.Errorf("preload %d keys of %s: %w", n, ks.key(0), err)
+		}
+	}
+	return nil
+}
+
 // target is one way to reach etcd: directly, through etcd's gRPC proxy or
 // through a storegate gateway.
 type target struct {
 	name     string
 	endpoint string
-	hop      *proc // the process between the bench and etcd; nil for direct
+	hop      *proc  // the process between the bench and etcd; nil for direct
+	admin    string // the gateway's admin URL; "" for the others
 	clients  []*clientv3.Client
 }
 
@@ -126,16 +208,26 @@ func (s *sample) perOp(d time.Duration) time.Duration {
 }
 
 // load runs op against t with conc workers for d; worker i uses client
-// i mod len(t.clients).
+// i mod len(t.clients). Range reads rangeKey, Put writes over putKeys keys.
 func load(ctx context.Context, t *target, op opKind, conc int, d time.Duration) sample {
+	return loadKeys(ctx, t, op, func(i int) string {
+		if op == opRange {
+			return rangeKey
+		}
+		return fmt.Sprintf("%s%d", rangeKey, i%putKeys)
+	}, conc, d)
+}
+
+// loadKeys is load with request i going to key(i).
+func loadKeys(ctx context.Context, t *target, op opKind, key func(i int) string, conc int, d time.Duration) sample {
 	return closedLoop(ctx, conc, d, func(ctx context.Context, w, i int) error {
 		c := t.clients[w%len(t.clients)]
 		var err error
 		switch op {
 		case opRange:
-			_, err = c.Get(ctx, rangeKey)
+			_, err = c.Get(ctx, key(i))
 		case opPut:
-			_, err = c.Put(ctx, fmt.Sprintf("%s%d", rangeKey, i%putKeys), value)
+			_, err = c.Put(ctx, key(i), value)
 		}
 		return err
 	})
@@ -194,6 +286,18 @@ func closedLoop(ctx context.Context, conc int, d time.Duration, do func(ctx cont
 // measure warms t up with op for warmup, then runs it for d, reading the
 // CPU time of the hop process and of etcd around the measured run only.
 func measure(ctx context.Context, t *target, etcd *proc, op opKind, conc int, warmup, d time.Duration) sample {
+	return measureKeys(ctx, t, etcd, op, nil, conc, warmup, d)
+}
+
+// measureKeys is measure with request i of a run going to key(i); nil key
+// is load's keys.
+func measureKeys(ctx context.Context, t *target, etcd *proc, op opKind, key func(int) string, conc int, warmup, d time.Duration) sample {
+	run := func(d time.Duration) sample {
+		if key == nil {
+			return load(ctx, t, op, conc, d)
+		}
+		return loadKeys(ctx, t, op, key, conc, d)
+	}
 	for _, p := range []*proc{t.hop, etcd} {
 		if p == nil {
 			continue
@@ -203,13 +307,13 @@ func measure(ctx context.Context, t *target, etcd *proc, op opKind, conc int, wa
 		}
 	}
 	if warmup > 0 {
-		if w := load(ctx, t, op, conc, warmup); w.errs > 0 {
+		if w := run(warmup); w.errs > 0 {
 			return w
 		}
 	}
 	hop0, errH := cpuOf(t.hop)
 	etcd0, errE := etcd.cpuTime()
-	s := load(ctx, t, op, conc, d)
+	s := run(d)
 	hop1, errH1 := cpuOf(t.hop)
 	etcd1, errE1 := etcd.cpuTime()
 	s.cpuErr = firstErr(errH, errE, errH1, errE1)

@@ -97,11 +97,12 @@ func lookBin(dir, name, hint string) (string, error) {
 // startEtcd starts a one-member etcd of the binary (testenv) serving
 // client TLS on clientPort with client certificate authentication (etcd's
 // SVID from pk), and peer traffic (unused) on peerPort; it returns once the
-// member answers. fsync off is --unsafe-no-fsync.
-func startEtcd(ctx context.Context, bin, dir string, clientPort, peerPort int, pk *pki, fsync bool) (*testenv.Etcd, *proc, error) {
+// member answers. fsync off is --unsafe-no-fsync. etcd serves /metrics
+// over plain HTTP at metricsURL (the watch fan-out reads its watcher count).
+func startEtcd(ctx context.Context, bin, dir string, clientPort, peerPort int, metricsURL string, pk *pki, fsync bool) (*testenv.Etcd, *proc, error) {
 	ec, err := testenv.StartEtcd(ctx, testenv.EtcdSpec{Binary: true, Bin: bin, Dir: dir, PKI: pk.PKI, NoFsync: !fsync,
 		ClientAddrs: []string{fmt.Sprintf("127.0.0.1:%d", clientPort)}, PeerAddrs: []string{fmt.Sprintf("127.0.0.1:%d", peerPort)},
-		Args: []string{"--quota-backend-bytes", strconv.Itoa(8 << 30)}})
+		Args: []string{"--quota-backend-bytes", strconv.Itoa(8 << 30), "--listen-metrics-urls", metricsURL}})
 	if err != nil {
 		return nil, nil, err
 	}
