@@ -102,8 +102,9 @@ func (g *Gate) Authenticate(ctx context.Context, proto Protocol, identify func()
 }
 
 // decide asks policy about one op, inside a span of its own when the
-// request is traced, and tells the observer what was decided.
-func (g *Gate) decide(ctx context.Context, caller Identity, op *Op) (Decision, error) {
+// request is traced, and tells the observer what was decided in rec (the
+// request's own, overwritten: observers keep no record past the call).
+func (g *Gate) decide(ctx context.Context, caller Identity, rec *Record, op *Op) (Decision, error) {
 	var span trace.Span
 	parent := trace.SpanFromContext(ctx)
 	if g.tracer != nil && parent.IsRecording() {
@@ -119,15 +120,16 @@ func (g *Gate) decide(ctx context.Context, caller Identity, op *Op) (Decision, e
 	d, err := g.authz.Authorize(ctx, caller, op)
 	took := time.Since(start)
 	if g.obs != nil {
-		rec := Record{Time: start, Caller: caller, Op: op, Decision: d, Err: err, Duration: took}
+		*rec = Record{Time: start, Caller: caller, Op: op, Decision: d, Err: err, Duration: took}
 		if a, ok := g.obs.(Auditor); ok {
-			if aerr := a.Audit(ctx, &rec); aerr != nil && err == nil {
+			if aerr := a.Audit(ctx, rec); aerr != nil && err == nil {
 				// A decision that cannot be recorded is not taken.
 				err = aerr
 			}
 		} else {
-			g.obs.Observe(ctx, &rec)
+			g.obs.Observe(ctx, rec)
 		}
+		*rec = Record{} // nothing of the op stays reachable from the request
 	}
 	if span != nil {
 		result, reason := d.Effect, d.Reason

@@ -149,3 +149,35 @@ func TestKeyRangeOverlaps(t *testing.T) {
 		}
 	}
 }
+
+// countingObserver counts the decisions it sees.
+type countingObserver struct{ n int }
+
+func (o *countingObserver) Observe(context.Context, *Record) { o.n++ }
+
+// TestRequestAllocations: an allowed request of one op, observed, costs
+// one allocation, the Request itself (its ops and the observer's record
+// come with it).
+func TestRequestAllocations(t *testing.T) {
+	web := Identity{ID: spiffeid.RequireFromString("spiffe://example.org/web")}
+	read := Op{Protocol: ProtocolEtcd, Resource: ResourceKV, Action: ActionRead, Keys: KeyRange{Key: []byte("/a")}}
+	obs := &countingObserver{}
+	g := New(fixedAuthz{d: Decision{Effect: Allow}}, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		WithObserver(obs), WithReserved([]byte("/_storegate/")))
+	ctx := context.Background()
+	var err error
+	n := testing.AllocsPerRun(100, func() {
+		q := g.Begin(web)
+		q.Narrow(q.Ask(read))
+		err = q.Authorize(ctx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%v allocations per request, want 1", n)
+	}
+	if obs.n == 0 {
+		t.Error("the observer saw no decision")
+	}
+}

@@ -35,6 +35,14 @@ type Request struct {
 	// the response chain (filled by Transform, only when plugins run).
 	asked    map[any]*Op
 	filtered bool
+
+	// Most requests hold one or two ops: their storage comes with the
+	// Request, one allocation instead of three.
+	opsBuf  [2]Op
+	infoBuf [2]opInfo
+	// rec is the record each decision hands the observer: observers
+	// keep no record past the call, so one per request will do.
+	rec Record
 }
 
 type opInfo struct {
@@ -53,7 +61,9 @@ type opInfo struct {
 
 // Begin starts a request for caller.
 func (g *Gate) Begin(caller Identity) *Request {
-	return &Request{g: g, caller: caller, ops: make([]Op, 0, 2), info: make([]opInfo, 0, 2)}
+	r := &Request{g: g, caller: caller}
+	r.ops, r.info = r.opsBuf[:0], r.infoBuf[:0]
+	return r
 }
 
 // Caller is the request's caller.
@@ -149,7 +159,7 @@ func (r *Request) decideFrom(ctx context.Context, from int) error {
 		if reserved && (!in.narrow || in.derived) {
 			return r.deny(ctx, op, in, "keys under "+strconv.Quote(string(r.g.reserved))+" are reserved for storegate", "")
 		}
-		d, err := r.g.decide(ctx, r.caller, op)
+		d, err := r.g.decide(ctx, r.caller, &r.rec, op)
 		if err != nil {
 			r.g.log.Warn("policy error, denying", "caller", r.caller.String(), "method", op.Method,
 				"resource", op.Resource.String(), "action", op.Action.String(), "err", err)
@@ -202,7 +212,7 @@ func (r *Request) Allows(ctx context.Context, op *Op) bool {
 	if r.g.touchesReserved(op) {
 		return false
 	}
-	d, err := r.g.decide(ctx, r.caller, op)
+	d, err := r.g.decide(ctx, r.caller, &r.rec, op)
 	return err == nil && d.Effect == Allow
 }
 
@@ -229,7 +239,7 @@ func (r *Request) mayRead(ctx context.Context, op *Op) bool {
 	if r.g.touchesReserved(&read) {
 		return false
 	}
-	d, err := r.g.decide(ctx, r.caller, &read)
+	d, err := r.g.decide(ctx, r.caller, &r.rec, &read)
 	return err == nil && d.Effect == Allow
 }
 

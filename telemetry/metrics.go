@@ -2,7 +2,9 @@ package telemetry
 
 import (
 	"context"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -52,8 +54,70 @@ type Metrics struct {
 	upstreamErrors metric.Int64Counter
 	pluginFailures metric.Int64Counter
 
-	mu   sync.RWMutex
-	opts map[any]metric.MeasurementOption // label set -> option, built once
+	// The measurement option of each label set, built once per kind of
+	// label set: every request looks up several, so the look-up takes no
+	// lock and boxes no key.
+	decisionOpts options[decisionKey]
+	stageOpts    options[stageKey]
+	streamOpts   options[streamKey]
+	reloadOpts   options[reloadKey]
+	upstreamOpts options[upstreamKey]
+	pluginOpts   options[pluginKey]
+}
+
+// options maps label sets to their measurement option: an immutable map
+// read without a lock, replaced by a copy with one more entry when a label
+// set is first seen (the sets are few and known early).
+type options[K labelSet] struct {
+	m  atomic.Pointer[map[K]measurement]
+	mu sync.Mutex // serializes the copies
+}
+
+// labelSet is a key of options: the labels of one series.
+type labelSet interface {
+	comparable
+	attrs() []attribute.KeyValue
+}
+
+// measurement is the option of one label set as the instruments' variadic
+// arguments: passing these slices allocates nothing, where a slice made at
+// each call would escape into the SDK.
+type measurement struct {
+	add []metric.AddOption
+	rec []metric.RecordOption
+}
+
+// get returns the options for key, built the first time it is asked for.
+func (o *options[K]) get(key K) measurement {
+	if m := o.m.Load(); m != nil {
+		if opt, ok := (*m)[key]; ok {
+			return opt
+		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	old := o.m.Load()
+	if old != nil {
+		if opt, ok := (*old)[key]; ok {
+			return opt
+		}
+	}
+	mo := metric.WithAttributeSet(attribute.NewSet(key.attrs()...))
+	opt := measurement{add: []metric.AddOption{mo}, rec: []metric.RecordOption{mo}}
+	m := make(map[K]measurement, 1+lenOf(old))
+	if old != nil {
+		maps.Copy(m, *old)
+	}
+	m[key] = opt
+	o.m.Store(&m)
+	return opt
+}
+
+func lenOf[M ~map[K]V, K comparable, V any](m *M) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }
 
 // stageBuckets span a cached decision (~1µs) to a slow upstream (10s).
@@ -63,7 +127,7 @@ var stageBuckets = []float64{0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.000
 // NewMetrics creates the instruments on mp. expiry, if not nil, reports
 // the current SVID's NotAfter for the certificate expiry gauge.
 func NewMetrics(mp metric.MeterProvider, expiry func() (time.Time, bool)) (*Metrics, error) {
-	m := &Metrics{opts: map[any]metric.MeasurementOption{}}
+	m := &Metrics{}
 	meter := mp.Meter("github.com/storegate/storegate")
 	var err error
 	if m.decisions, err = meter.Int64Counter("storegate.decisions",
@@ -96,7 +160,7 @@ func NewMetrics(mp metric.MeterProvider, expiry func() (time.Time, bool)) (*Metr
 		return nil, err
 	}
 	for _, ok := range []reloadKey{true, false} {
-		m.reloads.Add(context.Background(), 0, m.reloadOption(ok))
+		m.reloads.Add(context.Background(), 0, m.reloadOption(ok)...)
 	}
 	m.lastReload.Record(context.Background(), 1)
 	if expiry != nil {
@@ -114,21 +178,6 @@ func NewMetrics(mp metric.MeterProvider, expiry func() (time.Time, bool)) (*Metr
 	return m, nil
 }
 
-// option returns the measurement option for one label set, built once.
-func (m *Metrics) option(key any, attrs func() []attribute.KeyValue) metric.MeasurementOption {
-	m.mu.RLock()
-	o, ok := m.opts[key]
-	m.mu.RUnlock()
-	if ok {
-		return o
-	}
-	o = metric.WithAttributeSet(attribute.NewSet(attrs()...))
-	m.mu.Lock()
-	m.opts[key] = o
-	m.mu.Unlock()
-	return o
-}
-
 type decisionKey struct {
 	proto    gate.Protocol
 	resource gate.Resource
@@ -139,11 +188,13 @@ type decisionKey struct {
 // Observe counts one decision and times its evaluation (gate.Observer).
 func (m *Metrics) Observe(ctx context.Context, rec *gate.Record) {
 	k := decisionKey{rec.Op.Protocol, rec.Op.Resource, rec.Op.Action, rec.Result()}
-	m.decisions.Add(ctx, 1, m.option(k, func() []attribute.KeyValue {
-		return []attribute.KeyValue{attribute.String("protocol", k.proto.String()), attribute.String("resource", k.resource.String()),
-			attribute.String("action", k.action.String()), attribute.String("decision", k.result.String())}
-	}))
+	m.decisions.Add(ctx, 1, m.decisionOpts.get(k).add...)
 	m.ObserveStage(ctx, rec.Op.Protocol, StagePolicy, rec.Duration)
+}
+
+func (k decisionKey) attrs() []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("protocol", k.proto.String()), attribute.String("resource", k.resource.String()),
+		attribute.String("action", k.action.String()), attribute.String("decision", k.result.String())}
 }
 
 type stageKey struct {
@@ -153,9 +204,11 @@ type stageKey struct {
 
 // ObserveStage records how long one stage took.
 func (m *Metrics) ObserveStage(ctx context.Context, proto gate.Protocol, stage gate.Stage, d time.Duration) {
-	m.stages.Record(ctx, d.Seconds(), m.option(stageKey{proto, stage}, func() []attribute.KeyValue {
-		return []attribute.KeyValue{attribute.String("protocol", proto.String()), attribute.String("stage", string(stage))}
-	}))
+	m.stages.Record(ctx, d.Seconds(), m.stageOpts.get(stageKey{proto, stage}).rec...)
+}
+
+func (k stageKey) attrs() []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("protocol", k.proto.String()), attribute.String("stage", string(k.stage))}
 }
 
 type streamKey struct {
@@ -165,18 +218,20 @@ type streamKey struct {
 
 // StreamOpened counts a long-lived stream as open until StreamClosed.
 func (m *Metrics) StreamOpened(ctx context.Context, proto gate.Protocol, method string) {
-	m.streams.Add(ctx, 1, m.streamOption(proto, method))
+	m.streams.Add(ctx, 1, m.streamOption(proto, method)...)
 }
 
 // StreamClosed ends what StreamOpened counted.
 func (m *Metrics) StreamClosed(ctx context.Context, proto gate.Protocol, method string) {
-	m.streams.Add(ctx, -1, m.streamOption(proto, method))
+	m.streams.Add(ctx, -1, m.streamOption(proto, method)...)
 }
 
-func (m *Metrics) streamOption(proto gate.Protocol, method string) metric.MeasurementOption {
-	return m.option(streamKey{proto, method}, func() []attribute.KeyValue {
-		return []attribute.KeyValue{attribute.String("protocol", proto.String()), attribute.String("method", method)}
-	})
+func (m *Metrics) streamOption(proto gate.Protocol, method string) []metric.AddOption {
+	return m.streamOpts.get(streamKey{proto, method}).add
+}
+
+func (k streamKey) attrs() []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("protocol", k.proto.String()), attribute.String("method", k.method)}
 }
 
 type reloadKey bool
@@ -187,7 +242,7 @@ type reloadKey bool
 // (a bad file fails once and stays bad; Prometheus' own
 // prometheus_config_last_reload_successful is the model).
 func (m *Metrics) PolicyReloaded(err error) {
-	m.reloads.Add(context.Background(), 1, m.reloadOption(err == nil))
+	m.reloads.Add(context.Background(), 1, m.reloadOption(err == nil)...)
 	var ok int64
 	if err == nil {
 		ok = 1
@@ -195,13 +250,15 @@ func (m *Metrics) PolicyReloaded(err error) {
 	m.lastReload.Record(context.Background(), ok)
 }
 
-func (m *Metrics) reloadOption(ok reloadKey) metric.MeasurementOption {
-	return m.option(ok, func() []attribute.KeyValue {
-		if ok {
-			return []attribute.KeyValue{attribute.String("outcome", "success")}
-		}
-		return []attribute.KeyValue{attribute.String("outcome", "failure")}
-	})
+func (m *Metrics) reloadOption(ok reloadKey) []metric.AddOption {
+	return m.reloadOpts.get(ok).add
+}
+
+func (ok reloadKey) attrs() []attribute.KeyValue {
+	if ok {
+		return []attribute.KeyValue{attribute.String("outcome", "success")}
+	}
+	return []attribute.KeyValue{attribute.String("outcome", "failure")}
 }
 
 type upstreamKey struct {
@@ -212,16 +269,18 @@ type upstreamKey struct {
 // UpstreamError counts a forwarded call that failed: code is the gRPC code
 // name or the HTTP status, or "unreachable".
 func (m *Metrics) UpstreamError(ctx context.Context, proto gate.Protocol, code string) {
-	m.upstreamErrors.Add(ctx, 1, m.option(upstreamKey{proto, code}, func() []attribute.KeyValue {
-		return []attribute.KeyValue{attribute.String("protocol", proto.String()), attribute.String("code", code)}
-	}))
+	m.upstreamErrors.Add(ctx, 1, m.upstreamOpts.get(upstreamKey{proto, code}).add...)
+}
+
+func (k upstreamKey) attrs() []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("protocol", k.proto.String()), attribute.String("code", k.code)}
 }
 
 type pluginKey struct{ plugin, kind string }
 
 // PluginFailed counts a failed plugin call by plugin and kind.
 func (m *Metrics) PluginFailed(ctx context.Context, plugin, kind string) {
-	m.pluginFailures.Add(ctx, 1, m.pluginOption(plugin, kind))
+	m.pluginFailures.Add(ctx, 1, m.pluginOption(plugin, kind)...)
 }
 
 // InitPlugins starts storegate_plugin_failures_total at 0 for each of the
@@ -232,13 +291,15 @@ func (m *Metrics) PluginFailed(ctx context.Context, plugin, kind string) {
 func (m *Metrics) InitPlugins(names, kinds []string) {
 	for _, p := range names {
 		for _, k := range kinds {
-			m.pluginFailures.Add(context.Background(), 0, m.pluginOption(p, k))
+			m.pluginFailures.Add(context.Background(), 0, m.pluginOption(p, k)...)
 		}
 	}
 }
 
-func (m *Metrics) pluginOption(plugin, kind string) metric.MeasurementOption {
-	return m.option(pluginKey{plugin, kind}, func() []attribute.KeyValue {
-		return []attribute.KeyValue{attribute.String("plugin", plugin), attribute.String("kind", kind)}
-	})
+func (m *Metrics) pluginOption(plugin, kind string) []metric.AddOption {
+	return m.pluginOpts.get(pluginKey{plugin, kind}).add
+}
+
+func (k pluginKey) attrs() []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("plugin", k.plugin), attribute.String("kind", k.kind)}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/storegate/storegate/gate"
 )
@@ -171,4 +172,27 @@ func TestCountersStartAtZero(t *testing.T) {
 	check(scrape(), wants)
 	m.PolicyReloaded(nil)
 	check(scrape(), []want{{"storegate_policy_last_reload_successful", nil, "1"}})
+}
+
+// TestMetricsAllocateNothing: the instruments a request goes through
+// allocate nothing once their label set was seen (the doc's promise; each
+// request records several).
+func TestMetricsAllocateNothing(t *testing.T) {
+	m, err := NewMetrics(sdkmetric.NewMeterProvider(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rec := &gate.Record{Op: &gate.Op{Protocol: gate.ProtocolEtcd, Resource: gate.ResourceKV, Action: gate.ActionRead}}
+	for name, f := range map[string]func(){
+		"Observe":       func() { m.Observe(ctx, rec) },
+		"ObserveStage":  func() { m.ObserveStage(ctx, gate.ProtocolEtcd, StageTotal, time.Millisecond) },
+		"UpstreamError": func() { m.UpstreamError(ctx, gate.ProtocolEtcd, "Unavailable") },
+		"StreamOpened":  func() { m.StreamOpened(ctx, gate.ProtocolEtcd, "/etcdserverpb.Watch/Watch") },
+	} {
+		f() // the label set's first use builds its option
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s: %v allocations per call, want 0", name, n)
+		}
+	}
 }

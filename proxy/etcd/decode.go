@@ -72,13 +72,20 @@ func (s *Server) decoder(q *gate.Request) *decoder {
 	return &decoder{s: s, q: q, maxTxnOps: s.opts.MaxTxnOps}
 }
 
+// carry says whether plugins may rewrite ops, so that Carry's write-back
+// is wanted: without plugins the closure is not even made (it would be
+// allocated on every request).
+func (d *decoder) carry() bool { return d.s.gate.Plugins() }
+
 // rangeReq adds a range's read; its answer can be narrowed.
 func (d *decoder) rangeReq(r *pb.RangeRequest, method string, txnIndex int) int {
 	op := rangeOp(r, method)
 	op.TxnIndex = txnIndex
 	i := d.q.Ask(op)
 	d.q.Narrow(i)
-	d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.RangeEnd = op.Keys.Key, op.Keys.End })
+	if d.carry() {
+		d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.RangeEnd = op.Keys.Key, op.Keys.End })
+	}
 	return i
 }
 
@@ -89,7 +96,9 @@ func (d *decoder) put(r *pb.PutRequest, method string, txnIndex int) {
 	op := putOp(r, method)
 	op.TxnIndex = txnIndex
 	i := d.q.Ask(op)
-	d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.Value = op.Keys.Key, op.Value })
+	if d.carry() {
+		d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.Value = op.Keys.Key, op.Value })
+	}
 	d.prevKV(&op, false)
 	if r.Lease != 0 {
 		d.s.useLease(d.q, gate.ActionWrite, method, r.Lease, txnIndex, true)
@@ -115,7 +124,9 @@ func (d *decoder) del(r *pb.DeleteRangeRequest, method string, txnIndex int) {
 	op := deleteOp(r, method)
 	op.TxnIndex = txnIndex
 	i := d.q.Ask(op)
-	d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.RangeEnd = op.Keys.Key, op.Keys.End })
+	if d.carry() {
+		d.q.Carry(i, r, func(op *gate.Op) { r.Key, r.RangeEnd = op.Keys.Key, op.Keys.End })
+	}
 	d.prevKV(&op, true)
 }
 
@@ -146,12 +157,14 @@ func (d *decoder) txn(r *pb.TxnRequest) error {
 		// A compare reads its whole range: it is never narrowed.
 		i := d.q.Ask(op)
 		d.compares = append(d.compares, i)
-		d.q.Carry(i, c, func(op *gate.Op) {
-			c.Key, c.RangeEnd = op.Keys.Key, op.Keys.End
-			if c.Target == pb.Compare_VALUE {
-				c.TargetUnion = &pb.Compare_Value{Value: op.Value}
-			}
-		})
+		if d.carry() {
+			d.q.Carry(i, c, func(op *gate.Op) {
+				c.Key, c.RangeEnd = op.Keys.Key, op.Keys.End
+				if c.Target == pb.Compare_VALUE {
+					c.TargetUnion = &pb.Compare_Value{Value: op.Value}
+				}
+			})
+		}
 	}
 	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
 		for _, ro := range branch {
