@@ -183,6 +183,6 @@ func (s *Server) refetch(ctx context.Context, q *request, index uint64, wait tim
 		req.Header.Set("X-Consul-Token", s.opts.Token)
 	}
 	// The client's own timeout is 30 s; a blocking read may last longer.
-	c := &http.Client{Transport: s.proxy.Transport}
+	c := &http.Client{Transport: s.agent}
 	return c.Do(req)
 }

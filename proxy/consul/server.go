@@ -9,11 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -70,11 +68,15 @@ type Throttle interface {
 
 // Server is the Consul front.
 type Server struct {
-	gate  *gate.Gate
-	auth  Authenticator
-	opts  Options
-	log   *slog.Logger
-	proxy *httputil.ReverseProxy
+	gate *gate.Gate
+	auth Authenticator
+	opts Options
+	log  *slog.Logger
+	// agent is the transport to the agent (forward.go sends through it).
+	agent http.RoundTripper
+	// token is the X-Consul-Token value of Options.Token, shared by every
+	// forwarded request (its capacity is its length).
+	token []string
 	// client makes the gateway's own calls (session owner records).
 	client *http.Client
 	mux    *http.ServeMux
@@ -102,9 +104,9 @@ func New(g *gate.Gate, auth Authenticator, opts Options) (*Server, error) {
 	}
 	s := &Server{gate: g, auth: auth, opts: opts, log: opts.Logger,
 		guard: newGuard(context.Background(), append([]Guarded{{Addr: HostPort(opts.Upstream), What: guardConsul}}, opts.Guarded...))}
-	s.proxy = s.newProxy()
-	s.proxy.Transport = drainTransport{next: s.proxy.Transport, s: s}
-	s.client = &http.Client{Transport: s.proxy.Transport, Timeout: 30 * time.Second}
+	s.agent = s.newUpstream()
+	s.token = []string{opts.Token}
+	s.client = &http.Client{Transport: s.agent, Timeout: 30 * time.Second}
 	s.mux = http.NewServeMux()
 	for _, rt := range routes {
 		s.mux.Handle(rt.pattern, s.handle(rt))
@@ -493,9 +495,9 @@ func rejectRepeated(q url.Values) error {
 	return nil
 }
 
-// newProxy forwards to the agent: the caller's token never goes along, the
-// gateway's does; blocking queries may last as long as Consul holds them.
-func (s *Server) newProxy() *httputil.ReverseProxy {
+// newUpstream is the transport to the agent; blocking queries may last as
+// long as Consul holds them.
+func (s *Server) newUpstream() http.RoundTripper {
 	up := s.opts.Upstream
 	var rt http.RoundTripper
 	if up.Scheme == "http" {
@@ -516,62 +518,8 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 	if s.opts.WrapTransport != nil {
 		rt = s.opts.WrapTransport(rt)
 	}
-	rt = bounded(rt, s.opts.RequestTimeout)
-	return &httputil.ReverseProxy{
-		Transport:  rt,
-		BufferPool: copyBuffers,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(up)
-			pr.Out.Host = up.Host
-			if !s.opts.ForwardCallerTokens {
-				// Every place Consul reads a token (agent/http.go,
-				// parseTokenInternal): the token parameter as Consul
-				// decodes its name (%74oken is token too), X-Consul-Token
-				// and Authorization: Bearer in any case of name or scheme.
-				pr.Out.Header.Del("X-Consul-Token")
-				pr.Out.Header.Del("Authorization")
-				if pr.Out.URL.RawQuery != "" {
-					if q := pr.Out.URL.Query(); q.Has("token") {
-						q.Del("token")
-						pr.Out.URL.RawQuery = q.Encode()
-					}
-				}
-			}
-			if s.opts.Token != "" && !hasCallerToken(pr.Out) {
-				pr.Out.Header.Set("X-Consul-Token", s.opts.Token)
-			}
-			if pr.In.Context().Value(hooksKey{}) != nil {
-				// The answer is decoded here: ask for it uncompressed.
-				pr.Out.Header.Del("Accept-Encoding")
-			}
-		},
-		// A request whose answer is worked on (narrowed, answered by
-		// plugins, recorded) hands itself down in the request's context.
-		ModifyResponse: func(resp *http.Response) error {
-			if q, ok := resp.Request.Context().Value(hooksKey{}).(*request); ok {
-				return q.onResponse(s, resp)
-			}
-			return nil
-		},
-		// Answers are copied whole (blocking queries too: Consul sends each
-		// answer at once), so no per-write flushing.
-		FlushInterval: 0,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if errors.Is(err, context.Canceled) {
-				return
-			}
-			if ge := gate.AsError(err); ge != nil {
-				// A response plugin refused the answer: nothing of it is sent.
-				s.fail(w, err)
-				return
-			}
-			s.log.Warn("consul upstream error", "path", r.URL.Path, "err", err)
-			http.Error(w, "storegate: Consul agent unreachable: "+err.Error(), http.StatusBadGateway)
-		},
-	}
+	return drainTransport{next: bounded(rt, s.opts.RequestTimeout), s: s}
 }
-
-type hooksKey struct{}
 
 // hasCallerToken reports whether a request carries an ACL token in any of
 // the places Consul reads one.
@@ -583,24 +531,6 @@ func hasCallerToken(r *http.Request) bool {
 		return true
 	}
 	return r.URL.RawQuery != "" && r.URL.Query().Get("token") != ""
-}
-
-// copyBuffers recycles the buffers answers are copied through: without it
-// the reverse proxy allocates 32 KiB per request, three quarters of all the
-// front's allocation (and most of its GC) in a KV GET benchmark.
-var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-
-type bufferPool struct{ pool sync.Pool }
-
-func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
-func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
-
-func (s *Server) forward(w http.ResponseWriter, q *request) {
-	r := q.r
-	if q.respond != nil || q.filter != nil || q.recheck != nil || q.after != nil {
-		r = r.WithContext(context.WithValue(r.Context(), hooksKey{}, q))
-	}
-	s.proxy.ServeHTTP(w, r)
 }
 
 // onResponse runs q's response hooks on the upstream's answer: plugins
