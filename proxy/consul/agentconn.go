@@ -29,8 +29,8 @@ import (
 // of it was written, or when it can be replayed (a GET or HEAD) and no
 // answer had begun.
 type agentTransport struct {
-	addr   string // host:port
-	dialer net.Dialer
+	network, addr string // tcp host:port, or a unix socket's path
+	dialer        net.Dialer
 
 	mu   sync.Mutex
 	idle []*agentConn // most recently used last
@@ -42,8 +42,8 @@ const (
 	agentIdleTimeout = 90 * time.Second
 )
 
-func newAgentTransport(addr string) *agentTransport {
-	return &agentTransport{addr: addr, dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}}
+func newAgentTransport(network, addr string) *agentTransport {
+	return &agentTransport{network: network, addr: addr, dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}}
 }
 
 // agentConn is one connection to the agent.
@@ -162,7 +162,7 @@ func (t *agentTransport) get(ctx context.Context) (pc *agentConn, reused bool, e
 		pc.c.Close()
 	}
 	t.mu.Unlock()
-	c, err := t.dialer.DialContext(ctx, "tcp", t.addr)
+	c, err := t.dialer.DialContext(ctx, t.network, t.addr)
 	if err != nil {
 		return nil, false, err
 	}

@@ -8,10 +8,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/storegate/storegate/gate"
 )
 
 // agentServer is a real HTTP/1.1 server on loopback that counts the
@@ -37,7 +41,7 @@ func newAgentServer(t *testing.T, h http.HandlerFunc) *agentServer {
 
 func (s *agentServer) transport(t *testing.T) *agentTransport {
 	t.Helper()
-	tr := newAgentTransport(strings.TrimPrefix(s.URL, "http://"))
+	tr := newAgentTransport("tcp", strings.TrimPrefix(s.URL, "http://"))
 	t.Cleanup(tr.CloseIdleConnections)
 	return tr
 }
@@ -150,6 +154,35 @@ func TestAgentTransport(t *testing.T) {
 			t.Fatal("the agent's side of the connection was not closed")
 		}
 	})
+	t.Run("a unix socket", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "agent.sock")
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &agentServer{Server: httptest.NewUnstartedServer(http.HandlerFunc(echo))}
+		s.Listener.Close()
+		s.Listener = l
+		s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				s.conns.Add(1)
+			}
+		}
+		s.Start()
+		t.Cleanup(s.Close)
+		tr := newAgentTransport("unix", sock)
+		t.Cleanup(tr.CloseIdleConnections)
+		// Addressed to the agent's HTTP address, sent to its socket.
+		for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodGet} {
+			code, got := call(t, tr, m, "http://127.0.0.1:8500/v1/kv/a", []byte("v"), -1)
+			if want := m + " /v1/kv/a v"; code != http.StatusOK || got != want {
+				t.Fatalf("answer %d %q, want 200 %q", code, got, want)
+			}
+		}
+		if n := s.conns.Load(); n != 1 {
+			t.Errorf("%d connections for 3 sequential requests, want 1", n)
+		}
+	})
 	t.Run("an unreachable agent is an error", func(t *testing.T) {
 		s := newAgentServer(t, echo)
 		tr := s.transport(t)
@@ -160,4 +193,13 @@ func TestAgentTransport(t *testing.T) {
 			t.Fatal("RoundTrip to a closed listener succeeded")
 		}
 	})
+}
+
+// A unix socket carries plain HTTP only.
+func TestUpstreamSocketNeedsHTTP(t *testing.T) {
+	up, _ := url.Parse("https://127.0.0.1:8501")
+	g := gate.New(nil, nil, gate.WithReserved([]byte("/_storegate/")))
+	if _, err := New(g, nil, Options{Upstream: up, UpstreamSocket: "/run/consul/http.sock"}); err == nil {
+		t.Fatal("New took an https upstream with a unix socket")
+	}
 }

@@ -64,6 +64,9 @@ func (b *boundedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // limit is how long r may take.
 func (b *boundedTransport) limit(r *http.Request) time.Duration {
+	if r.URL.RawQuery == "" {
+		return b.d // most requests: nothing to parse
+	}
 	q := r.URL.Query()
 	if !q.Has("index") {
 		return b.d
