@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -21,22 +22,22 @@ import (
 // upstream watch, as etcd's own grpc-proxy does: a caller's watch stream
 // (watch.go, which judges every event for that caller alone) talks to a
 // virtual stream (vstream) that answers like an etcd watch stream, and
-// the virtual stream subscribes each of its watches to a feed.
-//
-// A feed is one upstream watch on an upstream stream of its own:
+// the virtual stream subscribes each of its watches to a feed, one
+// upstream watch:
 //   - a shared feed serves every create with start_revision 0 and the same
 //     key, range end, prev_kv, filters, progress_notify, fragment and
 //     require-leader flag, and a create that resumes right after the last
-//     revision the feed delivered; its stream's context is the hub's, not
-//     the first caller's, and it ends when its last subscriber leaves;
+//     revision the feed delivered; it ends when its last subscriber leaves;
 //   - a private feed serves one create that asks for other history (or a
-//     resume by client/v3 after a reconnect from further back), under the
-//     caller's context.
+//     resume by client/v3 after a reconnect from further back).
 //
-// One upstream stream per feed keeps feeds apart: a stream error or a
-// progress request concerns that one watch, and a progress answer (etcd
-// gives one only when every watcher of the stream is synced) is exact for
-// it.
+// Feeds travel on lanes, upstream watch streams: the shared feeds on the
+// hub's (one per require-leader flag, whose context is the server's
+// lifetime, not the first caller's, closed when no feed is left), a
+// virtual stream's private feeds on its own (under the caller's context,
+// as its upstream stream was before). A progress request is asked of each
+// lane the caller's watches are on, and answered with the lowest
+// revision, up to which each of them has been handed every event.
 //
 // Every subscriber gets its own copy of each response (new responses,
 // events and key-values; byte slices are shared, nothing mutates them in
@@ -44,7 +45,8 @@ import (
 // feed never waits for a subscriber: one whose queue is full has its
 // virtual stream ended with errWatchBehind, which client/v3 retries,
 // resuming after the last revision it received (a resume from further
-// back than the feed takes a private feed).
+// back than the feed takes a private feed). A private feed waits for its
+// subscriber, as the caller's own stream did.
 
 // watchQueueLen bounds the responses queued for one virtual stream.
 const watchQueueLen = 1024
@@ -60,15 +62,17 @@ type watchHub struct {
 	ctx      context.Context // the shared feeds' lifetime
 	queueLen atomic.Int64
 
+	// mu is taken after a feed's and a lane's, never before.
 	mu    sync.Mutex
 	feeds map[feedKey]*feed
+	lanes map[bool]*lane // the shared feeds' streams, by require-leader
 }
 
 // newWatchHub returns a hub opening upstream streams with up. Shared
 // feeds live under ctx (the server's lifetime); each also ends with its
 // last subscriber.
 func newWatchHub(ctx context.Context, up func(ctx context.Context) (upWatch, error)) *watchHub {
-	h := &watchHub{up: up, ctx: ctx, feeds: map[feedKey]*feed{}}
+	h := &watchHub{up: up, ctx: ctx, feeds: map[feedKey]*feed{}, lanes: map[bool]*lane{}}
 	h.queueLen.Store(watchQueueLen)
 	return h
 }
@@ -83,11 +87,11 @@ type feedKey struct {
 	requireLeader bool
 }
 
-// shared reports the feeds in use (for tests).
-func (h *watchHub) shared() int {
+// shared reports the shared feeds and lanes in use (for tests).
+func (h *watchHub) shared() (feeds, lanes int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.feeds)
+	return len(h.feeds), len(h.lanes)
 }
 
 // open returns a virtual watch stream under ctx (the caller's, as
@@ -106,13 +110,9 @@ type feed struct {
 	hub    *watchHub
 	key    feedKey
 	shared bool
-	cancel context.CancelFunc
+	lane   atomic.Pointer[lane] // set with its create, under mu
 
-	sendMu sync.Mutex
-	up     upWatch
-
-	// mu is taken before hub.mu and before any vstream's mu, never
-	// while hub.mu is held.
+	// mu is taken before its lane's, hub.mu and any vstream's mu.
 	mu      sync.Mutex
 	done    bool
 	created bool
@@ -122,10 +122,308 @@ type feed struct {
 	// An events response's header does not say as much: etcd sends a
 	// watch catching up its events in batches, each under the store's
 	// current revision.
-	rev     int64
-	subs    map[*vsub]struct{}
-	waiters map[*vstream]struct{} // progress requests to answer
-	frag    []*pb.WatchResponse   // parts of a fragmented response so far
+	rev  int64
+	subs map[*vsub]struct{}
+	frag []*pb.WatchResponse // parts of a fragmented response so far
+
+	// Guarded by lane.mu: the upstream watch's ID once created; counted
+	// off the lane's feeds: refused by etcd, or freed before its created
+	// answer came (the watch is canceled once it does).
+	upID       int64
+	upCreated  bool
+	countedOff bool
+}
+
+// lane is one upstream watch stream carrying feeds: one per
+// require-leader flag for the shared feeds (the hub's lifetime, closed
+// when no feed is left), one per virtual stream for its private ones
+// (the caller's context, as its own upstream stream was before). etcd
+// answers creates on a stream in order, and a progress request with the
+// revision every watch of the stream is synced at.
+type lane struct {
+	hub    *watchHub
+	shared bool
+	leader bool // shared: its key in hub.lanes
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	sendMu sync.Mutex // serializes up.Send and the order of pending
+	up     upWatch    // opened with the first create
+
+	mu      sync.Mutex
+	closed  bool
+	pending []*feed         // creates sent and not answered, in order
+	byID    map[int64]*feed // by upstream watch ID
+	feeds   int             // feeds using the lane, pending or created
+	waiters map[*vstream]struct{}
+	// reasking: a timer asks again while waiters wait (askProgress).
+	reasking bool
+}
+
+// progressRetry is how often a lane asks again for progress while a
+// request waits: etcd drops a progress request when any watch of the
+// stream is catching up, and a shared lane's watches are many callers'.
+const progressRetry = 100 * time.Millisecond
+
+func (h *watchHub) newLane(ctx context.Context, shared, leader bool) *lane {
+	ctx, cancel := context.WithCancel(ctx)
+	return &lane{hub: h, shared: shared, leader: leader, ctx: ctx, cancel: cancel, byID: map[int64]*feed{}}
+}
+
+// sharedLane returns the shared lane for the require-leader flag.
+func (h *watchHub) sharedLane(leader bool) *lane {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l := h.lanes[leader]
+	if l == nil {
+		ctx := metadata.NewOutgoingContext(h.ctx, nil)
+		if leader {
+			ctx = metadata.NewOutgoingContext(h.ctx, metadata.Pairs(rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
+		}
+		l = h.newLane(ctx, true, leader)
+		h.lanes[leader] = l
+	}
+	return l
+}
+
+// open opens the lane's stream unless it is open. It reports false when
+// the lane was closed meanwhile (take another). No feed's mu is held: a
+// stream may take a while to open while the connection is down.
+func (l *lane) open() (bool, error) {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return false, nil
+	}
+	if l.up != nil {
+		return true, nil
+	}
+	up, err := l.hub.up(l.ctx)
+	if err != nil {
+		return false, err
+	}
+	l.up = up
+	go l.run(up)
+	return true, nil
+}
+
+// create sends f's create on the lane, open. It reports false when the
+// lane was closed meanwhile (take another). f.mu is held.
+func (l *lane) create(f *feed, cr *pb.WatchCreateRequest) bool {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	l.feeds++
+	l.pending = append(l.pending, f)
+	l.mu.Unlock()
+	f.lane.Store(l)
+	// An error here is the stream's, which Recv reports.
+	_ = l.up.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}})
+	return true
+}
+
+func (l *lane) run(up upWatch) {
+	for {
+		resp, err := up.Recv()
+		if err != nil {
+			l.fail(err)
+			return
+		}
+		l.deliver(resp)
+	}
+}
+
+// deliver hands a response to the feed it concerns.
+func (l *lane) deliver(resp *pb.WatchResponse) {
+	l.mu.Lock()
+	var f *feed
+	switch {
+	case resp.Created:
+		// etcd answers creates in order: this answers the first pending.
+		if len(l.pending) == 0 {
+			l.mu.Unlock()
+			return
+		}
+		f = l.pending[0]
+		l.pending[0] = nil
+		l.pending = l.pending[1:]
+		if resp.Canceled {
+			if !f.countedOff {
+				f.countedOff = true
+				l.dropLocked()
+			}
+			break
+		}
+		f.upID, f.upCreated = resp.WatchId, true
+		if f.countedOff {
+			l.mu.Unlock()
+			l.cancelUp(resp.WatchId)
+			return
+		}
+		l.byID[resp.WatchId] = f
+	case resp.WatchId == clientv3.InvalidWatchID && len(resp.Events) == 0:
+		// A progress answer: every watch of the stream is synced at its
+		// revision, and every event up to it has been delivered.
+		waiters := l.waiters
+		l.waiters = nil
+		var feeds []*feed
+		for _, f := range l.byID {
+			feeds = append(feeds, f)
+		}
+		for vs := range waiters {
+			vs.progressAnswer(l, resp)
+		}
+		l.mu.Unlock()
+		if resp.Header != nil {
+			for _, f := range feeds {
+				f.synced(resp.Header.Revision)
+			}
+		}
+		return
+	default:
+		f = l.byID[resp.WatchId]
+	}
+	l.mu.Unlock()
+	if f != nil {
+		f.deliver(resp)
+	}
+}
+
+// dropLocked counts one feed less; a shared lane left without any
+// closes (its stream, and so nothing, is left upstream). l.mu is held.
+func (l *lane) dropLocked() {
+	l.feeds--
+	if l.feeds > 0 || !l.shared || l.closed {
+		return
+	}
+	l.closed = true
+	l.cancel()
+	l.hub.mu.Lock()
+	if l.hub.lanes[l.leader] == l {
+		delete(l.hub.lanes, l.leader)
+	}
+	l.hub.mu.Unlock()
+}
+
+// release takes f off the lane, canceling its upstream watch.
+func (l *lane) release(f *feed) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	if f.countedOff {
+		l.mu.Unlock()
+		return
+	}
+	if !f.upCreated {
+		// Canceled once etcd answers its create (or with the stream).
+		f.countedOff = true
+		l.dropLocked()
+		l.mu.Unlock()
+		return
+	}
+	if l.byID[f.upID] != f {
+		l.mu.Unlock()
+		return
+	}
+	delete(l.byID, f.upID)
+	l.dropLocked()
+	closed := l.closed
+	l.mu.Unlock()
+	if !closed {
+		l.cancelUp(f.upID)
+	}
+}
+
+func (l *lane) cancelUp(id int64) {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	if l.up != nil {
+		// An error here is the stream's, which Recv reports.
+		_ = l.up.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{
+			CancelRequest: &pb.WatchCancelRequest{WatchId: id}}})
+	}
+}
+
+// fail ends the lane with its stream's error: each of its feeds fails
+// with it, as the callers' own streams would have.
+func (l *lane) fail(err error) {
+	l.mu.Lock()
+	wasClosed := l.closed
+	l.closed = true
+	var feeds []*feed
+	for _, f := range l.pending {
+		feeds = append(feeds, f)
+	}
+	for _, f := range l.byID {
+		feeds = append(feeds, f)
+	}
+	l.pending, l.byID, l.waiters = nil, map[int64]*feed{}, nil
+	l.mu.Unlock()
+	l.cancel()
+	if l.shared {
+		l.hub.mu.Lock()
+		if l.hub.lanes[l.leader] == l {
+			delete(l.hub.lanes, l.leader)
+		}
+		l.hub.mu.Unlock()
+	}
+	if wasClosed && len(feeds) == 0 {
+		return // closed by us: the error is our cancellation
+	}
+	for _, f := range feeds {
+		f.fail(err)
+	}
+}
+
+// askProgress sends a progress request on the lane; vs is answered with
+// the next progress answer.
+func (l *lane) askProgress(vs *vstream) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	if l.waiters == nil {
+		l.waiters = map[*vstream]struct{}{}
+	}
+	l.waiters[vs] = struct{}{}
+	if !l.reasking {
+		l.reasking = true
+		time.AfterFunc(progressRetry, l.reask)
+	}
+	l.mu.Unlock()
+	l.sendProgress()
+}
+
+// reask asks for progress again while some request waits for it.
+func (l *lane) reask() {
+	l.mu.Lock()
+	if l.closed || len(l.waiters) == 0 {
+		l.reasking = false
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	l.sendProgress()
+	time.AfterFunc(progressRetry, l.reask)
+}
+
+func (l *lane) sendProgress() {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	if l.up != nil {
+		// An error here is the stream's, which Recv reports.
+		_ = l.up.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+	}
 }
 
 // vsub is one watch of a virtual stream, subscribed to a feed.
@@ -224,69 +522,68 @@ func (h *watchHub) subscribe(ctx context.Context, sub *vsub, cr *pb.WatchCreateR
 		f.mu.Unlock()
 		return
 	}
-	fctx, cancel := context.WithCancel(h.ctx)
-	if key.requireLeader {
-		fctx = metadata.NewOutgoingContext(fctx, metadata.Pairs(rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
-	} else {
-		fctx = metadata.NewOutgoingContext(fctx, nil)
-	}
-	f := &feed{hub: h, key: key, shared: true, cancel: cancel, subs: map[*vsub]struct{}{sub: {}}}
+	f := &feed{hub: h, key: key, shared: true, subs: map[*vsub]struct{}{sub: {}}}
 	if !sub.attach(f) {
 		h.mu.Unlock()
-		cancel()
 		return
 	}
 	h.feeds[key] = f
 	h.mu.Unlock()
-	f.start(fctx, fwd)
+	f.start(fwd, nil)
 }
 
-// private starts a feed of sub's own under its stream's context.
+// private starts a feed of sub's own on its stream's private lane.
 func (h *watchHub) private(ctx context.Context, sub *vsub, cr *pb.WatchCreateRequest) {
-	fctx, cancel := context.WithCancel(ctx)
-	f := &feed{hub: h, cancel: cancel, subs: map[*vsub]struct{}{sub: {}}}
+	f := &feed{hub: h, subs: map[*vsub]struct{}{sub: {}}}
 	if !sub.attach(f) {
-		cancel()
 		return
 	}
-	f.start(fctx, cr)
+	f.start(cr, sub.vs)
 }
 
-// start opens the feed's upstream stream and sends its create.
-func (f *feed) start(ctx context.Context, cr *pb.WatchCreateRequest) {
-	up, err := f.hub.up(ctx)
-	if err == nil {
-		f.sendMu.Lock()
-		f.up = up
-		err = up.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}})
-		f.sendMu.Unlock()
-	}
-	if err != nil {
-		if up != nil {
-			// A failed Send: the stream's own error is Recv's.
-			if _, rerr := up.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
-				err = rerr
-			}
-		}
-		f.fail(err)
-		return
-	}
-	go f.run(up)
-}
-
-func (f *feed) run(up upWatch) {
+// start sends the feed's create on its lane: the shared one, or vs's
+// private one. A stream that cannot be opened fails the feed.
+func (f *feed) start(cr *pb.WatchCreateRequest, vs *vstream) {
+	var stale *lane
 	for {
-		resp, err := up.Recv()
+		var l *lane
+		if f.shared {
+			l = f.hub.sharedLane(f.key.requireLeader)
+		} else if l = vs.privateLane(stale); l == nil {
+			return // the stream has ended
+		}
+		ok, err := l.open()
 		if err != nil {
 			f.fail(err)
 			return
 		}
-		f.deliver(resp)
+		if ok {
+			// Under f.mu, so that the feed cannot end (and leave its lane)
+			// halfway.
+			f.mu.Lock()
+			if f.done {
+				f.mu.Unlock()
+				return
+			}
+			ok = l.create(f, cr)
+			f.mu.Unlock()
+			if ok {
+				return
+			}
+		}
+		stale = l // closed meanwhile (its stream failed): take a new one
 	}
 }
 
-// endLocked frees the feed: it leaves the hub and its upstream stream
-// ends, and with it the upstream watch. f.mu is held.
+// synced records a progress answer of the feed's lane.
+func (f *feed) synced(rev int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rev = max(f.rev, rev)
+}
+
+// endLocked frees the feed: it leaves the hub and its lane, which cancels
+// its upstream watch. f.mu is held.
 func (f *feed) endLocked() {
 	if f.done {
 		return
@@ -300,8 +597,9 @@ func (f *feed) endLocked() {
 		f.hub.mu.Unlock()
 	}
 	f.subs = nil
-	f.waiters = nil
-	f.cancel()
+	if l := f.lane.Load(); l != nil {
+		l.release(f)
+	}
 }
 
 // fail ends the feed with the upstream stream's error: each subscriber's
@@ -397,15 +695,6 @@ func (f *feed) deliver(resp *pb.WatchResponse) {
 		}
 		f.mu.Unlock()
 		return
-	case resp.WatchId == clientv3.InvalidWatchID && len(resp.Events) == 0:
-		// A progress answer: the feed's watch is synced at its revision.
-		waiters := f.waiters
-		f.waiters = nil
-		for vs := range waiters {
-			vs.progressAnswer(f, resp)
-		}
-		f.mu.Unlock()
-		return
 	}
 	if resp.Fragment {
 		f.frag = append(f.frag, resp)
@@ -448,27 +737,6 @@ func (f *feed) deliver(resp *pb.WatchResponse) {
 	sub.vs.queueWait(sub, group, end)
 }
 
-// askProgress sends a progress request on the feed's stream; vs is
-// answered with the next progress answer.
-func (f *feed) askProgress(vs *vstream) {
-	f.mu.Lock()
-	if f.done {
-		f.mu.Unlock()
-		return
-	}
-	if f.waiters == nil {
-		f.waiters = map[*vstream]struct{}{}
-	}
-	f.waiters[vs] = struct{}{}
-	f.mu.Unlock()
-	f.sendMu.Lock()
-	defer f.sendMu.Unlock()
-	if f.up != nil {
-		// An error here is the stream's, which Recv reports.
-		_ = f.up.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
-	}
-}
-
 // vstream is a virtual watch stream: it answers watch.go as one etcd
 // watch stream would, its watches served by feeds.
 type vstream struct {
@@ -485,10 +753,25 @@ type vstream struct {
 	ended   bool
 	nextID  int64
 	subs    map[int64]*vsub
-	// round: the feeds a progress request still waits for; roundHdr: the
+	// round: the lanes a progress request still waits for; roundHdr: the
 	// lowest answer so far.
-	round    map[*feed]struct{}
+	round    map[*lane]struct{}
 	roundHdr *pb.ResponseHeader
+	priv     *lane // its private feeds' stream, opened with the first
+}
+
+// privateLane returns the stream's private lane, a new one if it is
+// stale (closed), nil once the stream has ended.
+func (vs *vstream) privateLane(stale *lane) *lane {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	if vs.ended {
+		return nil
+	}
+	if vs.priv == nil || vs.priv == stale {
+		vs.priv = vs.hub.newLane(vs.ctx, false, false)
+	}
+	return vs.priv
 }
 
 var _ upWatch = (*vstream)(nil)
@@ -555,36 +838,37 @@ func (vs *vstream) dropLocked(sub *vsub) {
 	if vs.subs[sub.id] == sub {
 		delete(vs.subs, sub.id)
 	}
-	if _, ok := vs.round[sub.f]; !ok {
+	l := sub.f.lane.Load()
+	if _, ok := vs.round[l]; !ok || l == nil {
 		return
 	}
 	for _, other := range vs.subs {
-		if other.live && other.f == sub.f {
+		if other.live && other.f.lane.Load() == l {
 			return
 		}
 	}
-	delete(vs.round, sub.f)
+	delete(vs.round, l)
 	vs.roundDoneLocked()
 }
 
-// progressAnswer takes a feed's progress answer for vs's progress
-// request. f.mu is held.
-func (vs *vstream) progressAnswer(f *feed, resp *pb.WatchResponse) {
+// progressAnswer takes a lane's progress answer for vs's progress
+// request. l.mu is held.
+func (vs *vstream) progressAnswer(l *lane, resp *pb.WatchResponse) {
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
-	if _, ok := vs.round[f]; !ok {
+	if _, ok := vs.round[l]; !ok {
 		return
 	}
-	delete(vs.round, f)
+	delete(vs.round, l)
 	if resp.Header != nil && (vs.roundHdr == nil || resp.Header.Revision < vs.roundHdr.Revision) {
 		vs.roundHdr = resp.Header
 	}
 	vs.roundDoneLocked()
 }
 
-// roundDoneLocked answers the progress request once every feed it waits
+// roundDoneLocked answers the progress request once every lane it waits
 // for has answered: etcd's one answer for the stream (watch ID -1), at the
-// lowest revision the feeds gave, the one revision every watch of the
+// lowest revision the lanes gave, the one revision every watch of the
 // stream has been handed all events up to. vs.mu is held.
 func (vs *vstream) roundDoneLocked() {
 	if vs.round == nil || len(vs.round) > 0 {
@@ -621,9 +905,12 @@ func (vs *vstream) failLocked(err error, now bool) {
 	for _, sub := range subs {
 		sub.live = false
 	}
-	stop := vs.stopAfter
+	stop, priv := vs.stopAfter, vs.priv
 	go func() {
 		stop()
+		if priv != nil {
+			priv.cancel()
+		}
 		for _, sub := range subs {
 			if sub.f != nil {
 				sub.f.leave(sub, false)
@@ -696,31 +983,31 @@ func (vs *vstream) cancelWatch(id int64) {
 	sub.f.leave(sub, true)
 }
 
-// progress asks every feed of the stream's watches for its progress; the
-// caller is answered once all have (roundDoneLocked). A request while one
-// is under way asks again those that have not answered yet (etcd drops a
-// progress request while a watch of the stream is catching up), and is
-// answered with it.
+// progress asks every lane of the stream's watches (the shared one, its
+// private one) for its progress; the caller is answered once all have
+// (roundDoneLocked). A request while one is under way asks again those
+// that have not answered yet (etcd drops a progress request while a watch
+// of the stream is catching up), and is answered with it.
 func (vs *vstream) progress() {
 	vs.mu.Lock()
 	if vs.round == nil {
-		vs.round = map[*feed]struct{}{}
+		vs.round = map[*lane]struct{}{}
 		for _, sub := range vs.subs {
 			if sub.live {
-				vs.round[sub.f] = struct{}{}
+				vs.round[sub.f.lane.Load()] = struct{}{}
 			}
 		}
 		if len(vs.round) == 0 {
 			vs.round = nil // no watch: etcd answers nothing
 		}
 	}
-	var ask []*feed
-	for f := range vs.round {
-		ask = append(ask, f)
+	var ask []*lane
+	for l := range vs.round {
+		ask = append(ask, l)
 	}
 	vs.mu.Unlock()
-	for _, f := range ask {
-		f.askProgress(vs)
+	for _, l := range ask {
+		l.askProgress(vs)
 	}
 }
 

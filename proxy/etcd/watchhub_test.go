@@ -70,12 +70,14 @@ func (w *hubWatch) create(cr *pb.WatchCreateRequest) error {
 func TestWatchHubFanOut(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	base := etcdWatchers(t)
-	ctx := testCtx(t)
+	// 100,000 deliveries take a while under the race detector.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	const (
 		conns     = 10
 		streams   = 250
 		perStream = 4
-		events    = 50
+		events    = 100
 	)
 	var clients []pb.WatchClient
 	for range conns {
@@ -102,8 +104,8 @@ func TestWatchHubFanOut(t *testing.T) {
 	if got := etcdWatchers(t) - base; got != 1 {
 		t.Fatalf("etcd holds %d watchers for %d watches of one prefix, want 1", got, streams*perStream)
 	}
-	if n := e.srv.hub.shared(); n != 1 {
-		t.Fatalf("the hub holds %d shared feeds, want 1", n)
+	if feeds, lanes := e.srv.hub.shared(); feeds != 1 || lanes != 1 {
+		t.Fatalf("the hub holds %d shared feeds on %d upstream streams, want 1 on 1", feeds, lanes)
 	}
 
 	// Every watch gets every event once, in order. Events are put one at
@@ -210,11 +212,11 @@ func TestWatchHubFanOut(t *testing.T) {
 		}
 	}
 	waitWatchers(t, base)
-	if n := e.srv.hub.shared(); n != 0 {
-		t.Fatalf("the hub holds %d shared feeds after the last watch left, want 0", n)
+	if feeds, lanes := e.srv.hub.shared(); feeds != 0 || lanes != 0 {
+		t.Fatalf("the hub holds %d shared feeds on %d upstream streams after the last watch left, want none", feeds, lanes)
 	}
 	w0.cancel()
-	waitNoFrontGoroutines(t, "(*feed)", "(*vstream)")
+	waitNoFrontGoroutines(t, "(*lane)", "(*feed)", "(*vstream)")
 }
 
 // TestWatchHubFiltered: callers with different rights share one upstream
@@ -381,7 +383,7 @@ func TestWatchHubSlow(t *testing.T) {
 	// Large values fill the slow caller's flow-control windows quickly, so
 	// that the gateway's queue for it fills.
 	const n = 200
-	val := strings.Repeat("x", 8<<10)
+	val := strings.Repeat("x", 16<<10)
 	// The fast watch gets everything while the slow one reads nothing.
 	fastc := make(chan []int64, 1)
 	go func() {
@@ -441,4 +443,71 @@ func TestWatchHubSlow(t *testing.T) {
 		t.Fatalf("slow watch, resumed: got revisions %v, want %v", slowRevs, revs)
 	}
 
+}
+
+// TestWatchHubUpstreamEnds: when the upstream stream of a shared watch
+// fails, every caller sharing it sees the stream end as it would have on
+// a stream of its own, and nothing of the hub is left running.
+func TestWatchHubUpstreamEnds(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	base := etcdWatchers(t)
+	web := e.rawWatch(t, "web")
+	reader := e.rawWatch(t, "reader")
+	web.created(watchPrefix("/app/"))
+	reader.created(watchPrefix("/app/"))
+	reader.created(watchKey("/app/a"))
+	if got := etcdWatchers(t) - base; got != 2 {
+		t.Fatalf("etcd holds %d watchers, want 2 (one per range)", got)
+	}
+	e.stopEtcd()
+	for _, w := range []*rawWatch{web, reader} {
+		_, err := w.s.Recv()
+		if c := status.Code(err); c != codes.Unavailable && c != codes.Internal {
+			t.Fatalf("stream ended with %v, want Unavailable or Internal", err)
+		}
+	}
+	waitFor(t, "the hub to let go of the shared feeds", func() bool {
+		feeds, lanes := e.srv.hub.shared()
+		return feeds == 0 && lanes == 0
+	})
+	waitNoFrontGoroutines(t, append([]string{"(*lane)", "(*feed)", "(*vstream)"}, watchGoroutines...)...)
+}
+
+// TestWatchHubIDs: the virtual stream assigns watch IDs as etcd does: an
+// automatic ID is the next one not in use, and a chosen ID in use is
+// refused with etcd's answer.
+func TestWatchHubIDs(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	w := e.rawWatch(t, "reader")
+	if id := w.created(watchPrefix("/app/")); id != 0 {
+		t.Fatalf("first automatic ID: %d, want 0", id)
+	}
+	chosen := watchPrefix("/app/")
+	chosen.WatchId = 1
+	if id := w.created(chosen); id != 1 {
+		t.Fatalf("chosen ID: %d, want 1", id)
+	}
+	if id := w.created(watchKey("/app/x")); id != 2 {
+		t.Fatalf("automatic ID after a chosen one: %d, want 2", id)
+	}
+	w.create(chosen)
+	r := w.recv()
+	if !r.Created || !r.Canceled || r.WatchId != clientv3.InvalidWatchID ||
+		r.CancelReason != "mvcc: duplicate watch ID provided on the WatchStream" {
+		t.Fatalf("create with an ID in use: got %v, want etcd's refusal", r)
+	}
+	// The refused create took nothing: watch 1 still gets its events.
+	rev := e.put(t, "/app/y", "1").Header.Revision
+	got := map[int64]int64{}
+	for len(got) < 2 {
+		r := w.recv()
+		if len(r.Events) != 1 {
+			t.Fatalf("got %v", r)
+		}
+		got[r.WatchId] = r.Events[0].Kv.ModRevision
+	}
+	if got[0] != rev || got[1] != rev {
+		t.Fatalf("events by watch: %v, want watches 0 and 1 at %d", got, rev)
+	}
+	w.sync()
 }
