@@ -2,19 +2,15 @@ package drain
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/internal/testenv"
-	"github.com/storegate/storegate/mtls"
 )
 
 // caller is the SVID every client of these tests uses.
@@ -48,17 +44,7 @@ func newFleet(t *testing.T, drainTimeout time.Duration) *fleet {
 		f.cfg[i].Drain.Timeout = config.Duration(drainTimeout)
 	}
 	f.gw[0] = env.Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: f.cfg[0]})
-	servers := func(listen func(config.Config) string) []testenv.Backend {
-		var out []testenv.Backend
-		for i, c := range f.cfg {
-			out = append(out, testenv.Backend{Name: "g" + strconv.Itoa(i), Addr: listen(c), CheckAddr: c.Listen.Admin})
-		}
-		return out
-	}
-	f.lb = env.HAProxy(testenv.HAProxySpec{Frontends: []testenv.Frontend{
-		{Name: "etcd", Servers: servers(func(c config.Config) string { return c.Listen.Etcd })},
-		{Name: "consul", Servers: servers(func(c config.Config) string { return c.Listen.Consul })},
-	}})
+	f.lb = env.Balancer([]config.ListenConfig{f.cfg[0].Listen, f.cfg[1].Listen}, testenv.EtcdFront, testenv.ConsulFront)
 	return f
 }
 
@@ -101,50 +87,22 @@ func (f *fleet) probe(ctx context.Context, t *testing.T, proto string) error {
 	return err
 }
 
-func (f *fleet) callerTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	tc, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: f.pki.Cert(caller), Key: f.pki.Key(caller), CA: f.pki.Bundle()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tc
-}
-
 // etcdClient is a client/v3 client through HAProxy, as applications
 // configure one (its own connection).
 func (f *fleet) etcdClient(t *testing.T) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{f.lb.Addrs["etcd"]}, TLS: f.callerTLS(t),
-		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testenv.New(t).EtcdClient(f.pki, caller, f.lb.Addrs["etcd"])
 }
 
 // consulClient is a consul api client through HAProxy (its own
 // transport), as applications configure one.
 func (f *fleet) consulClient(t *testing.T) *api.Client {
 	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Scheme = f.lb.Addrs["consul"], "https"
-	cfg.TLSConfig = api.TLSConfig{CAFile: f.pki.Bundle(), CertFile: f.pki.Cert(caller), KeyFile: f.pki.Key(caller)}
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cfg.Transport.CloseIdleConnections)
-	return c
+	return testenv.New(t).ConsulClient(f.pki, caller, f.lb.Addrs["consul"])
 }
 
 // direct is a client straight to etcd, for reading what it holds.
 func (f *fleet) direct(t *testing.T) *clientv3.Client {
 	t.Helper()
-	c, err := f.etcd.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testenv.New(t).MembersClient(f.etcd, "etcd")
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/internal/testenv"
-	"github.com/storegate/storegate/mtls"
 )
 
 // upstreamTimeout is the gateway's request_timeout for both upstreams here.
@@ -165,11 +164,7 @@ func TestHungUpstreamsGiveBoundedErrors(t *testing.T) {
 	})
 	// The store itself: the write made while etcd was stopped is not there
 	// (it timed out before reaching etcd), the one after is.
-	direct, err := ec.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
+	direct := env.MembersClient(ec, "etcd")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if r, err := direct.Get(ctx, "/app/after"); err != nil || len(r.Kvs) != 1 {
@@ -197,7 +192,7 @@ func kvConn(t *testing.T, p *testenv.PKI, g *testenv.Gateway) *grpc.ClientConn {
 // consulClient is an HTTPS client of caller "app" on the Consul front.
 func consulClient(t *testing.T, p *testenv.PKI, g *testenv.Gateway) func(ctx context.Context, path string) (int, string, error) {
 	t.Helper()
-	c, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: p.Cert("app"), Key: p.Key("app"), CA: p.Bundle()})
+	c, err := p.ClientTLS("app")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,11 @@ import (
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/storegate/storegate/internal/testenv"
-	"github.com/storegate/storegate/mtls"
 )
 
 // gatewayBin is the gateway under test, built from this tree; pluginDir
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 // the test sets one.
 func kvClient(t *testing.T, p *testenv.PKI, caller, addr string) (pb.KVClient, *grpc.ClientConn) {
 	t.Helper()
-	c, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: p.Cert(caller), Key: p.Key(caller), CA: p.Bundle()})
+	c, err := p.ClientTLS(caller)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +39,21 @@ func kvClient(t *testing.T, p *testenv.PKI, caller, addr string) (pb.KVClient, *
 	}
 	t.Cleanup(func() { conn.Close() })
 	return pb.NewKVClient(conn), conn
+}
+
+// inEtcd checks, through direct (a client of etcd itself), that etcd
+// holds each key of held exactly when held says so, after stage.
+func inEtcd(ctx context.Context, t *testing.T, direct *clientv3.Client, stage string, held map[string]bool) {
+	t.Helper()
+	for key, want := range held {
+		r, err := direct.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(r.Kvs) == 1; got != want {
+			t.Errorf("%s: %s in etcd: %v, want %v", stage, key, got, want)
+		}
+	}
 }
 
 // adminGet is the body of an admin endpoint.

@@ -43,11 +43,7 @@ func TestPluginFileFaultsFailClosed(t *testing.T) {
 		Config:  map[string]any{"max_value_bytes": 16}}}
 	g := env.Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: cfg})
 	kv, _ := kvClient(t, p, "app", g.Etcd)
-	direct, err := ec.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
+	direct := env.MembersClient(ec, "etcd")
 
 	judged := func(stage string) {
 		t.Helper()
@@ -62,15 +58,7 @@ func TestPluginFileFaultsFailClosed(t *testing.T) {
 		} else if status.Code(err) != codes.PermissionDenied { // the policy allows all: only the plugin refuses
 			t.Errorf("%s: refused with %v, want PermissionDenied", stage, err)
 		}
-		for key, want := range map[string]bool{"/config/good-" + stage: true, "/config/bad-" + stage: false} {
-			r, err := direct.Get(ctx, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := len(r.Kvs) == 1; got != want {
-				t.Errorf("%s: %s in etcd: %v, want %v", stage, key, got, want)
-			}
-		}
+		inEtcd(ctx, t, direct, stage, map[string]bool{"/config/good-" + stage: true, "/config/bad-" + stage: false})
 	}
 	judged("start")
 	failed := func() int { return strings.Count(g.Proc.Logs(), "plugin reload failed, keeping the current version") }

@@ -47,11 +47,7 @@ func TestPolicyFaultsFailClosed(t *testing.T) {
 	cfg.Debug.Pprof = true
 	g := env.Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: cfg})
 	kv, _ := kvClient(t, p, "app", g.Etcd)
-	direct, err := ec.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
+	direct := env.MembersClient(ec, "etcd")
 
 	// stays enforces the policy: /app/<stage> is written, /other/<stage>
 	// refused with PermissionDenied and not in etcd.
@@ -70,15 +66,7 @@ func TestPolicyFaultsFailClosed(t *testing.T) {
 		if status.Code(err) != codes.PermissionDenied {
 			t.Errorf("%s: Put /other/%s (denied by policy): %v, want PermissionDenied", stage, stage, err)
 		}
-		for key, want := range map[string]bool{"/app/" + stage: allowed, "/other/" + stage: false} {
-			r, err := direct.Get(ctx, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := len(r.Kvs) == 1; got != want {
-				t.Errorf("%s: %s in etcd: %v, want %v", stage, key, got, want)
-			}
-		}
+		inEtcd(ctx, t, direct, stage, map[string]bool{"/app/" + stage: allowed, "/other/" + stage: false})
 	}
 	// failures reads /metrics under its own bound: on a loaded machine a
 	// race-built gateway takes seconds to render it, longer than one try of

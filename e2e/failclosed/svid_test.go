@@ -133,11 +133,7 @@ func TestExpiredSVIDStopsServing(t *testing.T) {
 		return g.Ready(ctx)
 	})
 	env.Eventually(time.Minute, func(ctx context.Context) error { return put(ctx, "/app/after") })
-	direct, err := ec.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
+	direct := env.MembersClient(ec, "etcd")
 	ctx, cancel = context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if r, err := direct.Get(ctx, "/app/after"); err != nil || len(r.Kvs) != 1 {

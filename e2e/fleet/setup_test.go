@@ -2,19 +2,14 @@ package fleet
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"net/http"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/internal/testenv"
@@ -60,18 +55,12 @@ func startFleet(t *testing.T) *fleet {
 	f.ec = env.Etcd(testenv.EtcdSpec{Members: 3, Binary: true, PKI: f.pki})
 	f.cs = env.Consul(testenv.ConsulSpec{})
 	pol := env.Policies(intentions)
-	var etcdServers, consulServers []testenv.Backend
-	for i := range 3 {
+	f.gws = env.Gateways(3, func(int) testenv.GatewaySpec {
 		cfg := env.GatewayConfig(f.pki, pol, f.ec.Endpoints, f.cs.HTTPAddr)
 		cfg.Fleet.TTL = config.Duration(fleetTTL)
-		g := env.Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: cfg, LogLevel: "info"})
-		f.gws = append(f.gws, g)
-		name := "g" + strconv.Itoa(i)
-		etcdServers = append(etcdServers, testenv.Backend{Name: name, Addr: g.Etcd, CheckAddr: g.Admin})
-		consulServers = append(consulServers, testenv.Backend{Name: name, Addr: g.Consul, CheckAddr: g.Admin})
-	}
-	f.lb = env.HAProxy(testenv.HAProxySpec{Frontends: []testenv.Frontend{
-		{Name: "etcd", Servers: etcdServers}, {Name: "consul", Servers: consulServers}}})
+		return testenv.GatewaySpec{Bin: gatewayBin, Config: cfg, LogLevel: "info"}
+	})
+	f.lb = env.Balancer(testenv.Listeners(f.gws), testenv.EtcdFront, testenv.ConsulFront)
 	want := f.urls(0, 1, 2)
 	env.Eventually(30*time.Second, func(ctx context.Context) error {
 		for i := range f.gws {
@@ -102,39 +91,23 @@ func (f *fleet) gwEndpoint(i int) string { return f.url(i) }
 // lbEndpoint is the balancer's etcd frontend.
 func (f *fleet) lbEndpoint() string { return "https://" + f.lb.Addrs["etcd"] }
 
-func (f *fleet) tls(t testing.TB, who string) *tls.Config {
-	t.Helper()
-	return f.tlsNoT(who)
-}
-
 // client is a client/v3 client as who of endpoints.
 func (f *fleet) client(t testing.TB, who string, endpoints ...string) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: f.tls(t, who), DialTimeout: 10 * time.Second,
-		Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testenv.New(t).EtcdClient(f.pki, who, endpoints...)
 }
 
 // direct is a client straight to etcd with etcd's own SVID, for checking
 // state behind the gateways' backs.
 func (f *fleet) direct(t testing.TB) *clientv3.Client {
 	t.Helper()
-	c, err := f.ec.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testenv.New(t).MembersClient(f.ec, "etcd")
 }
 
 // memberURLs is every client URL of a MemberList through endpoint, sorted,
 // duplicates kept.
 func (f *fleet) memberURLs(ctx context.Context, endpoint string) ([]string, error) {
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: f.tlsNoT("web"), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	c, err := testenv.EtcdClient(f.pki, "web", endpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -149,18 +122,6 @@ func (f *fleet) memberURLs(ctx context.Context, endpoint string) ([]string, erro
 	}
 	slices.Sort(urls)
 	return urls, nil
-}
-
-// tlsNoT is tls for use inside Eventually conditions (no testing.TB).
-func (f *fleet) tlsNoT(who string) *tls.Config {
-	cert, err := tls.LoadX509KeyPair(f.pki.Cert(who), f.pki.Key(who))
-	if err != nil {
-		panic(err)
-	}
-	pem, _ := os.ReadFile(f.pki.Bundle())
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS12}
 }
 
 // wantMembers checks that MemberList through endpoint lists exactly want
@@ -195,7 +156,12 @@ func (m *mismatch) Error() string {
 
 // https is an HTTP client as who, for the Consul front.
 func (f *fleet) https(t testing.TB, who string) *http.Client {
-	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: f.tls(t, who)}}
+	t.Helper()
+	tc, err := f.pki.ClientTLS(who)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 }
 
 // call makes one request and returns its status and body.

@@ -2,7 +2,6 @@ package linearizable
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -24,32 +23,22 @@ func startConsulFleet(t *testing.T) *consulFleet {
 	f := &consulFleet{pki: env.PKI("lin")}
 	f.agent = env.Consul(testenv.ConsulSpec{DataDir: t.TempDir()})
 	pol := env.Policies(testenv.AllowAll)
-	var servers []testenv.Backend
-	for i := range 3 {
-		cfg := env.GatewayConfig(f.pki, pol, nil, f.agent.HTTPAddr)
-		g := env.Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: cfg, LogLevel: "info"})
-		servers = append(servers, testenv.Backend{Name: fmt.Sprintf("g%d", i), Addr: g.Consul, CheckAddr: g.Admin})
-	}
-	f.front = env.HAProxy(testenv.HAProxySpec{Frontends: []testenv.Frontend{{Name: "consul", Servers: servers}}}).Addrs["consul"]
+	gws := env.Gateways(3, func(int) testenv.GatewaySpec {
+		return testenv.GatewaySpec{Bin: gatewayBin, Config: env.GatewayConfig(f.pki, pol, nil, f.agent.HTTPAddr), LogLevel: "info"}
+	})
+	f.front = env.Balancer(testenv.Listeners(gws), testenv.ConsulFront).Addrs["consul"]
 	return f
 }
 
 // client is a consul/api client of the balancer as the caller "lin",
 // configured as applications configure it, with a transport of its own.
-func (f *consulFleet) client(t *testing.T) consulStore {
+func (f *consulFleet) client(t *testing.T) store {
 	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Scheme = f.front, "https"
-	cfg.TLSConfig = api.TLSConfig{CAFile: f.pki.Bundle(), CertFile: f.pki.Cert("lin"), KeyFile: f.pki.Key("lin")}
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return consulStore{c.KV()}
+	return consulStore{testenv.New(t).ConsulClient(f.pki, "lin", f.front).KV()}
 }
 
 // direct is a client of the agent itself, not the gateways.
-func (f *consulFleet) direct(t *testing.T) consulStore {
+func (f *consulFleet) direct(t *testing.T) store {
 	t.Helper()
 	c, err := api.NewClient(&api.Config{Address: f.agent.HTTPAddr})
 	if err != nil {
@@ -71,38 +60,12 @@ func (f *consulFleet) direct(t *testing.T) consulStore {
 // client reading from a cache of its earlier reads is caught.
 func TestConsulLinearizableUnderRestarts(t *testing.T) {
 	f := startConsulFleet(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-	defer cancel()
-	t.Run("restarts", func(t *testing.T) { consulRestarts(ctx, t, f) })
-	t.Run("stale-read-caught", func(t *testing.T) { consulStale(ctx, t, f) })
+	tg := target{name: "consul", prefix: "lin/", client: f.client, direct: f.direct, classify: classifyConsul}
+	checkRuns(t, tg, "restarts", 6, f.inject)
 }
 
-const consulClients = 6
-
-func consulRestarts(ctx context.Context, t *testing.T, f *consulFleet) {
-	keys := keysUnder("lin/restarts/", 4)
-	h, errs := newHistory(), newTally()
-	var cs []*client
-	for i := range consulClients {
-		cs = append(cs, newClient(i, f.client(t), keys, h, errs, classifyConsul))
-	}
-	stop := make(chan struct{})
-	wait := runClients(ctx, cs, stop)
-	stopped := false
-	defer func() {
-		if !stopped {
-			close(stop)
-			wait()
-		}
-	}()
-	step := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	var faults faultLog
-	step("warm-up", progressed(ctx, h, 100, 30*time.Second))
+// inject restarts the agent of TestConsulLinearizableUnderRestarts.
+func (f *consulFleet) inject(ctx context.Context, t *testing.T, h *history, step func(string, error), faults *faultLog) {
 	for round := range 2 {
 		start := time.Now()
 		pid := f.agent.Proc.Pid()
@@ -117,39 +80,4 @@ func consulRestarts(ctx context.Context, t *testing.T, f *consulFleet) {
 		faults.add(t, start, "round %d: kill -9 of the Consul agent (pid %d), restarted, leader again", round+1, pid)
 		step("progress after the kill -9 restart", progressed(ctx, h, 150, 30*time.Second))
 	}
-	close(stop)
-	wait()
-	stopped = true
-	if err := readBack(ctx, consulClients, f.direct(t), keys, h); err != nil {
-		t.Fatal(err)
-	}
-	report(t, "consul-restarts", h, errs, &faults)
-}
-
-func consulStale(ctx context.Context, t *testing.T, f *consulFleet) {
-	keys := keysUnder("lin/stale/", 3)
-	h, errs := newHistory(), newTally()
-	var cs []*client
-	for i := range 3 {
-		cs = append(cs, newClient(i, f.client(t), keys, h, errs, classifyConsul))
-	}
-	broken := newStaleStore(f.client(t))
-	cs = append(cs, newClient(3, broken, keys, h, errs, classifyConsul))
-	stop := make(chan struct{})
-	wait := runClients(ctx, cs, stop)
-	err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
-		if n := broken.staleReads(); n < 10 {
-			return fmt.Errorf("%d stale reads served", n)
-		}
-		return nil
-	})
-	close(stop)
-	wait()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := readBack(ctx, len(cs), f.direct(t), keys, h); err != nil {
-		t.Fatal(err)
-	}
-	caught(t, "consul-stale", h, errs, broken)
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/storegate/storegate/internal/testenv"
 )
@@ -40,42 +39,15 @@ func startEtcdFleet(t *testing.T) *etcdFleet {
 	}
 	f.cut = env.HAProxy(testenv.HAProxySpec{Frontends: []testenv.Frontend{{Name: "etcd", Servers: members}}})
 	pol := env.Policies(testenv.AllowAll)
-	var servers []testenv.Backend
-	for i := range 3 {
+	f.gateways = env.Gateways(3, func(i int) testenv.GatewaySpec {
 		eps := f.etcd.Endpoints
 		if i == 2 {
 			eps = []string{"https://" + f.cut.Addrs["etcd"]}
 		}
-		cfg := env.GatewayConfig(f.pki, pol, eps, "")
-		g := env.Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: cfg, LogLevel: "info"})
-		f.gateways = append(f.gateways, g)
-		servers = append(servers, testenv.Backend{Name: fmt.Sprintf("g%d", i), Addr: g.Etcd, CheckAddr: g.Admin})
-	}
-	f.front = env.HAProxy(testenv.HAProxySpec{Frontends: []testenv.Frontend{{Name: "etcd", Servers: servers}}}).Addrs["etcd"]
+		return testenv.GatewaySpec{Bin: gatewayBin, Config: env.GatewayConfig(f.pki, pol, eps, ""), LogLevel: "info"}
+	})
+	f.front = env.Balancer(testenv.Listeners(f.gateways), testenv.EtcdFront).Addrs["etcd"]
 	return f
-}
-
-// client is a client/v3 client of the balancer, as the caller "lin", on a
-// connection of its own.
-func (f *etcdFleet) client(t *testing.T) *clientv3.Client {
-	t.Helper()
-	c, err := (&testenv.Etcd{Spec: testenv.EtcdSpec{PKI: f.pki}, Endpoints: []string{"https://" + f.front}}).Client("lin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// direct is a client of the etcd members themselves, not the gateways.
-func (f *etcdFleet) direct(t *testing.T) *clientv3.Client {
-	t.Helper()
-	c, err := f.etcd.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // leaderAmong is the member the members other than skip (one killed or
@@ -128,39 +100,18 @@ func leaderAmong(ctx context.Context, ec *testenv.Etcd, skip int) (int, error) {
 // the cached ones it is not.
 func TestEtcdLinearizableUnderFaults(t *testing.T) {
 	f := startEtcdFleet(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-	defer cancel()
-	t.Run("faults", func(t *testing.T) { etcdFaults(ctx, t, f) })
-	t.Run("stale-read-caught", func(t *testing.T) { etcdStale(ctx, t, f) })
+	tg := target{name: "etcd", prefix: "/lin/", classify: classifyEtcd}
+	// A client of the balancer as the caller "lin", on a connection of its
+	// own; one of the etcd members themselves.
+	tg.client = func(t *testing.T) store {
+		return etcdStore{testenv.New(t).EtcdClient(f.pki, "lin", "https://"+f.front)}
+	}
+	tg.direct = func(t *testing.T) store { return etcdStore{testenv.New(t).MembersClient(f.etcd, "etcd")} }
+	checkRuns(t, tg, "faults", 7, f.inject)
 }
 
-const etcdClients = 7
-
-func etcdFaults(ctx context.Context, t *testing.T, f *etcdFleet) {
-	keys := keysUnder("/lin/faults/", 4)
-	h, errs := newHistory(), newTally()
-	var cs []*client
-	for i := range etcdClients {
-		cs = append(cs, newClient(i, etcdStore{f.client(t)}, keys, h, errs, classifyEtcd))
-	}
-	stop := make(chan struct{})
-	wait := runClients(ctx, cs, stop)
-	stopped := false
-	defer func() {
-		if !stopped {
-			close(stop)
-			wait()
-		}
-	}()
-	var faults faultLog
-	step := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	step("warm-up", progressed(ctx, h, 100, 30*time.Second))
-
+// inject injects the faults of TestEtcdLinearizableUnderFaults, twice each.
+func (f *etcdFleet) inject(ctx context.Context, t *testing.T, h *history, step func(string, error), faults *faultLog) {
 	for round := range 2 {
 		// 1. kill -9 of a gateway, and its restart on the same listeners.
 		start, g := time.Now(), f.gateways[round]
@@ -226,13 +177,6 @@ func etcdFaults(ctx context.Context, t *testing.T, f *etcdFleet) {
 		step("progress after fault 4", progressed(ctx, h, 150, 30*time.Second))
 	}
 
-	close(stop)
-	wait()
-	stopped = true
-	if err := readBack(ctx, etcdClients, etcdStore{f.direct(t)}, keys, h); err != nil {
-		t.Fatal(err)
-	}
-	report(t, "etcd-faults", h, errs, &faults)
 }
 
 // report checks h with porcupine and prints the run: operations checked,
@@ -262,34 +206,6 @@ func joinLines(s []string) string {
 		out += l
 	}
 	return out
-}
-
-func etcdStale(ctx context.Context, t *testing.T, f *etcdFleet) {
-	keys := keysUnder("/lin/stale/", 3)
-	h, errs := newHistory(), newTally()
-	var cs []*client
-	for i := range 3 {
-		cs = append(cs, newClient(i, etcdStore{f.client(t)}, keys, h, errs, classifyEtcd))
-	}
-	broken := newStaleStore(etcdStore{f.client(t)})
-	cs = append(cs, newClient(3, broken, keys, h, errs, classifyEtcd))
-	stop := make(chan struct{})
-	wait := runClients(ctx, cs, stop)
-	err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
-		if n := broken.staleReads(); n < 10 {
-			return fmt.Errorf("%d stale reads served", n)
-		}
-		return nil
-	})
-	close(stop)
-	wait()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := readBack(ctx, len(cs), etcdStore{f.direct(t)}, keys, h); err != nil {
-		t.Fatal(err)
-	}
-	caught(t, "etcd-stale", h, errs, broken)
 }
 
 // caught checks the history of a run with a stale-read client twice: with

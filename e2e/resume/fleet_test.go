@@ -3,20 +3,16 @@ package resume
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/storegate/storegate/internal/testenv"
-	"github.com/storegate/storegate/mtls"
 )
 
 // Stream methods whose open count a gateway's /metrics reports.
@@ -43,36 +39,11 @@ func newFleet(t *testing.T, n int) *fleet {
 	p := env.PKI("app")
 	ec := env.Etcd(testenv.EtcdSpec{Members: 3, Binary: true, PKI: p})
 	pol := env.Policies(testenv.AllowAll)
-	f := &fleet{env: env, pki: p, etcd: ec, gateways: make([]*testenv.Gateway, n)}
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		spec := testenv.GatewaySpec{Bin: gatewayBin, Config: env.GatewayConfig(p, pol, ec.Endpoints, ""), Dir: t.TempDir()}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f.gateways[i], errs[i] = testenv.StartGateway(t.Context(), spec)
-		}()
-	}
-	wg.Wait()
-	for _, g := range f.gateways {
-		if g != nil {
-			t.Cleanup(func() {
-				g.Close()
-				if t.Failed() {
-					t.Logf("%s output:\n%s", g.Proc.Name, g.Proc.Tail(80))
-				}
-			})
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	var servers []testenv.Backend
-	for i, g := range f.gateways {
-		servers = append(servers, testenv.Backend{Name: "g" + strconv.Itoa(i), Addr: g.Etcd, CheckAddr: g.Admin})
-	}
-	h := env.HAProxy(testenv.HAProxySpec{Frontends: []testenv.Frontend{{Name: "etcd", Servers: servers}}})
+	f := &fleet{env: env, pki: p, etcd: ec}
+	f.gateways = env.Gateways(n, func(int) testenv.GatewaySpec {
+		return testenv.GatewaySpec{Bin: gatewayBin, Config: env.GatewayConfig(p, pol, ec.Endpoints, "")}
+	})
+	h := env.Balancer(testenv.Listeners(f.gateways), testenv.EtcdFront)
 	f.lb = h.Addrs["etcd"]
 	return f
 }
@@ -80,29 +51,14 @@ func newFleet(t *testing.T, n int) *fleet {
 // balanced is a client/v3 client of the balancer, as the caller "app".
 func (f *fleet) balanced(t *testing.T) *clientv3.Client {
 	t.Helper()
-	tc, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: f.pki.Cert("app"), Key: f.pki.Key("app"), CA: f.pki.Bundle()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + f.lb}, TLS: tc,
-		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testenv.New(t).EtcdClient(f.pki, "app", "https://"+f.lb)
 }
 
 // direct is a client/v3 client of every etcd member, bypassing the
 // gateways: what the store itself holds is read through it.
 func (f *fleet) direct(t *testing.T) *clientv3.Client {
 	t.Helper()
-	c, err := f.etcd.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testenv.New(t).MembersClient(f.etcd, "etcd")
 }
 
 // openStreams is the number of caller streams of method gateway g holds
@@ -149,7 +105,7 @@ func (f *fleet) holder(t *testing.T, method string, want int) int {
 // etcdGauge is the value of an unlabelled metric on etcd member i's own
 // /metrics (its client URL, with etcd's client certificate).
 func (f *fleet) etcdGauge(ctx context.Context, i int, name string) (float64, error) {
-	tc, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: f.pki.Cert("etcd"), Key: f.pki.Key("etcd"), CA: f.pki.Bundle()})
+	tc, err := f.pki.ClientTLS("etcd")
 	if err != nil {
 		return 0, err
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/storegate/storegate/config"
 	"github.com/storegate/storegate/internal/testenv"
-	"github.com/storegate/storegate/mtls"
 )
 
 // Callers of the soak's policy: web may do everything under /soak/ but
@@ -85,28 +84,17 @@ func startFleet(t *testing.T) *fleet {
 	f.consul = env.Consul(testenv.ConsulSpec{})
 	pol := env.Policies(soakIntentions)
 	plugins := soakPlugins(t)
-	var etcdServers, consulServers []testenv.Backend
-	for i := range 2 {
+	f.gateways = env.Gateways(2, func(int) testenv.GatewaySpec {
 		cfg := env.GatewayConfig(f.pki, pol, f.etcd.Endpoints, f.consul.HTTPAddr)
 		cfg.Debug.Pprof = true
 		cfg.Plugins = plugins
 		// The compiled plugins are kept in the test's directory, not the
 		// user's cache.
 		cfg.PluginCacheDir = t.TempDir()
-		g := env.Gateway(testenv.GatewaySpec{Bin: gatewayBin, Config: cfg, LogLevel: "warn"})
-		name := "g" + string(rune('0'+i))
-		etcdServers = append(etcdServers, testenv.Backend{Name: name, Addr: g.Etcd, CheckAddr: g.Admin})
-		consulServers = append(consulServers, testenv.Backend{Name: name, Addr: g.Consul, CheckAddr: g.Admin})
-		f.gateways = append(f.gateways, g)
-	}
-	f.lb = env.HAProxy(testenv.HAProxySpec{Frontends: []testenv.Frontend{
-		{Name: "etcd", Servers: etcdServers}, {Name: "consul", Servers: consulServers}}})
-	c, err := f.etcd.Client("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	f.direct = c
+		return testenv.GatewaySpec{Bin: gatewayBin, Config: cfg, LogLevel: "warn"}
+	})
+	f.lb = env.Balancer(testenv.Listeners(f.gateways), testenv.EtcdFront, testenv.ConsulFront)
+	f.direct = env.MembersClient(f.etcd, "etcd")
 	f.agent = f.consulDirect(t)
 	return f
 }
@@ -156,7 +144,7 @@ func soakPlugins(t *testing.T) []config.PluginConfig {
 // etcdClient is a client of the etcd frontend as caller who.
 func (f *fleet) etcdClient(t *testing.T, who string) *clientv3.Client {
 	t.Helper()
-	c, err := (&testenv.Etcd{Spec: testenv.EtcdSpec{PKI: f.pki}, Endpoints: []string{"https://" + f.lb.Addrs["etcd"]}}).Client(who)
+	c, err := testenv.EtcdClient(f.pki, who, "https://"+f.lb.Addrs["etcd"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +155,7 @@ func (f *fleet) etcdClient(t *testing.T, who string) *clientv3.Client {
 // who, and its transport (to close its connections).
 func (f *fleet) consulClient(t *testing.T, who string) (*api.Client, *http.Transport) {
 	t.Helper()
-	tc, err := mtls.FileClientConfig(mtls.ClientFiles{Cert: f.pki.Cert(who), Key: f.pki.Key(who), CA: f.pki.Bundle()})
+	tc, err := f.pki.ClientTLS(who)
 	if err != nil {
 		t.Fatal(err)
 	}
