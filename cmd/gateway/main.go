@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -51,6 +52,9 @@ func newLogger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
+// gatewayGCPercent is the gateway's GOGC when the environment sets none.
+const gatewayGCPercent = 200
+
 func serveCmd() *cobra.Command {
 	var configPath, logLevel string
 	cmd := &cobra.Command{
@@ -65,6 +69,13 @@ func serveCmd() *cobra.Command {
 			cfg, err := config.Load(configPath)
 			if err != nil {
 				return err
+			}
+			if _, set := os.LookupEnv("GOGC"); !set {
+				// Garbage collection was an eighth of the gateway's CPU under
+				// load, with a live heap of tens of MiB: collecting at 200%
+				// growth instead of 100% halves that for a third more heap.
+				// GOGC, when set, decides; GOMEMLIMIT still bounds the heap.
+				debug.SetGCPercent(gatewayGCPercent)
 			}
 			return serve(cmd.Context(), cfg, log, nil)
 		},

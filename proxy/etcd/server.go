@@ -283,10 +283,9 @@ func (s *Server) grpcError(ctx context.Context, err error) error {
 // cancellation, none of its metadata (its token never reaches the store),
 // and etcd's require-leader flag when the caller set it.
 func upstreamCtx(ctx context.Context) context.Context {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(rpctypes.MetadataRequireLeaderKey); len(v) > 0 && v[0] == rpctypes.MetadataHasLeader {
-			return metadata.NewOutgoingContext(ctx, metadata.Pairs(rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
-		}
+	// One key looked up, rather than the caller's whole metadata copied.
+	if v := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey); len(v) > 0 && v[0] == rpctypes.MetadataHasLeader {
+		return metadata.NewOutgoingContext(ctx, metadata.Pairs(rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
 	}
 	return metadata.NewOutgoingContext(ctx, nil)
 }
