@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/storegate/storegate/gate"
 )
@@ -45,11 +46,12 @@ func (t *Telemetry) HTTPHandler(h http.Handler, proto gate.Protocol) http.Handle
 // HTTPTransport wraps a transport to an upstream: a client span per call,
 // the W3C trace context sent along (traceparent), the call timed (stage
 // upstream) and failures counted as upstream errors (unreachable, or a 5xx
-// answer).
+// answer). otelhttp's own client metrics are left out, as for gRPC
+// (DialOptions).
 func (t *Telemetry) HTTPTransport(rt http.RoundTripper, proto gate.Protocol) http.RoundTripper {
 	traced := otelhttp.NewTransport(rt,
 		otelhttp.WithTracerProvider(t.tracer),
-		otelhttp.WithMeterProvider(t.meter),
+		otelhttp.WithMeterProvider(noopmetric.NewMeterProvider()),
 		otelhttp.WithPropagators(t.propagator),
 	)
 	return &upstreamTransport{rt: traced, m: t.metrics, proto: proto}
