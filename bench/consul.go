@@ -38,10 +38,14 @@ const consulPorts = 8
 func consulBench(ctx context.Context, o options, dir string, ports []int, consulBin, gatewayBin, etcdURL string, pk *pki, certs map[string]svid) (bool, error) {
 	httpPort, httpsPort := ports[0], ports[7]
 	// The agent also serves HTTPS and requires client certificates: the
-	// like-for-like baseline for a caller that talks mTLS to storegate.
-	agentTLS := fmt.Sprintf(`ports { https = %d }
+	// like-for-like baseline for a caller that talks mTLS to storegate. Its
+	// HTTP API is on a unix socket too, which the gateway uses, as a
+	// gateway beside its local agent would (upstreams.consul.socket).
+	socket := filepath.Join(dir, "consul-http.sock")
+	agentTLS := fmt.Sprintf(`addresses { http = "127.0.0.1 unix://%s" }
+ports { https = %d }
 tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = true } }`,
-		httpsPort, pk.caFile(), certs["consul"].cert, certs["consul"].key)
+		socket, httpsPort, pk.caFile(), certs["consul"].cert, certs["consul"].key)
 	logf, err := os.Create(filepath.Join(dir, "consul.log"))
 	if err != nil {
 		return false, err
@@ -61,7 +65,7 @@ tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = 
 	}
 
 	g := gatewayVariant{name: storegate, intentions: o.intentions[0], cache: true,
-		consulListen: fmt.Sprintf("127.0.0.1:%d", ports[4]), consulUpstream: base, pprof: o.consulProfile != ""}
+		consulListen: fmt.Sprintf("127.0.0.1:%d", ports[4]), consulUpstream: base, consulSocket: socket, pprof: o.consulProfile != ""}
 	gw, _, admin, err := gatewayProc(gatewayBin, dir, g, o.policies, ports[5], ports[6], etcdURL, pk, certs["gateway"])
 	if err != nil {
 		return false, err
@@ -179,7 +183,7 @@ const directHTTPS = "direct-https"
 func reportConsul(w io.Writer, o options, results map[caseKey]*sample) bool {
 	fmt.Fprintf(w, "\nConsul KV (agent -dev; get = one key, put = 100-byte value over %d keys)\n", putKeys)
 	fmt.Fprintln(w, "direct = the agent over plain HTTP; direct-https = the agent over HTTPS requiring client certificates (HTTP/2, as consul/api);")
-	fmt.Fprintln(w, "storegate = mTLS (HTTP/2) to the gateway, which forwards to the agent over plain HTTP on loopback, as to a local agent")
+	fmt.Fprintln(w, "storegate = mTLS (HTTP/2) to the gateway, which forwards to the agent over plain HTTP on its unix socket (upstreams.consul.socket), as to a local agent")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "op\tconc\ttarget\tops/s\tp50\tp99\tvs-direct\tvs-direct-https\tgateway-CPU/req\tconsul-CPU/req")
 	failed := false

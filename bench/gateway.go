@@ -36,6 +36,7 @@ func gatewayProc(bin, dir string, g gatewayVariant, policies string, etcdPort, a
 	cfg.Listen.Etcd, cfg.Listen.Admin = fmt.Sprintf("127.0.0.1:%d", etcdPort), fmt.Sprintf("127.0.0.1:%d", adminPort)
 	if g.consulListen != "" {
 		cfg.Listen.Consul = g.consulListen
+		cfg.Upstreams.Consul.Socket = g.consulSocket
 	}
 	if !g.cache {
 		cfg.Policy.CacheSize = new(int)

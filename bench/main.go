@@ -131,9 +131,10 @@ type gatewayVariant struct {
 	// fastPath is the config's policy.fast_path; nil leaves the default
 	// (on: decisions the compiled intentions can make skip OPA).
 	fastPath *bool
-	// consulListen and consulUpstream add the Consul front.
-	consulListen, consulUpstream string
-	pprof                        bool // serve /debug/pprof on the admin listener
+	// consulListen and consulUpstream add the Consul front; consulSocket,
+	// when set, is the agent's unix socket the front sends its requests to.
+	consulListen, consulUpstream, consulSocket string
+	pprof                                      bool // serve /debug/pprof on the admin listener
 	// traces, when set, writes the config's telemetry.traces section;
 	// nil leaves the gateway's default (no span exporter).
 	traces *traceConfig

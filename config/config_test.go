@@ -157,6 +157,20 @@ func TestEitherFrontAlone(t *testing.T) {
 	}
 }
 
+// TestConsulSocket: the agent's unix socket goes with an http:// address
+// only (the socket carries no TLS).
+func TestConsulSocket(t *testing.T) {
+	const identity = "identity: {files: {cert: a, key: b, bundle: c}, trust_domains: [example.org]}\n"
+	cfg, err := Parse([]byte(identity + "listen: {consul: 127.0.0.1:8501}\nupstreams: {consul: {address: http://127.0.0.1:8500, socket: /run/consul/http.sock}}\n"))
+	if err != nil || cfg.Upstreams.Consul.Socket != "/run/consul/http.sock" {
+		t.Fatalf("socket with http://: %v, %+v", err, cfg)
+	}
+	_, err = Parse([]byte(identity + "listen: {consul: 127.0.0.1:8501}\nupstreams: {consul: {address: https://127.0.0.1:8501, socket: /run/consul/http.sock}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "upstreams.consul.socket: only with an http:// address") {
+		t.Fatalf("socket with https://: %v", err)
+	}
+}
+
 // TestMarshalRoundTrip: a configuration built as a value and marshalled
 // parses back to the same value (tests and the bench build configs so).
 func TestMarshalRoundTrip(t *testing.T) {

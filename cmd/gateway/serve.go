@@ -271,8 +271,8 @@ func consulFront(cfg *config.Config, g *gate.Gate, auth consulfront.Authenticato
 	}
 	opts := consulfront.Options{Upstream: addr, MaxValueBytes: int64(cu.MaxValueBytes), Logger: log,
 		ForwardCallerTokens: cu.ForwardCallerTokens, Throttle: debts, Guarded: guarded(cfg),
-		RequestTimeout: time.Duration(cu.RequestTimeout),
-		WrapTransport:  func(rt http.RoundTripper) http.RoundTripper { return tel.HTTPTransport(rt, gate.ProtocolConsul) }}
+		RequestTimeout: time.Duration(cu.RequestTimeout), UpstreamSocket: cu.Socket,
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return tel.HTTPTransport(rt, gate.ProtocolConsul) }}
 	if cu.TokenFile != "" {
 		b, err := os.ReadFile(cu.TokenFile)
 		if err != nil {
