@@ -482,6 +482,9 @@ func TestHostileConsulFailClosed(t *testing.T) {
 			if code != http.StatusBadGateway || !strings.HasPrefix(body, "storegate:") {
 				t.Errorf("%s %s %s with the agent stopped: %d %q, want 502 \"storegate: ...\"", r.who, r.method, r.path, code, body)
 			}
+			if strings.Contains(body, "127.0.0.1") || strings.Contains(body, "dial") {
+				t.Errorf("%s %s %s with the agent stopped: %q tells the caller of the gateway's network", r.who, r.method, r.path, body)
+			}
 		}
 		// What policy refuses is still refused, without the agent.
 		code, body := e.as(t, web, "GET", "/v1/kv/other/x", "")

@@ -60,7 +60,7 @@ var consulRetryable = []string{"No cluster leader", "leadership lost while commi
 // upstream), the agent's "no leader" 500s, and a connection the balancer
 // refused, reset or closed. Any other status (a 4xx, another 500) or
 // error fails the test: it could hide a wrong answer. A 502 saying the
-// gateway's dial to the agent was refused, and a refused dial of the
+// gateway could not connect to the agent, and a refused dial of the
 // client's own, never sent the request: not applied. Everything else
 // leaves a write's outcome unknown.
 func classifyConsul(err error) (string, errorKind) {
@@ -73,7 +73,7 @@ func classifyConsul(err error) (string, errorKind) {
 	case errors.As(err, &se):
 		switch se.Code {
 		case 502:
-			if strings.Contains(se.Body, "Consul agent unreachable: dial tcp") && strings.HasSuffix(se.Body, "connect: connection refused") {
+			if strings.Contains(se.Body, "Consul agent unreachable: could not connect, the request was not sent") {
 				return "HTTP 502 " + shorten(se.Body), notApplied
 			}
 			return "HTTP 502 " + shorten(se.Body), outcomeUnknown

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
@@ -168,7 +169,19 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	s.log.Warn("consul upstream error", "path", r.URL.Path, "err", err)
-	http.Error(w, "storegate: Consul agent unreachable: "+err.Error(), http.StatusBadGateway)
+	http.Error(w, unreachable(err), http.StatusBadGateway)
+}
+
+// unreachable is what a caller is told of a failed forward: whether the
+// request reached the agent (a caller may resend one that never did), and
+// nothing of the agent's address or the gateway's network, which the log
+// has.
+func unreachable(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return "storegate: Consul agent unreachable: could not connect, the request was not sent"
+	}
+	return "storegate: Consul agent unreachable: the connection failed during the request"
 }
 
 // copyBuffers recycles the buffers answers are copied through: a 32 KiB
