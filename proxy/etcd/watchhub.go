@@ -18,18 +18,28 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Watch coalescing. Callers watching the same range from "now" share one
-// upstream watch, as etcd's own grpc-proxy does: a caller's watch stream
-// (watch.go, which judges every event for that caller alone) talks to a
-// virtual stream (vstream) that answers like an etcd watch stream, and
-// the virtual stream subscribes each of its watches to a feed, one
-// upstream watch:
-//   - a shared feed serves every create with start_revision 0 and the same
-//     key, range end, prev_kv, filters, progress_notify, fragment and
-//     require-leader flag, and a create that resumes right after the last
-//     revision the feed delivered; it ends when its last subscriber leaves;
-//   - a private feed serves one create that asks for other history (or a
-//     resume by client/v3 after a reconnect from further back).
+// Watch coalescing. Callers watching the same range share one upstream
+// watch, as etcd's own grpc-proxy does: a caller's watch stream (watch.go,
+// which judges every event for that caller alone) talks to a virtual
+// stream (vstream) that answers like an etcd watch stream, and the virtual
+// stream subscribes each of its watches to a feed, one upstream watch:
+//   - a shared feed serves the creates with the same key, range end,
+//     prev_kv, filters, progress_notify, fragment and require-leader flag
+//     whose history it can give: the first starts it (from now, or from
+//     its start revision S: a resume by client/v3 after a gateway restart
+//     or a drain); a later one from now joins it, as does one from S' while
+//     the feed has delivered no event S' asks for (S' at or above the
+//     feed's start, and above the last event's revision). Each subscriber
+//     is handed only the events at or after its own start (a from-now one:
+//     after the revision its created answer gives); a response left empty
+//     by that is not sent. The feed ends when its last subscriber leaves;
+//   - a private feed serves one create that asks for history the shared
+//     feed never had (a start below the feed's), or that etcd would refuse.
+//
+// When etcd cancels a shared feed as compacted at C, each subscriber that
+// started below C is told so, as etcd would have told it; one that
+// started at or above C is not: its virtual stream ends with
+// errWatchBehind, and client/v3 resumes it.
 //
 // Feeds travel on lanes, upstream watch streams: the shared feeds on the
 // hub's (one per require-leader flag, whose context is the server's
@@ -44,12 +54,20 @@ import (
 // place), since watch.go and plugins rewrite them per caller. A shared
 // feed never waits for a subscriber: one whose queue is full has its
 // virtual stream ended with errWatchBehind, which client/v3 retries,
-// resuming after the last revision it received (a resume from further
-// back than the feed takes a private feed). A private feed waits for its
-// subscriber, as the caller's own stream did.
+// resuming after the last revision it received. Full is 1,024 responses,
+// or 8 MiB of their keys, values and previous values: a queue holds
+// events every other subscriber has long consumed, so bytes are bounded
+// too; an empty queue always takes one response, however large, so that
+// one huge event cannot wedge a watch. A private feed waits for room for
+// its subscriber, as the caller's own stream did.
 
 // watchQueueLen bounds the responses queued for one virtual stream.
 const watchQueueLen = 1024
+
+// watchQueueBytes bounds the bytes of keys and values (current and
+// previous) queued for one virtual stream; an empty queue takes one
+// response whatever its size.
+const watchQueueBytes = 8 << 20
 
 // errWatchBehind ends a virtual stream that fell behind a shared feed.
 // codes.Unavailable: client/v3 reopens the stream and resumes every watch
@@ -58,9 +76,10 @@ var errWatchBehind = status.Error(codes.Unavailable, "storegate: watch fell behi
 
 // watchHub holds the shared feeds.
 type watchHub struct {
-	up       func(ctx context.Context) (upWatch, error)
-	ctx      context.Context // the shared feeds' lifetime
-	queueLen atomic.Int64
+	up         func(ctx context.Context) (upWatch, error)
+	ctx        context.Context // the shared feeds' lifetime
+	queueLen   atomic.Int64
+	queueBytes atomic.Int64
 
 	// mu is taken after a feed's and a lane's, never before.
 	mu    sync.Mutex
@@ -74,6 +93,7 @@ type watchHub struct {
 func newWatchHub(ctx context.Context, up func(ctx context.Context) (upWatch, error)) *watchHub {
 	h := &watchHub{up: up, ctx: ctx, feeds: map[feedKey]*feed{}, lanes: map[bool]*lane{}}
 	h.queueLen.Store(watchQueueLen)
+	h.queueBytes.Store(watchQueueBytes)
 	return h
 }
 
@@ -125,6 +145,12 @@ type feed struct {
 	rev  int64
 	subs map[*vsub]struct{}
 	frag []*pb.WatchResponse // parts of a fragmented response so far
+	// from: the first revision the feed delivers events of (its start, or
+	// its created answer's revision + 1 for one from now; 0 until known).
+	// createdRev: its created answer's revision. lastEv: the revision of
+	// the last event it delivered; a joiner from S' > lastEv has missed
+	// nothing it asks for.
+	from, createdRev, lastEv int64
 
 	// Guarded by lane.mu: the upstream watch's ID once created; counted
 	// off the lane's feeds: refused by etcd, or freed before its created
@@ -432,6 +458,10 @@ type vsub struct {
 	id       int64         // the watch ID the caller knows
 	f        *feed         // set once (attach), under vs.mu
 	answered chan struct{} // closed once its created answer is queued
+	// min (guarded by its feed's mu): events below it are not the
+	// watch's (its start revision; for one from now, set with its created
+	// answer). A shared feed may deliver older ones, for other watches.
+	min int64
 	// live (guarded by vs.mu): created and not ended; only a live watch's
 	// responses are queued.
 	live bool
@@ -487,11 +517,6 @@ func (h *watchHub) subscribe(ctx context.Context, sub *vsub, cr *pb.WatchCreateR
 		h.mu.Lock()
 		f := h.feeds[key]
 		if f == nil {
-			if cr.StartRevision != 0 {
-				h.mu.Unlock()
-				h.private(ctx, sub, fwd)
-				return
-			}
 			break // h.mu still held
 		}
 		h.mu.Unlock()
@@ -501,12 +526,9 @@ func (h *watchHub) subscribe(ctx context.Context, sub *vsub, cr *pb.WatchCreateR
 			f.mu.Unlock()
 			continue
 		}
-		if cr.StartRevision != 0 && (!f.created || f.hdr == nil || cr.StartRevision != f.rev+1) {
-			// History the feed has passed (or has not reached): a watch
-			// of its own. One resuming right after the feed's last
-			// revision (a client/v3 watch that was caught up, after a
-			// reconnect) joins: what the feed delivers from now on is
-			// exactly what it asks for.
+		if !f.joinable(cr.StartRevision) {
+			// History the feed never had, or has passed: a watch of its
+			// own.
 			f.mu.Unlock()
 			h.private(ctx, sub, fwd)
 			return
@@ -515,6 +537,7 @@ func (h *watchHub) subscribe(ctx context.Context, sub *vsub, cr *pb.WatchCreateR
 			f.mu.Unlock()
 			return
 		}
+		sub.min = cr.StartRevision
 		f.subs[sub] = struct{}{}
 		if f.created {
 			f.answerCreated(sub)
@@ -522,14 +545,27 @@ func (h *watchHub) subscribe(ctx context.Context, sub *vsub, cr *pb.WatchCreateR
 		f.mu.Unlock()
 		return
 	}
-	f := &feed{hub: h, key: key, shared: true, subs: map[*vsub]struct{}{sub: {}}}
+	f := &feed{hub: h, key: key, shared: true, from: cr.StartRevision, subs: map[*vsub]struct{}{sub: {}}}
 	if !sub.attach(f) {
 		h.mu.Unlock()
 		return
 	}
+	sub.min = cr.StartRevision
 	h.feeds[key] = f
 	h.mu.Unlock()
 	f.start(fwd, nil)
+}
+
+// joinable reports whether a create from start (0: from now) may join
+// the feed: one from now always may (it is handed what comes after its
+// created answer); one from a revision may while the feed has delivered
+// no event it asks for and will deliver every one (start at or above the
+// feed's own). f.mu is held.
+func (f *feed) joinable(start int64) bool {
+	if start == 0 {
+		return true
+	}
+	return f.from != 0 && start >= f.from && start > f.lastEv
 }
 
 // private starts a feed of sub's own on its stream's private lane.
@@ -641,16 +677,24 @@ func (f *feed) leave(sub *vsub, answer bool) {
 	}
 }
 
-// answerCreated queues sub's created answer: the feed's last known
-// revision, after which every event reaches sub. f.mu is held.
+// answerCreated queues sub's created answer, with a revision up to which
+// sub has been handed every event it asks for: the feed's synced
+// revision; for a watch from now, the feed's created revision if that is
+// higher (a feed from a start revision catching up), and sub is handed
+// only the events after it. f.mu is held.
 func (f *feed) answerCreated(sub *vsub) {
+	rev := f.rev
+	if sub.min == 0 {
+		rev = max(f.rev, f.createdRev)
+		sub.min = rev + 1
+	}
 	vs := sub.vs
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
 	if vs.subs[sub.id] == sub {
 		sub.live = true
 		hdr := copyHeader(f.hdr)
-		hdr.Revision = f.rev
+		hdr.Revision = rev
 		vs.queueLocked(&pb.WatchResponse{Header: hdr, WatchId: sub.id, Created: true})
 	}
 	close(sub.answered)
@@ -667,12 +711,23 @@ func (f *feed) deliver(resp *pb.WatchResponse) {
 		// A fragmented response's header is taken with its last part: a
 		// watch joining in between gets the whole response.
 		f.hdr = resp.Header
-		if len(resp.Events) == 0 && len(f.frag) == 0 && !resp.Canceled {
-			f.rev = max(f.rev, resp.Header.Revision) // created, or progress
+		switch {
+		case len(resp.Events) > 0 || len(f.frag) > 0 || resp.Canceled:
+		case resp.Created:
+			// A watch from S is created at the store's revision with its
+			// events from S still to come: synced only up to S-1.
+			f.createdRev = resp.Header.Revision
+			if f.from == 0 {
+				f.from = f.createdRev + 1
+			}
+			f.rev = max(f.rev, min(f.from-1, f.createdRev))
+		default:
+			f.rev = max(f.rev, resp.Header.Revision) // progress
 		}
 	}
 	if n := len(resp.Events); n > 0 && !resp.Fragment && resp.Events[n-1].Kv != nil {
 		f.rev = max(f.rev, resp.Events[n-1].Kv.ModRevision)
+		f.lastEv = max(f.lastEv, resp.Events[n-1].Kv.ModRevision)
 	}
 	switch {
 	case resp.Created && resp.Canceled:
@@ -681,7 +736,7 @@ func (f *feed) deliver(resp *pb.WatchResponse) {
 			vs := sub.vs
 			vs.mu.Lock()
 			vs.dropLocked(sub)
-			vs.queueLocked(copyResponse(resp, clientv3.InvalidWatchID))
+			vs.queueLocked(copyResponse(resp, clientv3.InvalidWatchID, 0))
 			vs.mu.Unlock()
 			close(sub.answered)
 		}
@@ -705,12 +760,17 @@ func (f *feed) deliver(resp *pb.WatchResponse) {
 	f.frag = nil
 	end := resp.Canceled
 	if f.shared {
+		compact := resp.CompactRevision
 		for sub := range f.subs {
-			copies := make([]*pb.WatchResponse, len(group))
-			for i, r := range group {
-				copies[i] = copyResponse(r, sub.id)
+			if end && compact != 0 && sub.min >= compact {
+				// Compacted below what this one asks for: etcd would not
+				// have told it so. It resumes on a stream of its own.
+				sub.vs.fail(errWatchBehind, true)
+				continue
 			}
-			sub.vs.queueShared(sub, copies, end)
+			if copies := copyGroup(group, sub.id, sub.min); len(copies) > 0 {
+				sub.vs.queueShared(sub, copies, end)
+			}
 		}
 		if end {
 			f.endLocked()
@@ -747,6 +807,7 @@ type vstream struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every change of q or err
 	q       []*pb.WatchResponse
+	qBytes  int   // respBytes of q
 	err     error // set: the stream has ended
 	errNow  bool  // err is returned before what is queued
 	done    chan struct{}
@@ -788,7 +849,20 @@ func (vs *vstream) queueLocked(r *pb.WatchResponse) {
 		return
 	}
 	vs.q = append(vs.q, r)
+	vs.qBytes += respBytes(r)
 	vs.signalLocked()
+}
+
+// roomLocked reports whether responses holding bytes fit in the queue:
+// an empty one takes them whatever their size. vs.mu is held.
+func (vs *vstream) roomLocked(bytes int) bool {
+	return len(vs.q) == 0 ||
+		len(vs.q) < int(vs.hub.queueLen.Load()) && int64(vs.qBytes+bytes) <= vs.hub.queueBytes.Load()
+}
+
+func (vs *vstream) appendLocked(group []*pb.WatchResponse, bytes int) {
+	vs.q = append(vs.q, group...)
+	vs.qBytes += bytes
 }
 
 // queueShared queues a shared feed's response for sub, never waiting: a
@@ -800,11 +874,12 @@ func (vs *vstream) queueShared(sub *vsub, group []*pb.WatchResponse, end bool) {
 	if !sub.live || vs.ended {
 		return
 	}
-	if len(vs.q) >= int(vs.hub.queueLen.Load()) {
+	n := groupBytes(group)
+	if !vs.roomLocked(n) {
 		vs.failLocked(errWatchBehind, true)
 		return
 	}
-	vs.q = append(vs.q, group...)
+	vs.appendLocked(group, n)
 	if end {
 		vs.dropLocked(sub)
 	}
@@ -813,9 +888,10 @@ func (vs *vstream) queueShared(sub *vsub, group []*pb.WatchResponse, end bool) {
 
 // queueWait queues a private feed's responses for sub, waiting for room.
 func (vs *vstream) queueWait(sub *vsub, group []*pb.WatchResponse, end bool) {
+	n := groupBytes(group)
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
-	for len(vs.q) >= int(vs.hub.queueLen.Load()) && !vs.ended {
+	for !vs.roomLocked(n) && !vs.ended {
 		ch := vs.changed
 		vs.mu.Unlock()
 		<-ch
@@ -824,7 +900,7 @@ func (vs *vstream) queueWait(sub *vsub, group []*pb.WatchResponse, end bool) {
 	if !sub.live || vs.ended {
 		return
 	}
-	vs.q = append(vs.q, group...)
+	vs.appendLocked(group, n)
 	if end {
 		vs.dropLocked(sub)
 	}
@@ -895,7 +971,7 @@ func (vs *vstream) failLocked(err error, now bool) {
 	vs.ended = true
 	vs.err, vs.errNow = err, now
 	if now {
-		vs.q = nil
+		vs.q, vs.qBytes = nil, 0
 	}
 	close(vs.done)
 	vs.signalLocked()
@@ -1026,6 +1102,7 @@ func (vs *vstream) Recv() (*pb.WatchResponse, error) {
 			r := vs.q[0]
 			vs.q[0] = nil
 			vs.q = vs.q[1:]
+			vs.qBytes -= respBytes(r)
 			vs.signalLocked()
 			return r, nil
 		}
@@ -1055,18 +1132,67 @@ func copyKV(kv *mvccpb.KeyValue) *mvccpb.KeyValue {
 		Version: kv.Version, Value: kv.Value, Lease: kv.Lease}
 }
 
-// copyResponse copies r for one subscriber, under watch ID id.
-func copyResponse(r *pb.WatchResponse, id int64) *pb.WatchResponse {
+// copyResponse copies r for one subscriber, under watch ID id, without
+// the events below revision first.
+func copyResponse(r *pb.WatchResponse, id, first int64) *pb.WatchResponse {
 	c := &pb.WatchResponse{Header: copyHeader(r.Header), WatchId: id, Created: r.Created, Canceled: r.Canceled,
 		CompactRevision: r.CompactRevision, CancelReason: r.CancelReason, Fragment: r.Fragment}
 	if len(r.Events) > 0 {
-		c.Events = make([]*mvccpb.Event, len(r.Events))
-		for i, ev := range r.Events {
+		c.Events = make([]*mvccpb.Event, 0, len(r.Events))
+		for _, ev := range r.Events {
 			if ev == nil {
+				c.Events = append(c.Events, nil)
 				continue
 			}
-			c.Events[i] = &mvccpb.Event{Type: ev.Type, Kv: copyKV(ev.Kv), PrevKv: copyKV(ev.PrevKv)}
+			if ev.Kv != nil && ev.Kv.ModRevision < first {
+				continue
+			}
+			c.Events = append(c.Events, &mvccpb.Event{Type: ev.Type, Kv: copyKV(ev.Kv), PrevKv: copyKV(ev.PrevKv)})
 		}
 	}
 	return c
+}
+
+// copyGroup copies a response (its fragments, in group) for one
+// subscriber, under watch ID id, without the events below revision first.
+// A part left without events is left out, as etcd would not have sent it,
+// unless it cancels; the last part kept ends the response.
+func copyGroup(group []*pb.WatchResponse, id, first int64) []*pb.WatchResponse {
+	out := make([]*pb.WatchResponse, 0, len(group))
+	for _, r := range group {
+		c := copyResponse(r, id, first)
+		if len(c.Events) == 0 && len(r.Events) > 0 && !c.Canceled && c.CompactRevision == 0 {
+			continue
+		}
+		out = append(out, c)
+	}
+	if n := len(out); n > 0 {
+		out[n-1].Fragment = false
+	}
+	return out
+}
+
+// respBytes is what a queued response holds on to: its keys and values,
+// current and previous.
+func respBytes(r *pb.WatchResponse) int {
+	n := 0
+	for _, ev := range r.Events {
+		if ev == nil {
+			continue
+		}
+		for _, kv := range []*mvccpb.KeyValue{ev.Kv, ev.PrevKv} {
+			if kv != nil {
+				n += len(kv.Key) + len(kv.Value)
+			}
+		}
+	}
+	return n
+}
+
+func groupBytes(group []*pb.WatchResponse) int {
+	n := 0
+	for _, r := range group {
+		n += respBytes(r)
+	}
+	return n
 }

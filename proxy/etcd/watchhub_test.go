@@ -12,7 +12,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -510,4 +512,255 @@ func TestWatchHubIDs(t *testing.T) {
 		t.Fatalf("events by watch: %v, want watches 0 and 1 at %d", got, rev)
 	}
 	w.sync()
+}
+
+// TestWatchHubResume: watches resuming from a revision, as every
+// client/v3 watcher does after a gateway restart or a drain, share one
+// upstream watch: the first starts a feed from its revision, the others
+// join it while it has delivered nothing they ask for, and each gets
+// exactly the events from its own start. A resume from further back gets
+// its own watch and its history; a compacted start is told so.
+func TestWatchHubResume(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	base := etcdWatchers(t)
+	const prefix = "/app/res/"
+	old := e.put(t, prefix+"old0", "o").Header.Revision
+	e.put(t, prefix+"old1", "o")
+	cur := e.put(t, prefix+"old2", "o").Header.Revision
+
+	// Caught-up watchers resume from cur+1, some from later revisions.
+	from := cur + 1
+	var starts []int64
+	for i := range 30 {
+		switch {
+		case i < 20:
+			starts = append(starts, from)
+		case i < 25:
+			starts = append(starts, from+2)
+		default:
+			starts = append(starts, from+4)
+		}
+	}
+	ws := make([]*rawWatch, len(starts))
+	for i, s := range starts {
+		ws[i] = e.rawWatch(t, "reader")
+		cr := watchPrefix(prefix)
+		cr.StartRevision = s
+		ws[i].create(cr)
+		r := ws[i].recv()
+		if !r.Created || r.Canceled || r.WatchId != 0 {
+			t.Fatalf("resume %d from %d: got %v", i, s, r)
+		}
+		if r.Header.Revision >= s {
+			t.Fatalf("resume %d from %d: created at revision %d, which claims events it has not been handed", i, s, r.Header.Revision)
+		}
+	}
+	if got := etcdWatchers(t) - base; got != 1 {
+		t.Fatalf("etcd holds %d watchers for %d resumes of one prefix, want 1", got, len(starts))
+	}
+	if feeds, _ := e.srv.hub.shared(); feeds != 1 {
+		t.Fatalf("the hub holds %d shared feeds, want 1", feeds)
+	}
+
+	var revs []int64
+	for i := range 6 {
+		revs = append(revs, e.put(t, fmt.Sprintf("%sk%d", prefix, i), strconv.Itoa(i)).Header.Revision)
+	}
+	if revs[0] != from {
+		t.Fatalf("first write at %d, want %d (nothing else writes)", revs[0], from)
+	}
+	for i, w := range ws {
+		var want []int64
+		for _, r := range revs {
+			if r >= starts[i] {
+				want = append(want, r)
+			}
+		}
+		var got []int64
+		for len(got) < len(want) {
+			r := w.recv()
+			if len(r.Events) == 0 {
+				t.Fatalf("resume %d from %d: got %v, want events", i, starts[i], r)
+			}
+			for _, ev := range r.Events {
+				got = append(got, ev.Kv.ModRevision)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("resume %d from %d: got revisions %v, want %v", i, starts[i], got, want)
+		}
+		w.sync() // and nothing else
+	}
+
+	// A resume from before the feed's start: its own watch, its history.
+	hist := e.rawWatch(t, "reader")
+	cr := watchPrefix(prefix)
+	cr.StartRevision = old
+	hist.created(cr)
+	if got := etcdWatchers(t) - base; got != 2 {
+		t.Fatalf("etcd holds %d watchers after a resume from before the shared one's start, want 2", got)
+	}
+	var got []string
+	for len(got) < 9 {
+		got = append(got, eventKeys(hist.recv().Events)...)
+	}
+	wantKeys(t, "history", got, []string{prefix + "old0", prefix + "old1", prefix + "old2",
+		prefix + "k0", prefix + "k1", prefix + "k2", prefix + "k3", prefix + "k4", prefix + "k5"})
+	hist.sync()
+
+	// A watch from now joins the feed and gets what comes after.
+	now := e.rawWatch(t, "reader")
+	now.created(watchPrefix(prefix))
+	if got := etcdWatchers(t) - base; got != 2 {
+		t.Fatalf("etcd holds %d watchers after a watch from now, want 2", got)
+	}
+	last := e.put(t, prefix+"k6", "6").Header.Revision
+	if r := now.recv(); len(r.Events) != 1 || r.Events[0].Kv.ModRevision != last {
+		t.Fatalf("watch from now: got %v, want the event at %d only", r, last)
+	}
+	now.sync()
+
+	// A resume from a compacted revision, of a range no feed serves: a
+	// shared feed from it, which etcd cancels as compacted.
+	ctx := testCtx(t)
+	if _, err := e.direct.Compact(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	compacted := e.rawWatch(t, "reader")
+	cr = watchPrefix(prefix + "old")
+	cr.StartRevision = old
+	compacted.created(cr)
+	r := compacted.recv()
+	if !r.Canceled || r.CompactRevision != cur || len(r.Events) != 0 {
+		t.Fatalf("resume from compacted revision %d: got %v, want canceled as compacted at %d", old, r, cur)
+	}
+	waitFor(t, "the compacted feed to end", func() bool {
+		feeds, _ := e.srv.hub.shared()
+		return feeds == 1
+	})
+}
+
+// TestWatchHubSlowBytes: the queue of a subscriber that stops reading is
+// bounded in bytes too: it is cut off as behind long before 1,024
+// responses. A response larger than the bound still reaches a reader.
+func TestWatchHubSlowBytes(t *testing.T) {
+	e := newEnv(t, envConfig{etcdMaxRequestBytes: 1 << 20})
+	const bound = 256 << 10
+	e.srv.hub.queueBytes.Store(bound)
+
+	// One event larger than the bound reaches a watch that reads.
+	big := e.rawWatch(t, "reader")
+	bigID := big.created(watchPrefix("/app/big/"))
+	huge := strings.Repeat("h", bound+bound/2) // under etcd's request bound
+	rev := e.put(t, "/app/big/k", huge).Header.Revision
+	if r := big.recv(); r.WatchId != bigID || len(r.Events) != 1 || r.Events[0].Kv.ModRevision != rev ||
+		len(r.Events[0].Kv.Value) != len(huge) {
+		t.Fatalf("event larger than the queue's bound: got watch %d, %d events", r.WatchId, len(r.Events))
+	}
+	big.sync()
+
+	fast := e.rawWatch(t, "reader")
+	// Fixed flow-control windows (no BDP growth), so that the slow
+	// caller's stream stops taking data after 64 KiB.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	cc := e.dial(t, e.callerTLS(t, "reader"), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	s, err := pb.NewWatchClient(cc).Watch(ctx)
+	mustOK(t, err)
+	slow := &rawWatch{t: t, s: s, cancel: cancel}
+	fastID := fast.created(watchPrefix("/app/slowb/"))
+	slow.created(watchPrefix("/app/slowb/"))
+
+	const n = 200 // 3.2 MB: far fewer than 1,024 responses, far more than the bound
+	val := strings.Repeat("x", 16<<10)
+	fastc := make(chan []int64, 1)
+	go func() {
+		var revs []int64
+		defer func() { fastc <- revs }()
+		for len(revs) < n {
+			r, err := fast.s.Recv()
+			if err != nil || r.WatchId != fastID {
+				return
+			}
+			for _, ev := range r.Events {
+				revs = append(revs, ev.Kv.ModRevision)
+			}
+		}
+	}()
+	var revs []int64
+	for i := range n {
+		revs = append(revs, e.put(t, fmt.Sprintf("/app/slowb/k%d", i), val).Header.Revision)
+	}
+	if fastRevs := <-fastc; !slices.Equal(fastRevs, revs) {
+		t.Fatalf("fast watch got revisions %v, want %v", fastRevs, revs)
+	}
+	var slowRevs []int64
+	for {
+		var r *pb.WatchResponse
+		if r, err = slow.s.Recv(); err != nil {
+			break
+		}
+		for _, ev := range r.Events {
+			slowRevs = append(slowRevs, ev.Kv.ModRevision)
+		}
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("slow watch ended with %v, want Unavailable (client/v3 retries it)", err)
+	}
+	if len(slowRevs) >= n || !slices.Equal(slowRevs, revs[:len(slowRevs)]) {
+		t.Fatalf("slow watch got %d revisions before its end, want a prefix of the %d", len(slowRevs), n)
+	}
+	t.Logf("slow watch cut off after %d of %d events of 16 KiB (bound %d KiB)", len(slowRevs), n, bound>>10)
+}
+
+// TestCopyGroup: a subscriber's copy of a (fragmented) response leaves
+// out the events below its start, and the parts left empty; what is kept
+// still ends as one response.
+func TestCopyGroup(t *testing.T) {
+	ev := func(rev int64) *mvccpb.Event {
+		return &mvccpb.Event{Kv: &mvccpb.KeyValue{Key: []byte("k"), ModRevision: rev}}
+	}
+	part := func(frag bool, revs ...int64) *pb.WatchResponse {
+		r := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: 9}, WatchId: 7, Fragment: frag}
+		for _, rev := range revs {
+			r.Events = append(r.Events, ev(rev))
+		}
+		return r
+	}
+	group := []*pb.WatchResponse{part(true, 4, 5), part(true, 6), part(false, 7, 8)}
+	for _, tc := range []struct {
+		first int64
+		want  [][]int64 // revisions by part kept
+	}{
+		{0, [][]int64{{4, 5}, {6}, {7, 8}}},
+		{5, [][]int64{{5}, {6}, {7, 8}}},
+		{6, [][]int64{{6}, {7, 8}}},
+		{8, [][]int64{{8}}},
+		{9, nil},
+	} {
+		got := copyGroup(group, 3, tc.first)
+		var revs [][]int64
+		for i, r := range got {
+			if r.WatchId != 3 || r.Fragment != (i < len(got)-1) {
+				t.Errorf("from %d: part %d of %d: watch %d, fragment %v", tc.first, i, len(got), r.WatchId, r.Fragment)
+			}
+			var rs []int64
+			for _, ev := range r.Events {
+				rs = append(rs, ev.Kv.ModRevision)
+			}
+			revs = append(revs, rs)
+		}
+		if fmt.Sprint(revs) != fmt.Sprint(tc.want) {
+			t.Errorf("from %d: got parts %v, want %v", tc.first, revs, tc.want)
+		}
+	}
+	// A cancel left without events is still sent; the original is intact.
+	cancel := part(false, 4)
+	cancel.Canceled, cancel.CompactRevision = true, 6
+	if got := copyGroup([]*pb.WatchResponse{cancel}, 3, 5); len(got) != 1 || !got[0].Canceled || len(got[0].Events) != 0 {
+		t.Errorf("cancel: got %v", got)
+	}
+	if len(group[0].Events) != 2 || group[0].WatchId != 7 || len(cancel.Events) != 1 {
+		t.Error("copyGroup changed the feed's responses")
+	}
 }
