@@ -659,6 +659,9 @@ func TestWatchHubSlowBytes(t *testing.T) {
 	}
 	big.sync()
 
+	// 32 responses of 16 KiB: the fast watch has as much room as in
+	// TestWatchHubSlow, and 200 is far fewer than 1,024 responses.
+	e.srv.hub.queueBytes.Store(2 * bound)
 	fast := e.rawWatch(t, "reader")
 	// Fixed flow-control windows (no BDP growth), so that the slow
 	// caller's stream stops taking data after 64 KiB.
@@ -671,7 +674,7 @@ func TestWatchHubSlowBytes(t *testing.T) {
 	fastID := fast.created(watchPrefix("/app/slowb/"))
 	slow.created(watchPrefix("/app/slowb/"))
 
-	const n = 200 // 3.2 MB: far fewer than 1,024 responses, far more than the bound
+	const n = 200 // 3.2 MB
 	val := strings.Repeat("x", 16<<10)
 	fastc := make(chan []int64, 1)
 	go func() {
@@ -710,7 +713,7 @@ func TestWatchHubSlowBytes(t *testing.T) {
 	if len(slowRevs) >= n || !slices.Equal(slowRevs, revs[:len(slowRevs)]) {
 		t.Fatalf("slow watch got %d revisions before its end, want a prefix of the %d", len(slowRevs), n)
 	}
-	t.Logf("slow watch cut off after %d of %d events of 16 KiB (bound %d KiB)", len(slowRevs), n, bound>>10)
+	t.Logf("slow watch cut off after %d of %d events of 16 KiB (bound %d KiB)", len(slowRevs), n, 2*bound>>10)
 }
 
 // TestCopyGroup: a subscriber's copy of a (fragmented) response leaves
