@@ -385,48 +385,7 @@ func TestWatchHubSlow(t *testing.T) {
 	// Large values fill the slow caller's flow-control windows quickly, so
 	// that the gateway's queue for it fills.
 	const n = 200
-	val := strings.Repeat("x", 16<<10)
-	// The fast watch gets everything while the slow one reads nothing.
-	fastc := make(chan []int64, 1)
-	go func() {
-		var revs []int64
-		defer func() { fastc <- revs }()
-		for len(revs) < n {
-			r, err := fast.s.Recv()
-			if err != nil || r.WatchId != fastID {
-				return
-			}
-			for _, ev := range r.Events {
-				revs = append(revs, ev.Kv.ModRevision)
-			}
-		}
-	}()
-	var revs []int64
-	for i := range n {
-		revs = append(revs, e.put(t, fmt.Sprintf("/app/slow/k%d", i), val).Header.Revision)
-	}
-	if fastRevs := <-fastc; !slices.Equal(fastRevs, revs) {
-		t.Fatalf("fast watch got revisions %v, want %v", fastRevs, revs)
-	}
-
-	// The slow one reads: some events, then the error.
-	var slowRevs []int64
-	var err error
-	for {
-		var r *pb.WatchResponse
-		if r, err = slow.s.Recv(); err != nil {
-			break
-		}
-		for _, ev := range r.Events {
-			slowRevs = append(slowRevs, ev.Kv.ModRevision)
-		}
-	}
-	if status.Code(err) != codes.Unavailable {
-		t.Fatalf("slow watch ended with %v, want Unavailable (client/v3 retries it)", err)
-	}
-	if len(slowRevs) >= n || !slices.Equal(slowRevs, revs[:len(slowRevs)]) {
-		t.Fatalf("slow watch got %d revisions before its end, want a prefix of the %d", len(slowRevs), n)
-	}
+	revs, slowRevs := cutOff(t, e, fast, slow, fastID, "/app/slow/", n)
 	// It resumes where it stopped, as client/v3 does.
 	from := revs[0]
 	if len(slowRevs) > 0 {
@@ -675,29 +634,39 @@ func TestWatchHubSlowBytes(t *testing.T) {
 	slow.created(watchPrefix("/app/slowb/"))
 
 	const n = 200 // 3.2 MB
+	_, slowRevs := cutOff(t, e, fast, slow, fastID, "/app/slowb/", n)
+	t.Logf("slow watch cut off after %d of %d events of 16 KiB (bound %d KiB)", len(slowRevs), n, 2*bound>>10)
+}
+
+// cutOff writes n values of 16 KiB under prefix while slow reads nothing
+// and fast (watch fastID) reads everything, then has slow read what it
+// was sent: fast must get every revision written, and slow a prefix of
+// them and then Unavailable (which client/v3 retries). It returns the
+// revisions written and those slow got.
+func cutOff(t *testing.T, e *env, fast, slow *rawWatch, fastID int64, prefix string, n int) (revs, slowRevs []int64) {
+	t.Helper()
 	val := strings.Repeat("x", 16<<10)
 	fastc := make(chan []int64, 1)
 	go func() {
-		var revs []int64
-		defer func() { fastc <- revs }()
-		for len(revs) < n {
+		var got []int64
+		defer func() { fastc <- got }()
+		for len(got) < n {
 			r, err := fast.s.Recv()
 			if err != nil || r.WatchId != fastID {
 				return
 			}
 			for _, ev := range r.Events {
-				revs = append(revs, ev.Kv.ModRevision)
+				got = append(got, ev.Kv.ModRevision)
 			}
 		}
 	}()
-	var revs []int64
 	for i := range n {
-		revs = append(revs, e.put(t, fmt.Sprintf("/app/slowb/k%d", i), val).Header.Revision)
+		revs = append(revs, e.put(t, fmt.Sprintf("%sk%d", prefix, i), val).Header.Revision)
 	}
 	if fastRevs := <-fastc; !slices.Equal(fastRevs, revs) {
 		t.Fatalf("fast watch got revisions %v, want %v", fastRevs, revs)
 	}
-	var slowRevs []int64
+	var err error
 	for {
 		var r *pb.WatchResponse
 		if r, err = slow.s.Recv(); err != nil {
@@ -713,7 +682,7 @@ func TestWatchHubSlowBytes(t *testing.T) {
 	if len(slowRevs) >= n || !slices.Equal(slowRevs, revs[:len(slowRevs)]) {
 		t.Fatalf("slow watch got %d revisions before its end, want a prefix of the %d", len(slowRevs), n)
 	}
-	t.Logf("slow watch cut off after %d of %d events of 16 KiB (bound %d KiB)", len(slowRevs), n, 2*bound>>10)
+	return revs, slowRevs
 }
 
 // TestCopyGroup: a subscriber's copy of a (fragmented) response leaves
