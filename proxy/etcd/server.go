@@ -169,7 +169,7 @@ func (s *Server) unaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 	}
 	resp, err := h(gate.WithIdentity(ctx, id), req)
 	s.charge(id, req, err)
-	return resp, err
+	return resp, scrubbed(err)
 }
 
 // charge bills id for req when err refuses it (see Throttle).
@@ -233,7 +233,7 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 		return h(srv, &identifiedStream{ServerStream: knownFieldsStream{ss}, ctx: gate.WithIdentity(ctx, id)})
 	})
 	s.charge(id, nil, err)
-	return err
+	return scrubbed(err)
 }
 
 type identifiedStream struct {
