@@ -323,7 +323,7 @@ func TestWatchesResumeAcrossFaults(t *testing.T) {
 
 	// 3. kill -9 the member serving the gateway's upstream watch stream
 	// (found by etcd's own watcher count), then restart it.
-	m := f.watchMember(t, len(watchers))
+	m := f.watchMember(t)
 	t.Logf("etcd member %d serves the upstream watch stream; kill -9", m)
 	ec.Kill(m)
 	caughtUp("watch member killed", 30)
