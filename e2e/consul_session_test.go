@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // httpsAs is an HTTP client presenting who's SVID.
@@ -195,12 +198,34 @@ func TestConsulServiceRegistration(t *testing.T) {
 		// db is not web's to read: the denial does not name it.
 		{"PUT", "/v1/agent/check/register", `{"Name":"db-extra","ServiceID":"db","TTL":"30s"}`, 403, "Permission denied: the request touches what the caller may not use"},
 		{"PUT", "/v1/agent/check/fail/service:db", "", 403, "Permission denied"},
-		{"PUT", "/v1/agent/check/deregister/web-ttl", "", 200, ""},
 	} {
 		code, body := call(t, c, tc.method, gwAddr+tc.path, tc.body)
 		if code != tc.code || !strings.Contains(body, tc.want) {
 			t.Errorf("%s %s %s = %d %q; want %d %q", tc.method, tc.path, tc.body, code, body, tc.code, tc.want)
 		}
+	}
+	// A check update's body is what Consul acts on: it is judged whole and
+	// strictly, as every body the gateway forwards, and read back from the
+	// agent itself.
+	inAgent := func(status, output string) {
+		t.Helper()
+		code, out := call(t, dc, "GET", "http://"+agent.httpAddr+"/v1/agent/checks?filter="+url.QueryEscape(`CheckID == "web-ttl"`), "")
+		var checks map[string]api.AgentCheck
+		if err := json.Unmarshal([]byte(out), &checks); code != 200 || err != nil ||
+			checks["web-ttl"].Status != status || checks["web-ttl"].Output != output {
+			t.Errorf("web-ttl in the agent: %d %s; want %s with output %q", code, out, status, output)
+		}
+	}
+	if code, body := call(t, c, "PUT", gwAddr+"/v1/agent/check/update/web-ttl", `{"Status":"warning","Output":"slow"}`); code != 200 {
+		t.Errorf("check update: %d %q", code, body)
+	}
+	inAgent("warning", "slow")
+	if code, body := call(t, c, "PUT", gwAddr+"/v1/agent/check/update/web-ttl", `{"Status":"critical","Output":"x","Notes":"smuggled"}`); code != 400 || !strings.Contains(body, "Request decode failed") {
+		t.Errorf("check update with a field Consul does not read: %d %q, want 400", code, body)
+	}
+	inAgent("warning", "slow")
+	if code, body := call(t, c, "PUT", gwAddr+"/v1/agent/check/deregister/web-ttl", ""); code != 200 {
+		t.Errorf("deregister web-ttl: %d %q", code, body)
 	}
 	if out, stderr, err := web.run(t, "", "services", "deregister", "-id=web-frontend"); err != nil || !strings.Contains(out, "Deregistered service: web-frontend") {
 		t.Errorf("deregister: %v %s%s", err, out, stderr)

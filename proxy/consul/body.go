@@ -25,6 +25,7 @@ func readBody(q *request, limit int64, what string) ([]byte, error) {
 
 func setBody(q *request, b []byte) {
 	q.r.Body, q.r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	q.judged = true
 }
 
 // decodeCanonical decodes a JSON body into v, one of Consul's own request

@@ -73,6 +73,13 @@ func (s *Server) agentCheckRegister(q *request) error {
 // agentCheckUpdate decodes the routes that act on a registered check by ID:
 // pass, warn, fail, update (writes) and deregister. The check's service is
 // read from the agent; a denial says nothing of it.
+// checkUpdate is the body of PUT /v1/agent/check/update/:id, as Consul's
+// agent endpoint reads it.
+type checkUpdate struct {
+	Status string
+	Output string
+}
+
 func (s *Server) agentCheckUpdate(q *request) error {
 	rest := strings.TrimPrefix(q.r.URL.Path, "/v1/agent/check/")
 	verb, id, _ := strings.Cut(rest, "/")
@@ -80,8 +87,18 @@ func (s *Server) agentCheckUpdate(q *request) error {
 		return httpError{code: http.StatusBadRequest, msg: "Missing check ID"}
 	}
 	act := gate.ActionWrite
-	if verb == "deregister" {
+	switch verb {
+	case "deregister":
 		act = gate.ActionDeregister
+	case "update":
+		// The one check route whose body Consul acts on (the new status
+		// and output): read whole and strictly, and forwarded as decoded.
+		// Without one, none is sent and Consul refuses the update itself.
+		if q.r.ContentLength != 0 {
+			if err := decodeCanonical(q, &checkUpdate{}, "check update"); err != nil {
+				return err
+			}
+		}
 	}
 	checks, err := s.agentChecks(q.r.Context())
 	if err != nil {

@@ -83,8 +83,10 @@ func (s *Server) outgoing(q *request) *http.Request {
 	(&httputil.ProxyRequest{Out: out}).SetURL(up)
 	out.Host = up.Host
 	out.RequestURI, out.Close, out.TLS, out.Trailer = "", false, nil, nil
-	if in.ContentLength == 0 {
-		out.Body, out.GetBody = nil, nil
+	if !q.judged || in.ContentLength == 0 {
+		// A body the route did not read was never judged: the agent gets
+		// none (its handlers for such routes read none either).
+		out.Body, out.GetBody, out.ContentLength = nil, nil, 0
 	}
 	out.Header = make(http.Header, len(in.Header)+2)
 	for k, vv := range in.Header {

@@ -175,6 +175,9 @@ type request struct {
 	rollup string
 	// block is a filtered blocking query's state (blocking.go).
 	block *blocking
+	// judged: the body was read and judged (readBody); only then is one
+	// forwarded.
+	judged bool
 	// session is the session an after hook records or forgets.
 	session string
 	// body is the canonical body decodeCanonical forwards.
